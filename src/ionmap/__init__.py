@@ -15,6 +15,16 @@ from .errors import ImzMLError, InputError, IonmapError, StorageError  # noqa: E
 # public name -> (module, attribute or None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "chem": ("ionmap.chem", None),
+    "regions": ("ionmap.regions", None),
+    "synth": ("ionmap.synth", None),
+    "convert": ("ionmap.engine.convert", "convert"),
+    "open_result": ("ionmap.result", "open_result"),
+    "Result": ("ionmap.result", "Result"),
+    "kernels": ("ionmap.kernels", None),
+    "pick_peaks": ("ionmap.kernels", "pick_peaks"),
+    "build_mz_axis": ("ionmap.kernels", "build_mz_axis"),
+    "open_imzml": ("ionmap.imzml", "open_imzml"),
+    "ImzMLFile": ("ionmap.imzml", "ImzMLFile"),
 }
 
 __all__ = ["__version__", "ImzMLError", "InputError", "IonmapError", "StorageError", *_LAZY]

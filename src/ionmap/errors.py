@@ -17,6 +17,10 @@ class IonmapError(Exception):
         self.problem = problem
         super().__init__(problem if self.path is None else f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        # Rebuild from (path, problem) so errors raised on Dask workers survive pickling.
+        return type(self), (self.path, self.problem)
+
 
 class InputError(IonmapError):
     """Bad user input other than imzML: targets CSV, pipeline config, cell annotations."""

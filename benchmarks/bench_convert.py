@@ -1,0 +1,305 @@
+"""Conversion benchmark: ionmap.convert against what a user would write today, in one run.
+
+Workloads (synthetic files from ionmap.synth, written once into WORKDIR and reused):
+
+(a) many small spectra: processed-mode profile file (>= 1.5 GB, >= 100k spectra),
+    ``tme-negative`` panel, raw-point windows. Baseline: pyimzML ``ImzMLParser`` + a Python
+    loop over ``getspectrum`` + NumPy ``searchsorted`` on a cumulative sum per spectrum.
+    Also: ionmap's total time against its own floor, XML parse (no metadata cache) plus a
+    raw ``np.fromfile`` of the .ibd.
+(b) long profile spectra: continuous-mode profile file (>= 1.5 GB, >= 20k points per
+    spectrum) with ``peaks`` and ``features``. Baseline: the same loop with pyopenms
+    ``PeakPickerHiRes`` per spectrum, ``searchsorted`` windows on the peaks, all peaks kept
+    in memory, sorted and grouped within the ppm tolerance into an axis (features in at least
+    1 % of spectra), then every spectrum's peaks binned to the axis.
+(c) memory: peak RSS of the (a) conversion at two file sizes (subprocesses).
+(d) scaling: the (a) conversion on a dask.distributed LocalCluster with 1 and 2 worker
+    processes (one thread each).
+
+Every timed run is a fresh subprocess (its peak RSS comes from getrusage); the files are in
+the page cache (warm) for all contestants; ionmap's metadata cache is removed before each of
+its runs, so ionmap parses the XML every time as the baseline does.
+
+    python benchmarks/bench_convert.py                # full sizes (1.6 GB files)
+    python benchmarks/bench_convert.py --quick        # small files, a minute or two
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+GB = 1e9
+
+
+# -- jobs (each runs in its own subprocess) --------------------------------------------------
+
+
+def _drop_metadata_cache(imzml: str) -> None:
+    from ionmap.imzml import cache
+
+    for path in cache.locations(imzml):
+        Path(path).unlink(missing_ok=True)
+
+
+def job_ionmap(imzml: str, out: str, options: dict, cluster_workers: int = 0) -> dict:
+    import ionmap
+
+    _drop_metadata_cache(imzml)
+    cluster = None
+    if cluster_workers:
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(n_workers=cluster_workers, threads_per_worker=1,
+                               processes=True, dashboard_address=None)
+        options = {**options, "scheduler": cluster.scheduler_address}
+        # warm the workers up (imports) so that only the conversion is timed
+        from distributed import Client
+
+        with Client(cluster.scheduler_address) as c:
+            c.run(lambda: __import__("ionmap.engine.convert"))
+    start = time.perf_counter()
+    res = ionmap.convert(imzml, out, overwrite=True, progress=False, **options)
+    seconds = time.perf_counter() - start
+    if cluster is not None:
+        cluster.close()
+    return {"seconds": seconds, "n_images": len(res.target_names),
+            "n_features": (res.attrs.get("features") or {}).get("n_features")}
+
+
+def job_floor(imzml: str) -> dict:
+    """ionmap's XML parse (no cache) and a raw read of the whole .ibd."""
+    import ionmap
+
+    start = time.perf_counter()
+    src = ionmap.open_imzml(imzml, cache=False)
+    parse = time.perf_counter() - start
+    ibd = src.ibd_url
+    start = time.perf_counter()
+    data = np.fromfile(ibd, dtype=np.uint8)
+    read = time.perf_counter() - start
+    return {"parse": parse, "read": read, "bytes": int(data.size),
+            "n_spectra": int(src.n_spectra),
+            "points": float(np.mean(src.intensity_lengths))}
+
+
+def _parser(imzml: str):
+    import warnings
+
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ImzMLParser(imzml)
+
+
+def _windows(panel_name: str, ppm: float) -> tuple[np.ndarray, np.ndarray]:
+    from ionmap.chem import panel
+
+    mz = np.array([t.mz for t in panel(panel_name)])
+    return mz * (1 - ppm * 1e-6), mz * (1 + ppm * 1e-6)
+
+
+def job_baseline_a(imzml: str, ppm: float) -> dict:
+    start = time.perf_counter()
+    p = _parser(imzml)
+    lo, hi = _windows("tme-negative", ppm)
+    ny = int(p.imzmldict["max count of pixels y"])
+    nx = int(p.imzmldict["max count of pixels x"])
+    images = np.zeros((len(lo), ny, nx), np.float32)
+    for i, (x, y, _) in enumerate(p.coordinates):
+        mz, intensity = p.getspectrum(i)
+        cs = np.concatenate(([0.0], np.cumsum(intensity, dtype=np.float64)))
+        images[:, y - 1, x - 1] = (cs[np.searchsorted(mz, hi, "right")]
+                                   - cs[np.searchsorted(mz, lo, "left")])
+    return {"seconds": time.perf_counter() - start}
+
+
+def job_baseline_b(imzml: str, ppm: float, min_fraction: float = 0.01) -> dict:
+    import pyopenms as oms
+
+    start = time.perf_counter()
+    p = _parser(imzml)
+    lo, hi = _windows("tme-negative", ppm)
+    ny = int(p.imzmldict["max count of pixels y"])
+    nx = int(p.imzmldict["max count of pixels x"])
+    images = np.zeros((len(lo), ny, nx), np.float32)
+    picker = oms.PeakPickerHiRes()
+    peak_mz, peak_int, peak_pix = [], [], []
+    for i, (x, y, _) in enumerate(p.coordinates):
+        mz, intensity = p.getspectrum(i)
+        spectrum = oms.MSSpectrum()
+        spectrum.set_peaks((mz, intensity))
+        picked = oms.MSSpectrum()
+        picker.pick(spectrum, picked)
+        pmz, pint = picked.get_peaks()
+        cs = np.concatenate(([0.0], np.cumsum(pint, dtype=np.float64)))
+        images[:, y - 1, x - 1] = (cs[np.searchsorted(pmz, hi, "right")]
+                                   - cs[np.searchsorted(pmz, lo, "left")])
+        peak_mz.append(pmz)
+        peak_int.append(pint)
+        peak_pix.append(np.full(len(pmz), i))
+    # common axis: sort all peaks, split where neighbours are farther apart than the tolerance
+    all_mz = np.concatenate(peak_mz)
+    all_int = np.concatenate(peak_int)
+    all_pix = np.concatenate(peak_pix)
+    order = np.argsort(all_mz, kind="stable")
+    smz, spix = all_mz[order], all_pix[order]
+    group = np.concatenate(([0], np.cumsum(np.diff(smz) > smz[1:] * ppm * 1e-6)))
+    n_groups = int(group[-1]) + 1 if len(group) else 0
+    n_total = len(p.coordinates)
+    spectra_per_group = np.bincount(np.unique(group * n_total + spix) // n_total,
+                                    minlength=n_groups)
+    peaks_per_group = np.bincount(group, minlength=n_groups)
+    centres = np.bincount(group, weights=smz, minlength=n_groups) / np.maximum(peaks_per_group, 1)
+    keep = spectra_per_group >= min_fraction * n_total
+    axis = centres[keep]
+    # bin every peak to the nearest kept feature within tolerance
+    cube = np.zeros((len(axis), ny, nx), np.float32)
+    if len(axis):
+        idx = np.clip(np.searchsorted(axis, all_mz), 1, len(axis) - 1)
+        left = np.where(np.abs(all_mz - axis[idx - 1]) <= np.abs(all_mz - axis[idx]), idx - 1, idx)
+        ok = np.abs(all_mz - axis[left]) <= axis[left] * ppm * 1e-6
+        coords = np.asarray(p.coordinates)
+        np.add.at(cube, (left[ok], coords[all_pix[ok], 1] - 1, coords[all_pix[ok], 0] - 1),
+                  all_int[ok])
+    return {"seconds": time.perf_counter() - start, "n_features": int(len(axis))}
+
+
+JOBS = {"ionmap": job_ionmap, "floor": job_floor, "baseline_a": job_baseline_a,
+        "baseline_b": job_baseline_b}
+
+
+def child(spec: str) -> None:
+    job = json.loads(spec)
+    result = JOBS[job.pop("job")](**job)
+    result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result))
+
+
+def run(job: str, **kwargs) -> dict:
+    spec = json.dumps({"job": job, **kwargs})
+    proc = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True,
+                          text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"job {job} failed (exit {proc.returncode})")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+# -- driver ----------------------------------------------------------------------------------
+
+
+def sample(workdir: Path, name: str, size: float, **kwargs) -> Path:
+    """The synthetic file ``name`` of about ``size`` bytes, made once and reused."""
+    from ionmap.synth import make_sample
+
+    imzml = workdir / f"{name}.imzML"
+    truth = workdir / f"{name}.truth.json"
+    if imzml.exists() and truth.exists():
+        return imzml
+    start = time.perf_counter()
+    make_sample(workdir, name, seed=1, target_bytes=int(size), **kwargs)
+    print(f"  wrote {name} ({(workdir / f'{name}.ibd').stat().st_size / GB:.2f} GB) in "
+          f"{time.perf_counter() - start:.0f} s", flush=True)
+    return imzml
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*map(str, r)) for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workdir", type=Path, help="where the files live (default: a temp dir)")
+    ap.add_argument("--quick", action="store_true", help="small files (0.1-0.2 GB)")
+    ap.add_argument("--size-a", type=float, default=1.6, help="GB of file (a)")
+    ap.add_argument("--size-b", type=float, default=1.6, help="GB of file (b)")
+    ap.add_argument("--mem-small", type=float, default=0.4, help="GB of the small memory run")
+    ap.add_argument("--ppm", type=float, default=10.0)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    if args.quick:
+        args.size_a, args.size_b, args.mem_small = 0.2, 0.2, 0.05
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ionmap-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / "out.zarr"
+    print(f"files in {workdir} (cpu cores: {os.cpu_count()})", flush=True)
+
+    a = sample(workdir, f"a-{args.size_a:g}GB", args.size_a * GB, mode="processed",
+               spectrum_type="profile")
+    b = sample(workdir, f"b-{args.size_b:g}GB", args.size_b * GB, mode="continuous",
+               spectrum_type="profile")
+    a_small = sample(workdir, f"a-{args.mem_small:g}GB", args.mem_small * GB,
+                     mode="processed", spectrum_type="profile")
+
+    rows = []
+    print("(a) many small spectra", flush=True)
+    floor = run("floor", imzml=str(a))
+    base_a = run("baseline_a", imzml=str(a), ppm=args.ppm)
+    ion_a = run("ionmap", imzml=str(a), out=str(out), options={"ppm": args.ppm})
+    floor_s = floor["parse"] + floor["read"]
+    rows.append(["(a) processed, panel", f"{floor['bytes'] / GB:.2f} GB",
+                 f"{floor['n_spectra']:,} x {floor['points']:.0f} pts",
+                 f"{base_a['seconds']:.1f}", f"{ion_a['seconds']:.2f}",
+                 f"{base_a['seconds'] / ion_a['seconds']:.1f}x", ">= 10x",
+                 f"{ion_a['maxrss_mb']:.0f}"])
+    print("(b) long profile spectra, peaks + features", flush=True)
+    floor_b = run("floor", imzml=str(b))
+    base_b = run("baseline_b", imzml=str(b), ppm=args.ppm)
+    ion_b = run("ionmap", imzml=str(b), out=str(out),
+                options={"ppm": args.ppm, "peaks": True, "features": True})
+    rows.append(["(b) continuous, peaks+features", f"{floor_b['bytes'] / GB:.2f} GB",
+                 f"{floor_b['n_spectra']:,} x {floor_b['points']:.0f} pts",
+                 f"{base_b['seconds']:.1f}", f"{ion_b['seconds']:.2f}",
+                 f"{base_b['seconds'] / ion_b['seconds']:.1f}x", ">= 20x",
+                 f"{ion_b['maxrss_mb']:.0f}"])
+    print(table(rows, ["workload", "file", "spectra", "baseline s", "ionmap s", "speed-up",
+                       "target", "ionmap RSS MB"]))
+    print(f"    features: ionmap {ion_b['n_features']}, baseline {base_b['n_features']}")
+
+    print("\n(a) against ionmap's own floor (XML parse without cache + np.fromfile of .ibd)")
+    print(table([[f"{floor['parse']:.2f}", f"{floor['read']:.2f}", f"{floor_s:.2f}",
+                  f"{ion_a['seconds']:.2f}", f"{ion_a['seconds'] / floor_s:.2f}x", "<= 2x"]],
+                ["parse s", "fromfile s", "floor s", "convert s", "convert/floor",
+                 "target"]))
+
+    print("\n(c) peak memory of the (a) conversion at two file sizes")
+    small = run("ionmap", imzml=str(a_small), out=str(out), options={"ppm": args.ppm})
+    floor_small = run("floor", imzml=str(a_small))
+    print(table([[f"{floor_small['bytes'] / GB:.2f} GB", f"{small['maxrss_mb']:.0f}"],
+                 [f"{floor['bytes'] / GB:.2f} GB", f"{ion_a['maxrss_mb']:.0f}"]],
+                ["file", "peak RSS MB"]))
+    print(f"    ratio big/small: {ion_a['maxrss_mb'] / small['maxrss_mb']:.2f} "
+          f"(file ratio {floor['bytes'] / floor_small['bytes']:.1f}); target <= 1024 MB")
+
+    print("\n(d) dask.distributed LocalCluster, (a) conversion")
+    one = run("ionmap", imzml=str(a), out=str(out), options={"ppm": args.ppm},
+              cluster_workers=1)
+    two = run("ionmap", imzml=str(a), out=str(out), options={"ppm": args.ppm},
+              cluster_workers=2)
+    print(table([["1 worker", f"{one['seconds']:.2f}", "1.00x"],
+                 ["2 workers", f"{two['seconds']:.2f}", f"{one['seconds'] / two['seconds']:.2f}x"]],
+                ["cluster", "convert s", "speed-up (target 2 workers >= 1.6x)"]))
+    shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Peak picking: ionmap vs pyopenms PeakPickerHiRes vs scipy.signal.find_peaks, and the
+scaling of every compiled kernel from one to two threads.
+
+The same planted profile spectra (TOF-like axis, resolving power 20k, 6 points per FWHM,
+Gaussian peaks of SNR 10 to 1000 on half-normal noise; tests/test_kernels_peaks.py makes
+them and scores the picks) go through the three pickers:
+
+- ionmap: ``pick_peaks_batch`` at its defaults, one call per batch;
+- PeakPickerHiRes at signal_to_noise 3, one ``pickExperiment`` call (its fastest use; the
+  MSExperiment is built outside the timing);
+- scipy ``find_peaks`` per spectrum with the same threshold as ionmap (median + 3 sigma of
+  MAD, prominence 3 sigma); its apex is the highest sample.
+
+Speed is spectra per second per core (process CPU time, best of several runs, OpenMP and
+BLAS pinned to one thread), so other load on the machine does not distort the ratios.
+Accuracy: recall of planted peaks (nearest pick within FWHM/2), median and 99th percentile
+of |apex error| in ppm over the peaks each method found, picks near no planted peak, and
+picks on spectra of pure noise.
+
+Second table: each kernel over the same batches on a ThreadPoolExecutor with 1 and 2
+threads (wall time, best of several alternating runs); the kernels release the GIL. The
+load average and the CPU/wall ratio of the 2-thread runs (2.0 = both threads ran all the
+time) show whether other processes took cores during the measurement.
+
+Run: ``python benchmarks/bench_peaks.py`` (``--quick`` for a smaller, noisier run).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyopenms as oms  # noqa: E402
+from scipy.signal import find_peaks  # noqa: E402
+
+from ionmap.batch import SpectrumBatch  # noqa: E402
+from ionmap.kernels import bin_to_axis, build_mz_axis, pick_peaks_batch, window_sums  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_kernels_peaks import openms_experiment, planted_spectra, score_picks  # noqa: E402
+
+
+def cpu_best(fn, repeats: int) -> tuple[float, object]:
+    """(smallest process CPU time of repeats calls, last result)."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t = time.process_time()
+        out = fn()
+        best = min(best, time.process_time() - t)
+    return best, out
+
+
+def split(batch: SpectrumBatch, parts: int) -> list[SpectrumBatch]:
+    """A continuous batch cut into ``parts`` batches sharing its m/z array."""
+    out = []
+    for idx in np.array_split(np.arange(len(batch)), parts):
+        a, b = batch.offsets[idx[0]], batch.offsets[idx[-1] + 1]
+        out.append(SpectrumBatch(batch.index[idx], batch.offsets[idx[0]:idx[-1] + 2] - a, batch.mz,
+                                 batch.mz_starts[idx], batch.intensity[a:b]))
+    return out
+
+
+# --------------------------------------------------------------------------- pickers
+
+
+def ionmap_picker(batch):
+    peaks = pick_peaks_batch(batch)
+    return lambda: [peaks.spectrum(k)[0] for k in range(len(peaks))], lambda: pick_peaks_batch(batch)
+
+
+def openms_picker(batch):
+    oms.LogConfigHandler.getInstance().setLogLevel("WARNING")
+    picker = oms.PeakPickerHiRes()
+    params = picker.getParameters()
+    params.setValue("signal_to_noise", 3.0)
+    picker.setParameters(params)
+    exp = openms_experiment(batch)
+
+    def run():
+        return picker.pickExperiment(exp, False)
+
+    def peaks():
+        out = run()
+        return [out.getSpectrum(k).get_peaks()[0] for k in range(out.getNrSpectra())]
+
+    return peaks, run
+
+
+def scipy_picker(batch):
+    def run():
+        picked = []
+        for k in range(len(batch)):
+            mz, y = batch.spectrum(k)
+            med = np.median(y)
+            sigma = 1.4826 * np.median(np.abs(y - med))
+            idx, _ = find_peaks(y, height=med + 3 * sigma, prominence=3 * sigma)
+            picked.append(mz[idx])
+        return picked
+
+    return run, run
+
+
+PICKERS = {"ionmap": ionmap_picker, "PeakPickerHiRes": openms_picker, "scipy find_peaks": scipy_picker}
+
+
+def picking_table(n_spectra: int, n_points: int, repeats: int) -> None:
+    batch, truth = planted_spectra(n_spectra, n_points, peaks_per_spectrum=n_points // 100, seed=1)
+    noise, _ = planted_spectra(n_spectra, n_points, peaks_per_spectrum=0, seed=2)
+    print(f"\n## Peak picking: {n_spectra} spectra x {n_points} points, "
+          f"{n_points // 100} planted peaks each (SNR 10-1000, R 20k)\n")
+    head = ("method", "spectra/s/core", "vs HiRes", "recall SNR>=20", "recall all",
+            "median ppm", "p99 ppm", "false/spectrum", "noise peaks/spectrum")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    rows, base = [], None
+    for name, make in PICKERS.items():
+        peaks, run = make(batch)
+        seconds, _ = cpu_best(run, repeats)
+        err, heights, n_false = score_picks(peaks(), truth)
+        noise_peaks = sum(len(p) for p in make(noise)[0]())
+        found = ~np.isnan(err)
+        rate = n_spectra / seconds
+        base = rate if name == "PeakPickerHiRes" else base
+        rows.append((name, rate, found[heights >= 20].mean(), found.mean(),
+                     np.median(np.abs(err[found])), np.percentile(np.abs(err[found]), 99),
+                     n_false / n_spectra, noise_peaks / n_spectra))
+    for name, rate, r20, rall, med, p99, fp, noise_fp in rows:
+        print(f"| {name} | {rate:,.0f} | {rate / base:.1f}x | {r20:.4f} | {rall:.4f} | {med:.3f} | "
+              f"{p99:.3f} | {fp:.3f} | {noise_fp:.4f} |")
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def thread_table(repeats: int, quick: bool) -> None:
+    n_spec = 2000 if quick else 8000
+    batch, _ = planted_spectra(n_spec, 2000, seed=3)
+    profile = split(batch, 16)
+    peaks = [pick_peaks_batch(b) for b in profile]
+    axis = build_mz_axis(peaks, ppm=10.0, min_fraction=0.001)
+    centres = np.linspace(batch.mz[50], batch.mz[-50], 100)
+    lo, hi = centres * (1 - 20e-6), centres * (1 + 20e-6)
+    work = {
+        "pick_peaks_batch (profile)": (profile, lambda b: pick_peaks_batch(b)),
+        "window_sums x100 (profile)": (profile, lambda b: window_sums(b, lo, hi)),
+        "window_sums x100 (peaks)": (peaks, lambda b: window_sums(b, lo, hi)),
+        f"bin_to_axis ({axis.size} features)": (peaks, lambda b: bin_to_axis(b, axis, ppm=10.0)),
+    }
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"\n## Threads: each kernel over 16 batches ({n_spec} spectra x 2000 points in all); "
+          f"load average before: {load} on {os.cpu_count()} cores\n")
+    print("| kernel | 1 thread (ms) | 2 threads (ms) | speed-up | CPU/wall, 2 threads |")
+    print("|---|---|---|---|---|")
+    for name, (batches, fn) in work.items():
+        best = [(float("inf"), 0.0), (float("inf"), 0.0)]  # (wall, cpu) of the fastest run
+        with ThreadPoolExecutor(1) as one, ThreadPoolExecutor(2) as two:
+            for _ in range(repeats):  # alternate, so that other load hits both alike
+                for i, pool in enumerate((one, two)):
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    list(pool.map(fn, batches))
+                    run = (time.perf_counter() - wall, time.process_time() - cpu)
+                    best[i] = min(best[i], run)
+        (t1, _), (t2, c2) = best
+        print(f"| {name} | {t1 * 1e3:.1f} | {t2 * 1e3:.1f} | {t1 / t2:.2f}x | {c2 / t2:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer spectra and repeats")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 9
+    picking_table(500 if args.quick else 2000, 2000, repeats)
+    picking_table(50 if args.quick else 200, 20000, repeats)
+    thread_table(repeats, args.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Benchmark: reading imzML with ionmap vs pyimzML and a raw read of the .ibd.
+
+Writes (or reuses) a 100k-spectrum imzML file with pyimzML's ImzMLWriter in WORKDIR, then
+times, in one run:
+
+1. metadata: ionmap XML parse (``open_imzml(cache=False)``) vs pyimzML ``ImzMLParser``;
+2. reopen: ionmap with its metadata sidecar vs pyimzML ``ImzMLParser`` again;
+3. all spectra: ionmap ``iter_batches`` vs a pyimzML ``getspectrum`` loop vs
+   ``np.fromfile`` of the whole .ibd (the floor: bytes off the page cache, no decoding).
+
+Files are read once before timing so every contender reads from the page cache. Each
+ionmap step is the best of ``--repeat`` runs; the baselines run once (they are slow).
+
+    python benchmarks/bench_read.py /tmp/ionmap-bench [--spectra 100000] [--points 1000]
+        [--mode processed|continuous]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def write_file(path: Path, n: int, points: int, mode: str, seed: int = 0) -> None:
+    """n spectra on a square-ish grid: centroid peak lists of ``points`` peaks (processed)
+    or profile spectra on one shared axis (continuous); float64 m/z, float32 intensities."""
+    from pyimzml.ImzMLWriter import ImzMLWriter
+
+    rng = np.random.default_rng(seed)
+    nx = int(np.ceil(np.sqrt(n)))
+    axis = np.linspace(100.0, 1000.0, points)
+    tmp = path.with_name("partial-" + path.name)
+    kind = "centroid" if mode == "processed" else "profile"
+    with ImzMLWriter(str(tmp), mz_dtype=np.float64, intensity_dtype=np.float32, mode=mode,
+                     spec_type=kind, polarity="negative") as w:
+        for i in range(n):
+            mz = np.sort(rng.uniform(100.0, 1000.0, points)) if mode == "processed" else axis
+            w.addSpectrum(mz, rng.random(points, dtype=np.float32), (i % nx + 1, i // nx + 1))
+    tmp.with_suffix(".ibd").replace(path.with_suffix(".ibd"))
+    tmp.replace(path)
+
+
+def timed(fn, repeat: int = 1):
+    """(best wall time in s, last result)."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("workdir", nargs="?", default="/tmp/ionmap-bench-read",
+                    help="folder for the test file (reused when present)")
+    ap.add_argument("--spectra", type=int, default=100_000)
+    ap.add_argument("--points", type=int, default=1000, help="points per spectrum")
+    ap.add_argument("--mode", choices=("processed", "continuous"), default="processed")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each ionmap step (best)")
+    args = ap.parse_args(argv)
+
+    import ionmap
+    from ionmap.imzml import cache
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"bench-{args.mode}-{args.spectra}x{args.points}.imzML"
+    ibd = path.with_suffix(".ibd")
+    if not (path.exists() and ibd.exists()):
+        print(f"writing {path} ...", file=sys.stderr)
+        t, _ = timed(lambda: write_file(path, args.spectra, args.points, args.mode))
+        print(f"  written in {t:.1f} s", file=sys.stderr)
+    for p in cache.locations(str(path)):
+        if os.path.exists(p):
+            os.unlink(p)
+
+    # warm the page cache for everyone
+    path.read_bytes()
+    np.fromfile(ibd, np.uint8)
+
+    rows = []
+    t_xml, f = timed(lambda: ionmap.open_imzml(path, cache=False), args.repeat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t_py, parser = timed(lambda: ImzMLParser(str(path)))
+    rows.append(("open: XML parse", t_xml, "pyimzML ImzMLParser", t_py))
+
+    ionmap.open_imzml(path)  # writes the sidecar
+    t_re, g = timed(lambda: ionmap.open_imzml(path), max(5, args.repeat))
+    rows.append(("reopen with metadata sidecar", t_re, "pyimzML ImzMLParser", t_py))
+
+    def ionmap_all():
+        total, n = 0.0, 0
+        for batch in g.iter_batches():
+            total += float(batch.intensity.sum(dtype=np.float64))
+            n += len(batch)
+        return total, n
+
+    def pyimzml_all():
+        total = 0.0
+        for i in range(len(parser.coordinates)):
+            _, it = parser.getspectrum(i)
+            total += float(it.sum(dtype=np.float64))
+        return total, len(parser.coordinates)
+
+    t_read, (s_ionmap, n_ionmap) = timed(ionmap_all, args.repeat)
+    t_pyread, (s_py, n_py) = timed(pyimzml_all)
+    t_raw, raw = timed(lambda: np.fromfile(ibd, np.uint8), args.repeat)
+    assert n_ionmap == n_py == f.n_spectra and np.isclose(s_ionmap, s_py), "readers disagree"
+    rows.append(("read all spectra: iter_batches", t_read, "pyimzML getspectrum loop", t_pyread))
+    rows.append(("read all spectra: iter_batches", t_read, "np.fromfile of the .ibd", t_raw))
+
+    xml_mb = path.stat().st_size / 1e6
+    ibd_mb = raw.nbytes / 1e6
+    print(f"\n{path.name}: {f.n_spectra} spectra ({f.mode}, {f.spectrum_type}), "
+          f"XML {xml_mb:.0f} MB, .ibd {ibd_mb:.0f} MB; {os.cpu_count()} CPUs\n")
+    head = f"{'step':<32} {'ionmap s':>9}   {'baseline':<26} {'baseline s':>10} {'speed-up':>9}"
+    print(head)
+    print("-" * len(head))
+    for step, mine, name, base in rows:
+        print(f"{step:<32} {mine:>9.3f}   {name:<26} {base:>10.3f} {base / mine:>8.1f}x")
+    print(f"\nionmap read throughput {ibd_mb / t_read:.0f} MB/s "
+          f"(raw np.fromfile {ibd_mb / t_raw:.0f} MB/s); XML parse {xml_mb / t_xml:.0f} MB/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+# Shared inline helpers of the compiled kernels. This .pxd has no .pyx: every kernel module
+# that cimports it gets its own inlined copy, so there is no runtime import between modules.
+from libc.stdint cimport int64_t
+
+# m/z and intensity arrays come as float32 or float64, independently of each other.
+ctypedef fused mz_t:
+    float
+    double
+
+ctypedef fused in_t:
+    float
+    double
+
+
+cdef inline Py_ssize_t lower_bound(const mz_t* x, Py_ssize_t n, double v) noexcept nogil:
+    """First i with x[i] >= v, or n (x ascending)."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if x[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline Py_ssize_t upper_bound(const mz_t* x, Py_ssize_t n, double v) noexcept nogil:
+    """First i with x[i] > v, or n (x ascending)."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if x[mid] <= v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline Py_ssize_t first_descent(const mz_t* x, Py_ssize_t n) noexcept nogil:
+    """First i >= 1 where x stops being non-decreasing (NaN counts as a descent), or n."""
+    cdef Py_ssize_t i
+    for i in range(1, n):
+        if not (x[i] >= x[i - 1]):
+            return i
+    return n
+
+
+cdef inline Py_ssize_t first_unsorted(const mz_t* mz, Py_ssize_t n_mz, const int64_t* offsets,
+                                      const int64_t* starts, Py_ssize_t n_spectra,
+                                      bint shared) noexcept nogil:
+    """Batch position of the first spectrum whose m/z values are not ascending, or -1.
+
+    A shared (continuous-mode) m/z array is scanned once; a spectrum is bad only if its
+    length reaches the first descent.
+    """
+    cdef Py_ssize_t k, p
+    if shared:
+        p = first_descent(mz, n_mz)
+        if p < n_mz:
+            for k in range(n_spectra):
+                if offsets[k + 1] - offsets[k] > p:
+                    return k
+        return -1
+    for k in range(n_spectra):
+        p = offsets[k + 1] - offsets[k]
+        if first_descent(mz + starts[k], p) < p:
+            return k
+    return -1

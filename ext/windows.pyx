@@ -1,0 +1,81 @@
+"""Window sums for ion images, a whole batch per call (compiled as ``ionmap._windows``).
+
+A point counts in window k iff lo[k] <= mz <= hi[k]. Sums accumulate in float64 in point
+order, so they equal a sequential float64 reference bit for bit.
+"""
+from libc.math cimport INFINITY
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+
+from kcommon cimport first_unsorted, in_t, lower_bound, mz_t, upper_bound
+
+
+cdef inline double reduce_range(const in_t* y, Py_ssize_t a, Py_ssize_t b, bint use_max) noexcept nogil:
+    """Sum (or max) of y[a:b] in float64, in order; 0 if a >= b."""
+    cdef Py_ssize_t i
+    cdef double acc
+    if a >= b:
+        return 0.0
+    if use_max:
+        acc = -INFINITY
+        for i in range(a, b):
+            if y[i] > acc:
+                acc = y[i]
+        return acc
+    acc = 0.0
+    for i in range(a, b):
+        acc += <double>y[i]
+    return acc
+
+
+def window_sums(const mz_t[::1] mz, const in_t[::1] intensity, const int64_t[::1] offsets,
+                const int64_t[::1] mz_starts, bint shared, const double[::1] lo,
+                const double[::1] hi, bint use_max, double[:, ::1] out):
+    """out[k, w] = sum (or max) of spectrum k's intensities with lo[w] <= mz <= hi[w].
+
+    With a shared m/z array (continuous mode) each window's index range is found once for
+    the batch. Returns -1, or the batch position of the first spectrum whose m/z values are
+    not ascending (then out is untouched).
+    """
+    cdef Py_ssize_t n_spec = offsets.shape[0] - 1, n_win = lo.shape[0], n_mz = mz.shape[0]
+    cdef Py_ssize_t k, q, n, bad, a, b
+    cdef const mz_t* x
+    cdef const in_t* y
+    cdef Py_ssize_t* first = NULL
+    cdef Py_ssize_t* last = NULL
+    if shared:
+        first = <Py_ssize_t*>malloc((n_win + 1) * sizeof(Py_ssize_t))
+        last = <Py_ssize_t*>malloc((n_win + 1) * sizeof(Py_ssize_t))
+        if not first or not last:
+            free(first)
+            free(last)
+            raise MemoryError()
+    try:
+        with nogil:
+            bad = first_unsorted(&mz[0], n_mz, &offsets[0], &mz_starts[0], n_spec, shared)
+            if bad >= 0:
+                pass
+            elif shared:
+                for q in range(n_win):
+                    first[q] = lower_bound(&mz[0], n_mz, lo[q])
+                    last[q] = upper_bound(&mz[0], n_mz, hi[q])
+                for k in range(n_spec):
+                    n = offsets[k + 1] - offsets[k]
+                    y = &intensity[0] + offsets[k]
+                    for q in range(n_win):
+                        # a spectrum shorter than the shared array uses its first n values
+                        out[k, q] = reduce_range(y, first[q] if first[q] < n else n,
+                                                 last[q] if last[q] < n else n, use_max)
+            else:
+                for k in range(n_spec):
+                    n = offsets[k + 1] - offsets[k]
+                    x = &mz[0] + mz_starts[k]
+                    y = &intensity[0] + offsets[k]
+                    for q in range(n_win):
+                        a = lower_bound(x, n, lo[q])
+                        b = a + upper_bound(x + a, n - a, hi[q])
+                        out[k, q] = reduce_range(y, a, b, use_max)
+        return bad
+    finally:
+        free(first)
+        free(last)

@@ -1,0 +1,13 @@
+"""The conversion engine: imzML spectra -> OME-Zarr ion images, as Dask tasks over bands.
+
+- :mod:`~ionmap.engine.plan`: spectra -> spatial bands aligned to the store's shards;
+- :mod:`~ionmap.engine.compute`: one band's spectra -> its output block (kernels);
+- :mod:`~ionmap.engine.store`: the OME-Zarr layout, band writes, checkpoints, pyramid,
+  labels;
+- :mod:`~ionmap.engine.run`: local threaded or distributed execution with progress.
+
+The public entry points are :func:`ionmap.convert` and :func:`ionmap.open_result`.
+"""
+from .store import write_labels
+
+__all__ = ["write_labels"]

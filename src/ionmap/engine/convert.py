@@ -1,0 +1,357 @@
+"""``ionmap.convert``: an imzML file to an OME-Zarr result store of ion images.
+
+The work runs as Dask tasks, one per spatial band of image rows (see
+:mod:`ionmap.engine.plan`); each task reads its spectra with coalesced range reads, runs the
+compiled kernels and writes whole shards. The driver records finished bands in the store so
+that an interrupted run can resume, and writes ``complete: true`` last.
+"""
+from __future__ import annotations
+
+import os
+import uuid as uuidlib
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import dask
+import numpy as np
+
+from .. import __version__, chem
+from ..errors import InputError, StorageError
+from ..result import Result, open_result
+from ..storage import open_input
+from . import store as st
+from .compute import BATCH_BYTES, Extraction, axis_part, compute_band, window_bounds
+from .plan import Band, Layout, choose_band_rows, level_shapes, plan_bands
+from .run import ProgressBar, run_tasks, scheduler_client
+
+NORMALIZE = ("none", "tic", "rms")
+#: Spectra sampled to build the feature m/z axis (all when the file has fewer).
+AXIS_SAMPLE = 20_000
+
+
+def convert(
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    panel: str | None = None,
+    targets: Sequence[chem.Target] | str | os.PathLike | None = None,
+    ppm: float = 10.0,
+    peaks: bool = False,
+    features: bool = False,
+    normalize: str = "none",
+    scheduler: Any = None,
+    workers: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+    output_storage_options: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    snr: float = 3.0,
+    analyzer: str = "tof",
+    feature_ppm: float | None = None,
+    min_fraction: float = 0.01,
+    axis_sample: int | None = AXIS_SAMPLE,
+    band_rows: int | None = None,
+) -> Result:
+    """Convert an imzML file to ion images in an OME-Zarr (NGFF 0.5, Zarr v3) store.
+
+    Args:
+        input: ``.imzML`` path or URL (``s3://bucket/key.imzML``), the .ibd beside it.
+        output: store path or URL (``s3://bucket/prefix.zarr``).
+        panel: built-in panel name (``tme-negative``, ``tme-positive``); default: the one
+            matching the file's polarity (``tme-negative`` when unknown).
+        targets: instead of a panel, a list of :class:`ionmap.chem.Target` or the path of
+            a targets CSV (columns name and mz, or name, formula and adduct; optional ppm).
+        ppm: window half-width in ppm for targets without their own. A pixel's value is
+            the sum of the intensities of its spectrum's points with m/z in
+            [mz·(1 − ppm·1e-6), mz·(1 + ppm·1e-6)] (inclusive).
+        peaks: sum picked peaks instead of raw points (profile spectra; centroid spectra
+            are used as they are).
+        features: also build a dataset-wide m/z axis from picked peaks (of up to
+            ``axis_sample`` spectra, keeping features seen in at least ``min_fraction`` of
+            them) and write the feature cube (peaks binned within ``feature_ppm``, default
+            ``ppm``, scaled by the ``analyzer`` peak-width law).
+        normalize: 'none'; 'tic': each pixel's values × median TIC / the pixel's TIC;
+            'rms': × median RMS / the pixel's RMS (RMS = sqrt(mean of squared
+            intensities)); medians over pixels with a non-zero normaliser; pixels whose
+            normaliser is 0 become 0. Applies to ion images and features, not to ``tic``.
+        scheduler: None (``DASK_SCHEDULER_ADDRESS`` if set, else local threads), a
+            ``distributed`` scheduler address or Client, ``"threads"`` or ``"sync"``.
+        workers: local threads (default: all cores).
+        resume: continue an interrupted run into the same output, skipping finished bands.
+        overwrite: replace an existing result at ``output``.
+        storage_options: fsspec options for the input (and the output unless
+            ``output_storage_options`` is given), e.g. ``{"endpoint_url": ...}``.
+        progress: show a progress bar on stderr.
+        snr: peak-picking signal-to-noise threshold.
+        band_rows: override the rows per band (= shard height); normally chosen from the
+            image and file size.
+
+    Returns the opened :class:`ionmap.result.Result`.
+    """
+    from ..imzml import open_imzml
+
+    if normalize not in NORMALIZE:
+        raise InputError(None, f"normalize must be one of {', '.join(NORMALIZE)}, "
+                         f"not {normalize!r}")
+    if not ppm > 0:
+        raise InputError(None, f"ppm must be positive, not {ppm}")
+    if workers is not None and workers < 1:
+        raise InputError(None, f"workers must be at least 1, not {workers}")
+    in_url, out_url = os.fspath(input), os.fspath(output)
+    out_options = storage_options if output_storage_options is None else output_storage_options
+    src = open_imzml(in_url, storage_options=storage_options)
+    target_list, target_source = resolve_targets(panel, targets, src, storage_options)
+    table = target_table(target_list, ppm)
+    _check_targets(table, src)
+    pick = src.spectrum_type == "profile" and (peaks or features)
+    parameters = {
+        "targets_from": target_source, "ppm": float(ppm), "peaks": bool(peaks),
+        "features": bool(features), "normalize": normalize,
+        "snr": float(snr) if pick else None,
+        "feature_ppm": float(feature_ppm or ppm) if features else None,
+        "analyzer": analyzer if features else None,
+        "min_fraction": float(min_fraction) if features else None,
+        "axis_sample": axis_sample if features else None,
+    }
+    source = {
+        "path": in_url, "uuid": src.uuid, "size": int(src.ibd_size),
+        "n_spectra": int(src.n_spectra), "mode": src.mode,
+        "spectrum_type": src.spectrum_type, "polarity": src.polarity,
+    }
+    store, previous = st.prepare_output(out_url, out_options, resume=resume,
+                                        overwrite=overwrite)
+    if previous is not None:
+        _check_same_run(out_url, previous, source, parameters, table)
+        if previous.get("complete"):
+            return open_result(out_url, out_options)
+
+    lo, hi = window_bounds([t["mz"] for t in table], [t["ppm"] for t in table])
+    ex = Extraction(lo=lo, hi=hi, peaks=bool(peaks), pick=pick, snr=float(snr),
+                    feature_ppm=float(feature_ppm or ppm), analyzer=analyzer,
+                    normalize=normalize, batch_bytes=BATCH_BYTES)
+    token = uuidlib.uuid4().hex[:12]  # unique task keys per run
+    with ProgressBar(progress) as bar, scheduler_client(scheduler) as client:
+        src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
+        if previous is None:
+            axis = None
+            if features:
+                axis = _build_axis(src, src_d, ex, bar, client, workers, token, axis_sample,
+                                   dict(ppm=ex.feature_ppm, analyzer=analyzer,
+                                        min_fraction=float(min_fraction)))
+            n_planes = len(table) + 3 + (0 if axis is None else len(axis))
+            rows = band_rows or choose_band_rows(src.shape, n_planes, int(src.ibd_size))
+            layout = Layout(tuple(src.shape), int(rows))
+            attrs = _root_attrs(source, parameters, table, src, layout)
+            names = [t["name"] for t in table]
+            st.create_result(store, attrs, layout, names, src.pixel_size_um,
+                             normalized=normalize != "none")
+            if axis is not None:
+                st.create_features(store, axis, layout, src.pixel_size_um,
+                                   normalized=normalize != "none")
+                attrs["features"] = {"n_features": int(len(axis))}
+                st.update_root_attrs(store, attrs)
+        else:
+            attrs = previous
+            layout = Layout(tuple(attrs["shape"]), int(attrs["layout"]["band_rows"]))
+            axis = Result(out_url, store, attrs).features_mz if features else None
+        ex = replace(ex, axis=axis)
+        checkpoint = st.Checkpoint(store, attrs)
+        try:
+            _run_bands(src, src_d, ex, layout, checkpoint, out_url, out_options, bar, client,
+                       workers, token)
+        finally:
+            checkpoint.flush()
+        _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
+                features=axis is not None)
+    return open_result(out_url, out_options)
+
+
+# -- targets ---------------------------------------------------------------------------------
+
+
+def resolve_targets(
+    panel: str | None, targets: Sequence[chem.Target] | str | os.PathLike | None, src: Any,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[list[chem.Target], str]:
+    """(targets, description of where they came from) for a run on ``src``."""
+    if targets is not None:
+        if isinstance(targets, (str, os.PathLike)):
+            path = os.fspath(targets)
+            return chem.read_targets(_read_text(path, storage_options), source=path), path
+        targets = list(targets)
+        if not targets:
+            raise InputError(None, "empty target list")
+        return targets, "api"
+    if panel is None:
+        panel = "tme-positive" if src.polarity == "positive" else "tme-negative"
+    return chem.panel(panel), f"panel {panel}"
+
+
+def _read_text(path: str, storage_options: Mapping[str, Any] | None) -> str:
+    try:
+        with open_input(path, storage_options) as fh:
+            return fh.read().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read targets: {getattr(exc, 'strerror', None) or exc}"
+                         ) from None
+
+
+def target_table(targets: Sequence[chem.Target], ppm: float) -> list[dict]:
+    """JSON-ready target records: name, formula, adduct, mz (Th), ppm, group, window."""
+    names = [t.name for t in targets]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(None, f"duplicate target names: {', '.join(dupes)}")
+    table = []
+    for t in targets:
+        tp = float(t.ppm if t.ppm is not None else ppm)
+        lo, hi = window_bounds([t.mz], [tp])
+        table.append({"name": t.name, "formula": t.formula, "adduct": t.adduct,
+                      "mz": float(t.mz), "ppm": tp, "group": t.group,
+                      "window": [float(lo[0]), float(hi[0])]})
+    return table
+
+
+def _check_targets(table: list[dict], src: Any) -> None:
+    """Warn about targets that cannot show signal (outside the m/z range, wrong polarity)."""
+    lo, hi = src.mz_range or (np.inf, -np.inf)  # None: every spectrum is empty
+    outside = [t["name"] for t in table if t["window"][1] < lo or t["window"][0] > hi]
+    if outside:
+        warnings.warn(f"{src.url}: targets outside the file's m/z range {lo:.4f}-{hi:.4f} "
+                      f"(their images are zero): {', '.join(outside)}", stacklevel=3)
+    charges = {t["adduct"].strip()[-1] for t in table if t.get("adduct")}
+    wanted = {"positive": "+", "negative": "-"}.get(src.polarity or "")
+    if wanted and charges and wanted not in charges:
+        warnings.warn(f"{src.url}: the file is {src.polarity} mode but no target is a "
+                      f"{src.polarity} ion", stacklevel=3)
+
+
+# -- run state -------------------------------------------------------------------------------
+
+
+def _root_attrs(source: dict, parameters: dict, table: list[dict], src: Any,
+                layout: Layout) -> dict:
+    pixel = src.pixel_size_um
+    return {
+        "version": __version__, "format": st.FORMAT, "complete": False,
+        "source": source, "parameters": parameters, "targets": table,
+        "shape": list(layout.shape),
+        "pixel_size_um": None if pixel is None else [float(pixel[0]), float(pixel[1])],
+        "mz_range": None if src.mz_range is None else [float(v) for v in src.mz_range],
+        "layout": {"band_rows": layout.band_rows, "n_bands": layout.n_bands,
+                   "levels": len(level_shapes(layout.shape))},
+        "progress": {"bands_done": [], "normalized": False},
+    }
+
+
+def _check_same_run(url: str, previous: dict, source: dict, parameters: dict,
+                    table: list[dict]) -> None:
+    old = previous.get("source", {})
+    if (old.get("uuid"), old.get("size"), old.get("n_spectra")) != (
+            source["uuid"], source["size"], source["n_spectra"]):
+        raise StorageError(url, "cannot resume: the store was made from a different input "
+                           f"({old.get('path')}); use --overwrite to start again")
+    if previous.get("parameters") != parameters or previous.get("targets") != table:
+        raise StorageError(url, "cannot resume: the store was made with different targets "
+                           "or parameters; use --overwrite to start again")
+
+
+# -- passes ----------------------------------------------------------------------------------
+
+
+def _axis_task(src, spectra, ex, options):
+    return axis_part(src, spectra, ex, options)
+
+
+def _build_axis(src, src_d, ex, bar, client, workers, token, sample, options) -> np.ndarray:
+    """Pass 1: the feature m/z axis from the peaks of (a seeded sample of) the spectra."""
+    from ..kernels import MzAxisBuilder
+
+    n = int(src.n_spectra)
+    if sample is not None and sample < n:
+        chosen = np.sort(np.random.default_rng(0).choice(n, int(sample), replace=False))
+    else:
+        chosen = np.arange(n)
+    groups = [g for g in np.array_split(chosen, max(1, min(len(chosen), 64))) if len(g)]
+    bar.phase("m/z axis", len(chosen))
+    tasks = [dask.delayed(_axis_task, pure=False)(src_d, g, ex, options,
+                                                  dask_key_name=f"ionmap-axis-{token}-{i}")
+             for i, g in enumerate(groups)]
+    parts = run_tasks(tasks, lambda i, _: bar.advance(len(groups[i])), client=client,
+                      workers=workers)
+    builder = MzAxisBuilder(**options)
+    for part in parts:
+        builder.merge(part)
+    return np.asarray(builder.finish(), dtype=np.float64)
+
+
+def _band_task(src, band: Band, nx: int, ex: Extraction, url: str, options) -> int:
+    block = compute_band(src, band, nx, ex)
+    st.write_band(st.worker_store(url, options), band.y0, images=block.images, tic=block.tic,
+                  mask=block.mask, norm=block.norm, features=block.features)
+    return len(band.spectra)
+
+
+def _run_bands(src, src_d, ex, layout, checkpoint, url, options, bar, client, workers, token):
+    """Pass 2: every band not yet done -> its shards, recorded as done when written."""
+    done = checkpoint.done
+    todo = [b for b in plan_bands(src.coordinates, layout) if b.index not in done]
+    bar.phase("ion images", int(sum(len(b.spectra) for b in todo)))
+    ex_d = dask.delayed(ex, name=f"ionmap-extraction-{token}", traverse=False)
+    nx = layout.shape[1]
+    tasks = [dask.delayed(_band_task, pure=False)(src_d, b, nx, ex_d, url, options,
+                                                  dask_key_name=f"ionmap-band-{token}-{b.index}")
+             for b in todo]
+
+    def on_done(i: int, n: int) -> None:
+        checkpoint.band_done(todo[i].index)
+        bar.advance(n)
+
+    run_tasks(tasks, on_done, client=client, workers=workers)
+
+
+def _normalize_task(url, options, y0, y1, scale, features):
+    st.normalize_band(st.worker_store(url, options), y0, y1, scale, features)
+
+
+def _pyramid_task(url, options, group, level, y0, y1):
+    st.pyramid_band(st.worker_store(url, options), group, level, y0, y1)
+
+
+def _finish(store, layout, checkpoint, url, options, bar, client, workers, token, *,
+            features: bool) -> None:
+    """Normalise (if asked), build the pyramids, set viewer windows, mark complete."""
+    attrs = checkpoint.attrs
+    levels = level_shapes(layout.shape)
+    method = attrs["parameters"]["normalize"]
+    n_steps = (layout.n_bands if method != "none" else 0) + sum(
+        2 * Layout(shape, layout.band_rows).n_bands for shape in levels[1:])
+    bar.phase("finishing", n_steps)
+    advance = lambda i, _: bar.advance(1)  # noqa: E731
+    if method != "none" and not attrs["progress"].get("normalized"):
+        norm = st.read_norm(store)
+        positive = norm[norm > 0]
+        scale = float(np.median(positive)) if positive.size else 1.0
+        attrs["normalization"] = {
+            "method": method, "scale": scale,
+            "formula": f"value x scale / {method.upper()} of the pixel (0 where it is 0); "
+                       f"scale = median {method.upper()} over pixels where it is > 0",
+        }
+        tasks = [dask.delayed(_normalize_task, pure=False)(
+            url, options, *layout.band_range(b), scale, features,
+            dask_key_name=f"ionmap-normalize-{token}-{b}") for b in range(layout.n_bands)]
+        run_tasks(tasks, advance, client=client, workers=workers)
+        checkpoint.set("normalized", True)
+        st.delete_scratch(store)
+    for level, shape in enumerate(levels[1:], start=1):
+        lay = Layout(shape, layout.band_rows)
+        tasks = [dask.delayed(_pyramid_task, pure=False)(
+            url, options, group, level, *lay.band_range(b),
+            dask_key_name=f"ionmap-pyramid-{token}-{group}-{level}-{b}")
+            for group in (st.ION, st.TIC) for b in range(lay.n_bands)]
+        run_tasks(tasks, advance, client=client, workers=workers)
+    st.write_channel_windows(store, [t["name"] for t in attrs["targets"]])
+    checkpoint.finish()

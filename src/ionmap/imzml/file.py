@@ -1,0 +1,528 @@
+"""``ImzMLFile``: the metadata of an imzML/ibd pair and batched reads of its spectra."""
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+import uuid as uuidlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import storage
+from ..batch import SpectrumBatch
+from ..errors import (ImzMLError, ImzMLFormatError, MissingIbdError, SpectrumDataError,
+                      TruncatedIbdError, UnsupportedImzMLError, UUIDMismatchError)
+from . import binary, xml
+from . import cache as sidecar
+
+#: Payload read per batch by :meth:`ImzMLFile.iter_batches` unless told otherwise.
+DEFAULT_BATCH_BYTES = 64 * 2**20
+# Spectrum-type detection (files that declare neither profile nor centroid): a sample of
+# spectra is profile when most consecutive m/z steps differ by < 10 % from the previous one
+# (a regular sampling grid, as profile data are recorded); centroid peak lists are sparse
+# and irregular.
+_DETECT_SPECTRA = 64
+_DETECT_MIN_POINTS = 8
+_REGULAR_STEP = 0.1
+_REGULAR_FRACTION = 0.5
+
+_ARRAYS = ("coordinates", "mz_offsets", "mz_lengths", "intensity_offsets", "intensity_lengths")
+_FIELDS = ("uuid", "declared_mode", "declared_spectrum_type", "spectrum_type", "polarity",
+           "pixel_size_um", "max_count", "mz_dtype", "intensity_dtype", "mz_range")
+
+
+class ImzMLFile:
+    """An opened imzML/ibd pair (see :func:`open_imzml`).
+
+    Coordinates are the file's pixel positions, 1-based, x along a row and y down the
+    columns; ``shape`` is ``(ny, nx)`` so pixel (x, y) is image element ``[y - 1, x - 1]``.
+    m/z in Th; ``pixel_size_um`` in µm.
+
+    Attributes:
+        url: the .imzML path or URL as given; ``ibd_url``: the .ibd beside it;
+            ``ibd_size``: its size in bytes; ``storage_options``: as given.
+        n_spectra: number of spectra.
+        coordinates: int64 (n, 3) x, y, z exactly as in the file (z = 1 when absent).
+        shape: (ny, nx) from "max count of pixels y/x", enlarged to the largest
+            coordinates where a writer understated it (Cardinal's combined files do).
+        mode: 'continuous' when all spectra share one m/z array, else 'processed' (the
+            layout found in the file; ``declared_mode`` is what the file says).
+        spectrum_type: 'profile' | 'centroid', as declared or else detected from a sample
+            of spectra (``spectrum_type_detected`` tells which).
+        mz_dtype, intensity_dtype: NumPy dtypes of the stored arrays.
+        polarity: 'positive' | 'negative' | 'mixed' | None.
+        pixel_size_um: (x, y) in µm, or None.
+        uuid: the UUID the XML declares (canonical lowercase form), or None.
+        mz_range: (min, max) m/z over all spectra, or None when every spectrum is empty.
+        mz_offsets, mz_lengths, intensity_offsets, intensity_lengths: int64 (n,) byte
+            offsets in the .ibd and lengths in points.
+    """
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None, ibd_url: str,
+                 ibd_size: int, fields: dict[str, Any], arrays: dict[str, np.ndarray],
+                 cache_key: dict[str, Any] | None = None):
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        self.ibd_url = ibd_url
+        self.ibd_size = ibd_size
+        self._fields = fields
+        self._cache_key = cache_key
+        self.coordinates = arrays["coordinates"]
+        self.mz_offsets = arrays["mz_offsets"]
+        self.mz_lengths = arrays["mz_lengths"]
+        self.intensity_offsets = arrays["intensity_offsets"]
+        self.intensity_lengths = arrays["intensity_lengths"]
+        for a in arrays.values():
+            a.setflags(write=False)
+        self.n_spectra = len(self.coordinates)
+        self.mz_dtype = np.dtype(fields["mz_dtype"])
+        self.intensity_dtype = np.dtype(fields["intensity_dtype"])
+        self.declared_mode = fields["declared_mode"]
+        live = self.mz_offsets[self.intensity_lengths > 0]
+        if len(live) == 0:
+            self.mode = self.declared_mode or "processed"
+        else:
+            self.mode = "continuous" if (live == live[0]).all() else "processed"
+        self.polarity = fields["polarity"]
+        self.uuid = fields["uuid"]
+        self.pixel_size_um = (None if fields["pixel_size_um"] is None
+                              else tuple(fields["pixel_size_um"]))
+        self.shape = _grid(fields, self.coordinates)[::-1]
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._reader = storage.RangeReader(self.ibd_url, self.storage_options)
+        self._lock = threading.Lock()
+        self._shared_mz: np.ndarray | None = None
+
+    # ---- pickling: metadata travels, handles are reopened lazily -------------------------
+    def __getstate__(self) -> dict:
+        return {"url": self.url, "storage_options": self.storage_options,
+                "ibd_url": self.ibd_url, "ibd_size": self.ibd_size, "fields": self._fields,
+                "arrays": {name: getattr(self, name) for name in _ARRAYS}}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["url"], state["storage_options"], state["ibd_url"],
+                      state["ibd_size"], state["fields"], state["arrays"])
+
+    def close(self) -> None:
+        """Release the .ibd handle (a later read opens it again)."""
+        self._reader.close()
+
+    def __enter__(self) -> ImzMLFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<ImzMLFile {self.url!r}: {self.n_spectra} spectra, {self.mode}, "
+                f"shape {self.shape}>")
+
+    # ---- metadata computed on demand (and then cached) ----------------------------------
+    @property
+    def spectrum_type(self) -> str:
+        if self._fields["spectrum_type"] is None:
+            self._remember("spectrum_type", self._detect_spectrum_type())
+        return self._fields["spectrum_type"]
+
+    @property
+    def spectrum_type_detected(self) -> bool:
+        """True when the file does not declare profile/centroid and the type was detected."""
+        return self._fields["declared_spectrum_type"] is None
+
+    @property
+    def mz_range(self) -> tuple[float, float] | None:
+        if self._fields["mz_range"] is None and self.intensity_lengths.any():
+            self._remember("mz_range", self._data_mz_range())
+        value = self._fields["mz_range"]
+        return None if value is None else (float(value[0]), float(value[1]))
+
+    def _remember(self, name: str, value: Any) -> None:
+        self._fields[name] = value
+        if self._cache_key is not None:
+            sidecar.save(self.url, self._cache_key, self._fields,
+                       {name: getattr(self, name) for name in _ARRAYS})
+
+    def _data_mz_range(self) -> list[float]:
+        live = np.flatnonzero(self.intensity_lengths > 0)
+        if self.mode == "continuous":
+            axis = self.shared_mz()
+            return [float(axis[0]), float(axis[int(self.mz_lengths[live].max()) - 1])]
+        size = self.mz_dtype.itemsize
+        first = self.mz_offsets[live]
+        last = first + (self.mz_lengths[live] - 1) * size
+        starts = np.concatenate([first, last])
+        buf, pos = binary.read_ranges(self._reader, starts, np.full(len(starts), size))
+        values = binary.gather(buf, pos, np.ones(len(starts), np.int64), self.mz_dtype)
+        return [float(values[: len(live)].min()), float(values[len(live) :].max())]
+
+    def _detect_spectrum_type(self) -> str:
+        if self.mode == "continuous":
+            mz = self.shared_mz()
+            starts = np.zeros(1, np.int64)
+            ends = np.array([len(mz)])
+        else:
+            candidates = np.flatnonzero(self.intensity_lengths >= _DETECT_MIN_POINTS)
+            if len(candidates) == 0:
+                return "centroid"
+            pick = candidates[np.linspace(0, len(candidates) - 1,
+                                          min(_DETECT_SPECTRA, len(candidates))).astype(int)]
+            batch = self.read_batch(np.unique(pick))
+            mz, starts, ends = batch.mz, batch.offsets[:-1], batch.offsets[1:]
+        step = np.diff(mz.astype(np.float64))
+        ratio_ok = np.abs(step[1:] / np.where(step[:-1] == 0, np.nan, step[:-1]) - 1) < _REGULAR_STEP
+        # pairs of steps inside one spectrum: step i spans points i..i+1, pair i uses i..i+2
+        inside = np.ones(len(ratio_ok), bool)
+        for edge in (ends[:-1] - 2, ends[:-1] - 1):
+            edge = edge[(edge >= 0) & (edge < len(inside))]
+            inside[edge] = False
+        pairs = inside.sum()
+        if pairs == 0:
+            return "centroid"
+        return "profile" if ratio_ok[inside].sum() >= _REGULAR_FRACTION * pairs else "centroid"
+
+    def summary(self) -> dict[str, Any]:
+        """The metadata as plain JSON-ready values (what ``ionmap info`` prints)."""
+        mz_range = self.mz_range
+        return {
+            "file": self.url,
+            "ibd": self.ibd_url,
+            "ibd_size": self.ibd_size,
+            "n_spectra": self.n_spectra,
+            "n_points": int(self.intensity_lengths.sum()),
+            "shape": list(self.shape),
+            "mode": self.mode,
+            "declared_mode": self.declared_mode,
+            "spectrum_type": self.spectrum_type,
+            "spectrum_type_detected": self.spectrum_type_detected,
+            "mz_dtype": self.mz_dtype.name,
+            "intensity_dtype": self.intensity_dtype.name,
+            "polarity": self.polarity,
+            "pixel_size_um": None if self.pixel_size_um is None else list(self.pixel_size_um),
+            "uuid": self.uuid,
+            "mz_range": None if mz_range is None else list(mz_range),
+        }
+
+    # ---- reading ------------------------------------------------------------------------
+    def shared_mz(self) -> np.ndarray:
+        """Continuous mode: the one m/z array all spectra share (decoded once, read-only)."""
+        if self.mode != "continuous":
+            raise ValueError(f"{self.url}: processed mode has no shared m/z array")
+        if self._shared_mz is None:
+            with self._lock:
+                if self._shared_mz is None:
+                    live = self.intensity_lengths > 0
+                    length = int(self.mz_lengths[live].max()) if live.any() else 0
+                    start = self.mz_offsets[live][:1] if live.any() else self.mz_offsets[:1]
+                    buf, pos = binary.read_ranges(self._reader, start,
+                                                  np.array([length * self.mz_dtype.itemsize]))
+                    mz = binary.gather(buf, pos, np.array([length]), self.mz_dtype).copy()
+                    self._check_mz(mz, np.array([0, length]), None)
+                    mz.setflags(write=False)
+                    self._shared_mz = mz
+        return self._shared_mz
+
+    def read_batch(self, indices: Any) -> SpectrumBatch:
+        """Spectra ``indices`` (0-based, any order, repeats allowed) as one flat batch.
+
+        Byte ranges are coalesced and read with positional reads; safe to call from many
+        threads at once. In continuous mode ``mz`` is the shared, read-only m/z array
+        (kernels take it as a ``const`` memoryview). Raises SpectrumDataError for NaN/inf
+        intensities or m/z values, or m/z not ascending within a spectrum.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= self.n_spectra):
+            raise IndexError(f"{self.url}: spectrum index out of range 0..{self.n_spectra - 1}")
+        lengths = self.intensity_lengths[idx]
+        offsets = np.zeros(len(idx) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        int_bytes = lengths * self.intensity_dtype.itemsize
+        if self.mode == "continuous":
+            mz = self.shared_mz()
+            mz_starts = np.zeros(len(idx), np.int64)
+            buf, pos = binary.read_ranges(self._reader, self.intensity_offsets[idx], int_bytes)
+            intensity = binary.gather(buf, pos, lengths, self.intensity_dtype)
+        else:
+            starts = np.concatenate([self.intensity_offsets[idx], self.mz_offsets[idx]])
+            nbytes = np.concatenate([int_bytes, lengths * self.mz_dtype.itemsize])
+            buf, pos = binary.read_ranges(self._reader, starts, nbytes)
+            intensity = binary.gather(buf, pos[: len(idx)], lengths, self.intensity_dtype)
+            mz = binary.gather(buf, pos[len(idx) :], lengths, self.mz_dtype)
+            mz_starts = offsets[:-1].copy()
+            self._check_mz(mz, offsets, idx)
+        if intensity.dtype.kind == "f" and not np.isfinite(intensity).all():
+            bad = int(np.flatnonzero(~np.isfinite(intensity))[0])
+            raise self._data_error(idx, offsets, bad, "intensity array holds NaN or infinite values")
+        return SpectrumBatch(idx.copy(), offsets, mz, mz_starts, intensity)
+
+    def _check_mz(self, mz: np.ndarray, offsets: np.ndarray, idx: np.ndarray | None) -> None:
+        """SpectrumDataError unless m/z values are finite and ascending within spectra
+        (``idx`` None: the shared m/z array of continuous mode)."""
+        if mz.dtype.kind == "f" and not np.isfinite(mz).all():
+            bad = int(np.flatnonzero(~np.isfinite(mz))[0])
+            raise self._data_error(idx, offsets, bad, "m/z array holds NaN or infinite values")
+        down = np.flatnonzero(mz[1:] < mz[:-1]) + 1  # points smaller than their predecessor
+        if len(down):
+            down = down[~np.isin(down, offsets)]  # a new spectrum may start lower
+            if len(down):
+                raise self._data_error(idx, offsets, int(down[0]),
+                                       "m/z values are not in ascending order")
+
+    def _data_error(self, idx: np.ndarray | None, offsets: np.ndarray, point: int,
+                    problem: str) -> SpectrumDataError:
+        if idx is None:
+            return SpectrumDataError(self.url, f"the shared m/z array: {problem}")
+        i = int(idx[np.searchsorted(offsets, point, side="right") - 1])
+        x, y = (int(v) for v in self.coordinates[i, :2])
+        return SpectrumDataError(self.url, f"spectrum {i} (x={x}, y={y}): {problem}")
+
+    def iter_batches(self, indices: Any = None,
+                     max_bytes: int = DEFAULT_BATCH_BYTES) -> Iterator[SpectrumBatch]:
+        """Consecutive batches covering ``indices`` (default: all, in file order), each of
+        about ``max_bytes`` of payload (one spectrum when a spectrum alone is larger), so
+        memory is bounded by ``max_bytes`` whatever the file size."""
+        idx = (np.arange(self.n_spectra) if indices is None
+               else np.asarray(indices, dtype=np.int64).reshape(-1))
+        if len(idx) == 0:
+            return
+        payload = self.intensity_lengths[idx] * self.intensity_dtype.itemsize
+        if self.mode == "processed":
+            payload = payload + self.mz_lengths[idx] * self.mz_dtype.itemsize
+        before = np.cumsum(payload) - payload
+        cuts = np.flatnonzero(np.diff(before // max(1, int(max_bytes)))) + 1
+        for part in np.split(idx, cuts):
+            yield self.read_batch(part)
+
+    def spectrum(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mz, intensity) of spectrum ``i``: the values and dtypes pyimzML's
+        ``ImzMLParser.getspectrum(i)`` returns."""
+        return self.read_batch([i]).spectrum(0)
+
+
+# ---- opening ---------------------------------------------------------------------------
+def open_imzml(path_or_url: str | os.PathLike, storage_options: Mapping[str, Any] | None = None,
+               *, cache: bool = True) -> ImzMLFile:
+    """Open an imzML file (local path or fsspec URL such as ``s3://bucket/run.imzML``).
+
+    The binary ``.ibd`` is looked up beside it (extension case-insensitive). Metadata are
+    validated: the .ibd UUID against the XML's, every array against the .ibd size, 2-D
+    coordinates on the grid without duplicates. With ``cache`` the parsed metadata are
+    kept in a sidecar (see :mod:`ionmap.imzml.cache`) so a reopen skips the XML.
+
+    Raises ImzMLError subclasses (naming the file and the problem) for files that cannot
+    be read correctly, StorageError when the location cannot be reached.
+    """
+    url = os.fspath(path_or_url)
+    options = dict(storage_options or {})
+    if url.lower().endswith(".ibd"):
+        raise ImzMLError(url, "this is the binary part; open the .imzML file beside it")
+    st = storage.stat(url, options)
+    if st is None:
+        raise ImzMLError(url, "no such file")
+    ibd_url, ibd_st = _find_ibd(url, options)
+    reader = storage.RangeReader(ibd_url, options)
+    try:
+        head = reader.read(0, 16)
+    finally:
+        reader.close()
+    if len(head) < 16:
+        raise TruncatedIbdError(ibd_url, f"only {len(head)} bytes, shorter than the 16-byte "
+                                         "UUID that starts every .ibd")
+    key = {"size": st.size, "mtime_ns": st.mtime_ns, "ibd_uuid": head.hex()} if cache else None
+    found = _cache_load(url, key) if key is not None else None
+    if found is None:
+        fields, arrays = _parse(url, options)
+        _check_uuid(fields["uuid"], head, url, ibd_url)
+        _validate(url, ibd_url, ibd_st.size, fields, arrays)
+        if key is not None:
+            sidecar.save(url, key, fields, arrays)
+    else:
+        fields, arrays = found
+        _validate(url, ibd_url, ibd_st.size, fields, arrays)
+    return ImzMLFile(url, options, ibd_url, ibd_st.size, fields, arrays, key)
+
+
+def _cache_load(url: str, key: dict) -> tuple[dict, dict] | None:
+    found = sidecar.load(url, key)
+    if found is None:
+        return None
+    fields, arrays = found
+    if set(arrays) != set(_ARRAYS) or set(fields) != set(_FIELDS):
+        return None
+    return fields, {name: np.ascontiguousarray(a, np.int64) for name, a in arrays.items()}
+
+
+def _find_ibd(url: str, options: dict) -> tuple[str, storage.FileStat]:
+    name = storage.basename(url)
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    directory = storage.parent(url)
+    for ext in (".ibd", ".IBD"):
+        candidate = storage.join(directory, stem + ext)
+        st = storage.stat(candidate, options)
+        if st is not None:
+            return candidate, st
+    wanted = (stem + ".ibd").lower()
+    for entry in storage.listdir(directory, options):
+        if entry.lower() == wanted:
+            candidate = storage.join(directory, entry)
+            st = storage.stat(candidate, options)
+            if st is not None:
+                return candidate, st
+    raise MissingIbdError(url, f"no binary file {stem}.ibd beside it (looked up ignoring case)")
+
+
+def _parse(url: str, options: dict, *, fast: bool = True) -> tuple[dict, dict]:
+    """Metadata fields and arrays from the XML (offsets already unwrapped)."""
+    path = storage.local_path(url)
+    if path is not None:
+        with open(path, "rb") as fh:
+            try:
+                data: Any = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:  # empty file
+                data = b""
+        try:
+            meta = xml.parse(data, url, fast=fast)
+        finally:
+            if isinstance(data, mmap.mmap):
+                try:
+                    data.close()
+                except BufferError:  # a view still alive (error path): the GC closes it
+                    pass
+    else:
+        with storage.open_input(url, options) as stream:
+            meta = xml.parse(stream, url, fast=fast)
+    return _fields(meta, url), _arrays(meta)
+
+
+def _fields(meta: xml.XmlMetadata, url: str) -> dict[str, Any]:
+    head = meta.header
+    content = head.file_content
+    group_terms = {t for params in head.groups.values() for t, _ in params}
+    first_terms = meta.first.terms
+    modes = {"continuous", "processed"} & set(content)
+    declared_type = None
+    for terms in (set(content), first_terms, group_terms):  # most specific declaration first
+        types = {"profile", "centroid"} & terms
+        if len(types) == 1:
+            declared_type = types.pop()
+            break
+    signs = {"positive", "negative"} & (set(content) | group_terms | first_terms)
+    polarity = "mixed" if len(signs) == 2 else (signs.pop() if signs else None)
+    settings = head.scan_settings
+
+    def number(term: str) -> float | None:
+        try:
+            value = float(settings[term])  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError):
+            return None
+        return value if np.isfinite(value) and value > 0 else None
+
+    px, py = number("pixel_size_x"), number("pixel_size_y")
+    nx, ny = number("max_count_x"), number("max_count_y")
+    cols = meta.columns
+    live = cols["intensity_length"] > 0
+    lo, hi = cols["lowest_mz"][live], cols["highest_mz"][live]
+    mz_range = ([float(lo.min()), float(hi.max())]
+                if live.any() and np.isfinite(lo).all() and np.isfinite(hi).all() else None)
+    return {
+        "uuid": _canonical_uuid(content.get("uuid"), url),
+        "declared_mode": modes.pop() if len(modes) == 1 else None,
+        "declared_spectrum_type": declared_type,
+        "spectrum_type": declared_type,
+        "polarity": polarity,
+        "pixel_size_um": None if px is None else [px, py if py is not None else px],
+        "max_count": None if nx is None or ny is None else [int(nx), int(ny)],
+        "mz_dtype": xml.DTYPES[meta.mz_dtype].str,
+        "intensity_dtype": xml.DTYPES[meta.intensity_dtype].str,
+        "mz_range": mz_range,
+    }
+
+
+def _canonical_uuid(value: str | None, url: str) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(uuidlib.UUID(value.strip().strip("{}")))
+    except ValueError:
+        raise ImzMLFormatError(url, f"universally unique identifier {value!r} is not a UUID") from None
+
+
+def _unwrap(offsets: np.ndarray) -> np.ndarray:
+    """Undo offsets written as signed 32-bit: each step from a non-negative to a negative
+    value adds 2**32 to it and to all later offsets (as pyimzML does; unlike pyimzML, a
+    negative first offset is wrapped too)."""
+    negative = offsets < 0
+    if not negative.any():
+        return offsets
+    wraps = negative & ~np.concatenate([[False], negative[:-1]])
+    return offsets + np.cumsum(wraps) * 2**32
+
+
+def _arrays(meta: xml.XmlMetadata) -> dict[str, np.ndarray]:
+    cols = meta.columns
+    return {
+        "coordinates": np.stack([cols["x"], cols["y"], cols["z"]], axis=1),
+        "mz_offsets": _unwrap(cols["mz_offset"]),
+        "mz_lengths": cols["mz_length"],
+        "intensity_offsets": _unwrap(cols["intensity_offset"]),
+        "intensity_lengths": cols["intensity_length"],
+    }
+
+
+def _check_uuid(declared: str | None, head: bytes, url: str, ibd_url: str) -> None:
+    if declared is not None and uuidlib.UUID(declared).bytes != head:
+        raise UUIDMismatchError(
+            ibd_url, f"its UUID {uuidlib.UUID(bytes=head)} differs from {declared} in {url}: "
+                     "the two files do not belong together")
+
+
+def _grid(fields: dict, coordinates: np.ndarray) -> tuple[int, int]:
+    """(nx, ny): the declared max count of pixels, grown to cover every position."""
+    nx, ny = (int(v) for v in coordinates[:, :2].max(axis=0))
+    if fields["max_count"] is not None:
+        nx, ny = max(nx, fields["max_count"][0]), max(ny, fields["max_count"][1])
+    return nx, ny
+
+
+def _validate(url: str, ibd_url: str, ibd_size: int, fields: dict, arrays: dict) -> None:
+    """Vectorised checks that every spectrum can be placed and read correctly."""
+    xyz = arrays["coordinates"]
+    z = xyz[:, 2]
+    if (z > 1).any() or (z != z[0]).any():
+        i = int(np.flatnonzero((z > 1) | (z != z[0]))[0])
+        raise UnsupportedImzMLError(url, f"3-D data (spectrum {i} has position z = {z[i]}) "
+                                         "is not supported")
+    x, y = xyz[:, 0], xyz[:, 1]
+    outside = (x < 1) | (y < 1)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ImzMLFormatError(url, f"spectrum {i} at position x={x[i]}, y={y[i]} lies outside "
+                                    "the pixel grid (positions are 1-based)")
+    nx, _ = _grid(fields, xyz)
+    linear = (y - 1) * nx + (x - 1)
+    order = np.argsort(linear, kind="stable")
+    same = np.flatnonzero(linear[order][1:] == linear[order][:-1])
+    if len(same):
+        a, b = sorted(order[[same[0], same[0] + 1]].tolist())
+        raise ImzMLFormatError(url, f"spectra {a} and {b} share position x={x[a]}, y={y[a]}")
+    for kind in ("mz", "intensity"):
+        lengths, offsets = arrays[f"{kind}_lengths"], arrays[f"{kind}_offsets"]
+        label = "m/z" if kind == "mz" else "intensity"
+        if (lengths < 0).any():
+            i = int(np.flatnonzero(lengths < 0)[0])
+            raise ImzMLFormatError(url, f"spectrum {i}: negative {label} array length")
+        end = offsets + lengths * np.dtype(fields[f"{kind}_dtype"]).itemsize
+        beyond = (lengths > 0) & ((offsets < 0) | (end > ibd_size))
+        if beyond.any():
+            i = int(np.flatnonzero(beyond)[0])
+            raise TruncatedIbdError(
+                ibd_url, f"spectrum {i}'s {label} array (bytes {offsets[i]}..{end[i]}) reaches "
+                         f"beyond the end of the file ({ibd_size} bytes): truncated .ibd?")
+    differ = arrays["mz_lengths"] != arrays["intensity_lengths"]
+    if differ.any():
+        i = int(np.flatnonzero(differ)[0])
+        raise ImzMLFormatError(url, f"spectrum {i}: {arrays['mz_lengths'][i]} m/z values but "
+                                    f"{arrays['intensity_lengths'][i]} intensities")

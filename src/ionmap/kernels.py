@@ -1,0 +1,383 @@
+"""Typed Python face of the compiled kernels: peak picking, common m/z axis, binning and
+window sums.
+
+Every function works on a whole :class:`~ionmap.batch.SpectrumBatch` (both layouts:
+continuous batches share one m/z array, processed batches and peak lists do not). This
+module validates the inputs and hands the flat arrays to ``ionmap._peaks``,
+``ionmap._binning`` and ``ionmap._windows``, which loop over the spectra in C with the GIL
+released, so several threads run kernels in parallel.
+
+Units: m/z in Th, tolerances in ppm of m/z at ``ref_mz`` (see :func:`tolerance_mz`),
+intensities as stored. M/z arrays may be float32 or float64; intensities float32, float64
+or any integer dtype (converted to float64). M/z values must be ascending (equal values
+allowed) within each spectrum; a batch that breaks this raises ``ValueError`` naming the
+spectrum's index in the file.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable
+from typing import Literal
+
+import numpy as np
+
+from . import _binning, _peaks, _windows
+from .batch import SpectrumBatch
+
+Analyzer = Literal["tof", "orbitrap", "fticr"]
+
+# Peak width ~ m**p: the one place the analysers' peak-width law lives.
+_WIDTH_EXPONENT: dict[str, float] = {"tof": 1.0, "orbitrap": 1.5, "fticr": 2.0}
+# Median and MAD are estimated on at most this many evenly spaced points (per spectrum or
+# per noise window): selection on a subsample keeps picking at a few ns per point.
+_NOISE_SAMPLE = 256
+_APEX = {"none": int(_peaks.ApexMode.APEX_NONE), "parabola": int(_peaks.ApexMode.APEX_PARABOLA),
+         "gauss": int(_peaks.ApexMode.APEX_GAUSS)}
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _floats(a: np.ndarray) -> np.ndarray:
+    """a as a C-contiguous float32/float64 array (other dtypes become float64)."""
+    a = np.asarray(a)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    return np.ascontiguousarray(a)
+
+
+def _arrays(batch: SpectrumBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Checked flat arrays of a batch: (mz, intensity, offsets, mz_starts, shared)."""
+    mz = _floats(batch.mz)
+    intensity = _floats(batch.intensity)
+    offsets = np.ascontiguousarray(batch.offsets, dtype=np.int64)
+    starts = np.ascontiguousarray(batch.mz_starts, dtype=np.int64)
+    n = len(batch.index)
+    if mz.ndim != 1 or intensity.ndim != 1:
+        raise ValueError("SpectrumBatch: mz and intensity must be 1-D")
+    if offsets.shape != (n + 1,) or starts.shape != (n,):
+        raise ValueError(f"SpectrumBatch: {n} spectra need {n + 1} offsets and {n} mz_starts, "
+                         f"got {offsets.size} and {starts.size}")
+    lengths = np.diff(offsets)
+    if offsets[0] != 0 or offsets[-1] != intensity.size or (lengths < 0).any():
+        raise ValueError("SpectrumBatch: offsets must rise from 0 to len(intensity)")
+    if n and ((starts < 0).any() or (starts + lengths > mz.size).any()):
+        raise ValueError("SpectrumBatch: mz_starts point outside the mz array")
+    return mz, intensity, offsets, starts, bool(n) and not starts.any()
+
+
+def _unsorted(batch: SpectrumBatch, position: int) -> None:
+    if position >= 0:
+        raise ValueError(f"spectrum {int(batch.index[position])}: m/z values are not ascending")
+
+
+def _choice(name: str, value: str, choices: Iterable[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _width_exponent(analyzer: str) -> float:
+    return _WIDTH_EXPONENT[_choice("analyzer", analyzer, _WIDTH_EXPONENT)]
+
+
+# --------------------------------------------------------------------------- peak picking
+
+
+def pick_peaks_batch(
+    batch: SpectrumBatch,
+    snr: float = 3.0,
+    *,
+    noise: Literal["mad", "local"] = "mad",
+    noise_window: int = 512,
+    min_points: int = 4,
+    min_separation: float = 0.0,
+    separation_unit: Literal["points", "ppm"] = "points",
+    apex: Literal["gauss", "parabola", "none"] = "gauss",
+    measure: Literal["height", "area"] = "height",
+) -> SpectrumBatch:
+    """Pick the peaks of every profile spectrum of a batch (centroid data need no picking).
+
+    For each spectrum, the noise is ``sigma = 1.4826 * MAD`` of the intensities around
+    their median, over the whole spectrum (``noise="mad"``) or per window of
+    ``noise_window`` points with thresholds interpolated linearly between window centres
+    (``noise="local"``, for spectra whose noise level drifts); median and MAD come from at
+    most 256 evenly spaced points of the spectrum or window. A peak is a local maximum above
+    ``median + snr * sigma`` that is carried by at least ``min_points`` consecutive points
+    above that threshold, descending from the apex on either side (apex included): this
+    rejects single-point spikes and keeps false peaks on noise near zero. A maximum that is
+    separated from a higher one, within the points above the threshold, by a valley less
+    than ``snr * sigma`` deep is a noise bump on that peak's flank and is dropped. If more
+    than half of the points are equal (for example zero-filled spectra) the MAD is 0 and the
+    threshold is the median. Spectra of fewer than 3 points have no peaks.
+
+    Args:
+        batch: profile spectra (continuous or processed layout).
+        snr: threshold in noise sigmas above the median.
+        noise: ``"mad"`` (one level per spectrum) or ``"local"`` (windowed).
+        noise_window: points per noise window for ``noise="local"`` (>= 16).
+        min_points: points above the threshold a peak needs, descending from its apex (>= 1).
+        min_separation: of two peaks closer than this, only the higher is kept (greedy from
+            the highest); 0 disables it.
+        separation_unit: ``"points"`` (distance between apex samples) or ``"ppm"`` (of m/z).
+        apex: sub-sample apex: ``"gauss"`` (least-squares parabola through the log of the
+            points above half the apex height, at most 8 each side, weighted by intensity
+            squared; exact for Gaussian peaks), ``"parabola"`` (three-point parabola on the
+            intensities) or ``"none"`` (the highest sample, the middle of a flat top; also
+            the fallback when a fit is not a peak shape).
+        measure: ``"height"`` (fitted apex intensity) or ``"area"`` (trapezoidal integral of
+            the intensities, in intensity x Th, from the apex down to the nearest local
+            minimum on each side).
+
+    Returns:
+        A peak batch with the same ``index``: processed layout (``mz_starts ==
+        offsets[:-1]``), apex m/z and height/area as float64, ascending m/z per spectrum.
+    """
+    mz, intensity, offsets, starts, shared = _arrays(batch)
+    _choice("noise", noise, ("mad", "local"))
+    _choice("separation_unit", separation_unit, ("points", "ppm"))
+    _choice("measure", measure, ("height", "area"))
+    apex_code = _APEX[_choice("apex", apex, _APEX)]
+    if not snr >= 0 or not math.isfinite(snr):
+        raise ValueError(f"snr must be a finite number >= 0, got {snr}")
+    if int(min_points) < 1 or int(noise_window) < 16:
+        raise ValueError("min_points must be >= 1 and noise_window >= 16")
+    if not min_separation >= 0:
+        raise ValueError(f"min_separation must be >= 0, got {min_separation}")
+    n = len(batch.index)
+    capacity = intensity.size // 2 + n  # a spectrum of k points has at most k // 2 peaks
+    peak_mz = np.empty(capacity)
+    peak_value = np.empty(capacity)
+    peak_offsets = np.empty(n + 1, dtype=np.int64)
+    bad = _peaks.pick(mz, intensity, offsets, starts, shared, float(snr), noise == "local",
+                      int(noise_window), _NOISE_SAMPLE, int(min_points), float(min_separation),
+                      separation_unit == "ppm", apex_code, measure == "area",
+                      peak_mz, peak_value, peak_offsets)
+    _unsorted(batch, bad)
+    total = int(peak_offsets[-1])
+    return SpectrumBatch(index=batch.index, offsets=peak_offsets, mz=peak_mz[:total].copy(),
+                         mz_starts=peak_offsets[:-1].copy(), intensity=peak_value[:total].copy())
+
+
+def pick_peaks(mz: np.ndarray, intensity: np.ndarray, snr: float = 3.0,
+               **options) -> tuple[np.ndarray, np.ndarray]:
+    """Peaks of one profile spectrum: ``(peak_mz, peak_intensity)``, float64, m/z ascending.
+
+    ``mz`` (Th, ascending) and ``intensity`` have one value per point; ``snr`` and the
+    keyword options are those of :func:`pick_peaks_batch`.
+    """
+    intensity = np.asarray(intensity)
+    mz = np.asarray(mz)
+    if mz.shape != intensity.shape or mz.ndim != 1:
+        raise ValueError(f"mz and intensity must be 1-D of one length, got shapes "
+                         f"{mz.shape} and {intensity.shape}")
+    one = SpectrumBatch(index=np.zeros(1, dtype=np.int64),
+                        offsets=np.array([0, intensity.size], dtype=np.int64),
+                        mz=mz, mz_starts=np.zeros(1, dtype=np.int64), intensity=intensity)
+    peaks = pick_peaks_batch(one, snr, **options)
+    return peaks.mz, peaks.intensity
+
+
+# --------------------------------------------------------------------------- window sums
+
+
+def window_sums(batch: SpectrumBatch, lo: np.ndarray, hi: np.ndarray,
+                reduce: Literal["sum", "max"] = "sum") -> np.ndarray:
+    """Per spectrum and window k, the sum (or max) of the intensities with lo[k] <= mz <= hi[k].
+
+    Args:
+        batch: spectra, profile or centroid, either layout. Continuous batches locate each
+            window once for the whole batch.
+        lo, hi: window bounds in Th, float64 (K,); windows may overlap and need not be
+            sorted; a window with hi < lo is empty.
+        reduce: ``"sum"`` (float64 accumulation in point order, so equal bit for bit to a
+            sequential float64 sum) or ``"max"``.
+
+    Returns:
+        float64 (n_spectra, K); 0 where a window holds no point.
+    """
+    mz, intensity, offsets, starts, shared = _arrays(batch)
+    _choice("reduce", reduce, ("sum", "max"))
+    lo = np.ascontiguousarray(lo, dtype=np.float64)
+    hi = np.ascontiguousarray(hi, dtype=np.float64)
+    if lo.ndim != 1 or lo.shape != hi.shape:
+        raise ValueError(f"lo and hi must be 1-D of one length, got {lo.shape} and {hi.shape}")
+    out = np.zeros((len(batch.index), lo.size))
+    _unsorted(batch, _windows.window_sums(mz, intensity, offsets, starts, shared, lo, hi,
+                                          reduce == "max", out))
+    return out
+
+
+# --------------------------------------------------------------------------- m/z axis
+
+
+def tolerance_mz(mz: float | np.ndarray, ppm: float, analyzer: Analyzer = "tof",
+                 ref_mz: float = 200.0) -> float | np.ndarray:
+    """Mass tolerance in Th at ``mz`` (Th) for a tolerance of ``ppm`` at ``ref_mz``.
+
+    Peak width grows as m (TOF), m**1.5 (Orbitrap) or m**2 (FT-ICR); all three equal
+    ``ppm * 1e-6 * mz`` at ``mz == ref_mz``.
+    """
+    p = _width_exponent(analyzer)
+    return ppm * 1e-6 * ref_mz * (np.asarray(mz, dtype=np.float64) / ref_mz) ** p
+
+
+def _tolerance_coordinate(mz: np.ndarray, ppm: float, analyzer: str, ref_mz: float) -> np.ndarray:
+    """u(mz): integral of dm / tolerance_mz(m) from ref_mz, so one tolerance is one unit of u."""
+    p, eps, t = _width_exponent(analyzer), ppm * 1e-6, np.asarray(mz, dtype=np.float64) / ref_mz
+    return np.log(t) / eps if p == 1 else (t ** (1 - p) - 1) / ((1 - p) * eps)
+
+
+def _from_tolerance_coordinate(u: np.ndarray, ppm: float, analyzer: str, ref_mz: float) -> np.ndarray:
+    """Inverse of :func:`_tolerance_coordinate`: m/z in Th."""
+    p, eps = _width_exponent(analyzer), ppm * 1e-6
+    return ref_mz * (np.exp(u * eps) if p == 1 else (1 + (1 - p) * eps * u) ** (1 / (1 - p)))
+
+
+class MzAxisBuilder:
+    """Streaming accumulator for a common m/z axis from peak batches, in bounded memory.
+
+    Peaks go to a grid of ``cells_per_tolerance`` cells per tolerance (ppm-spaced for TOF):
+    per cell, the number of peaks (a spectrum counts at most once per cell) and the sum of
+    their exact positions inside the cell, both integers. Memory depends on the m/z range
+    and the tolerance only (12 bytes per cell, about 18 MB for 50-2000 Th at 10 ppm TOF),
+    never on the number of spectra, and the result does not depend on how the spectra are
+    split into batches, in which order they come, or how builders are merged.
+
+    ``add`` and ``merge`` may be called from several threads; a builder pickles, so Dask
+    tasks can each fill one and merge them.
+    """
+
+    def __init__(self, ppm: float = 10.0, analyzer: Analyzer = "tof", ref_mz: float = 200.0,
+                 min_fraction: float = 0.01, cells_per_tolerance: int = 4) -> None:
+        _width_exponent(analyzer)
+        if not ppm > 0 or not ref_mz > 0 or not 0 <= min_fraction <= 1 or cells_per_tolerance < 1:
+            raise ValueError("need ppm > 0, ref_mz > 0, 0 <= min_fraction <= 1 and "
+                             "cells_per_tolerance >= 1")
+        self.ppm, self.analyzer, self.ref_mz = float(ppm), analyzer, float(ref_mz)
+        self.min_fraction, self.cells = float(min_fraction), int(cells_per_tolerance)
+        self.n_spectra = 0
+        self._origin = 0  # grid cell of element 0 of the accumulators
+        self._count = np.zeros(0, dtype=np.uint32)
+        self._frac = np.zeros(0, dtype=np.uint64)
+        self._lock = threading.Lock()
+
+    def _settings(self) -> tuple:
+        return self.ppm, self.analyzer, self.ref_mz, self.cells
+
+    def _cover(self, first: int, last: int) -> None:
+        """Grow the accumulators to cover grid cells first..last (lock held)."""
+        size = self._count.size
+        lo = min(first, self._origin) if size else first
+        hi = max(last, self._origin + size - 1) if size else last
+        if size and lo == self._origin and hi == self._origin + size - 1:
+            return
+        count = np.zeros(hi - lo + 1, dtype=np.uint32)
+        frac = np.zeros(hi - lo + 1, dtype=np.uint64)
+        at = self._origin - lo
+        count[at:at + size] = self._count
+        frac[at:at + size] = self._frac
+        self._origin, self._count, self._frac = lo, count, frac
+
+    def add(self, peaks: SpectrumBatch) -> None:
+        """Add a batch of peak lists (e.g. from :func:`pick_peaks_batch` or centroid data)."""
+        mz, _, offsets, starts, shared = _arrays(peaks)
+        if mz.size and not (np.isfinite(mz).all() and mz.min() > 0):
+            raise ValueError("peak m/z values must be finite and > 0")
+        u = _tolerance_coordinate(mz, self.ppm, self.analyzer, self.ref_mz)
+        with self._lock:
+            if u.size:
+                self._cover(math.floor(u.min() * self.cells), math.floor(u.max() * self.cells))
+                _unsorted(peaks, _binning.axis_add(u, offsets, starts, shared, float(self.cells),
+                                                   self._origin, self._count, self._frac))
+            self.n_spectra += len(peaks.index)
+
+    def merge(self, other: MzAxisBuilder) -> None:
+        """Add everything ``other`` has accumulated (same settings required)."""
+        if other._settings() != self._settings():
+            raise ValueError("cannot merge MzAxisBuilders with different settings")
+        with other._lock:
+            origin, count, frac, n = other._origin, other._count.copy(), other._frac.copy(), other.n_spectra
+        with self._lock:
+            if count.size:
+                self._cover(origin, origin + count.size - 1)
+                at = origin - self._origin
+                self._count[at:at + count.size] += count
+                self._frac[at:at + count.size] += frac
+            self.n_spectra += n
+
+    def finish(self) -> np.ndarray:
+        """Feature m/z values (Th, float64, ascending) of the peaks added so far.
+
+        Features are found densest first: a window of +-1 tolerance is moved to the mean
+        of the peaks in it (mean shift) and takes them; a feature needs peaks from at least
+        ``min_fraction`` of the spectra added. Its m/z is the mean of its peaks.
+        """
+        with self._lock:
+            count, frac, origin, n = self._count, self._frac, self._origin, self.n_spectra
+            min_count = max(1, math.ceil(self.min_fraction * n * (1 - 1e-12)))
+            occupied = np.flatnonzero(count)
+            if not occupied.size:
+                return np.zeros(0)
+            # peaks within +-1 tolerance of each occupied cell: the order in which cells seed features
+            csum = np.concatenate(([0], np.cumsum(count, dtype=np.int64)))
+            g = self.cells
+            near = csum[np.minimum(occupied + g + 1, count.size)] - csum[np.maximum(occupied - g, 0)]
+            seeds = occupied[near >= min_count]
+            seeds = np.ascontiguousarray(seeds[np.lexsort((seeds, -near[near >= min_count]))])
+            cells = np.empty(seeds.size)
+            n_feat = _binning.axis_group(count, frac, seeds, g, min_count, cells)
+        u = (origin + cells[:n_feat]) / g
+        return np.sort(_from_tolerance_coordinate(u, self.ppm, self.analyzer, self.ref_mz))
+
+    def __getstate__(self) -> dict:
+        with self._lock:
+            state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+def build_mz_axis(peak_batches: Iterable[SpectrumBatch], ppm: float = 10.0,
+                  analyzer: Analyzer = "tof", ref_mz: float = 200.0,
+                  min_fraction: float = 0.01, cells_per_tolerance: int = 4) -> np.ndarray:
+    """Common m/z axis (Th, float64, ascending) from peak batches of all or a sample of spectra.
+
+    Peaks within ``tolerance_mz(m, ppm, analyzer, ref_mz)`` of each other are grouped into
+    features; features seen in fewer than ``min_fraction`` of the spectra are dropped. See
+    :class:`MzAxisBuilder`, which this streams the batches through in bounded memory.
+    """
+    builder = MzAxisBuilder(ppm, analyzer, ref_mz, min_fraction, cells_per_tolerance)
+    for batch in peak_batches:
+        builder.add(batch)
+    return builder.finish()
+
+
+# --------------------------------------------------------------------------- binning
+
+
+def bin_to_axis(batch: SpectrumBatch, axis: np.ndarray, ppm: float = 10.0,
+                analyzer: Analyzer = "tof", ref_mz: float = 200.0,
+                reduce: Literal["sum", "max"] = "sum") -> np.ndarray:
+    """Dense block of a batch on a common axis: float32 (n_spectra, len(axis)).
+
+    Each point (peak) goes to the nearest feature of ``axis`` (Th, strictly ascending; the
+    lower one on a tie) if it lies within ``tolerance_mz(feature, ppm, analyzer, ref_mz)``
+    of it; points of one spectrum in one feature are summed (or their max taken) in float64,
+    then stored as float32. Features without a point are 0.
+    """
+    mz, intensity, offsets, starts, shared = _arrays(batch)
+    _choice("reduce", reduce, ("sum", "max"))
+    axis = np.ascontiguousarray(axis, dtype=np.float64)
+    if axis.ndim != 1 or not (np.diff(axis) > 0).all():
+        raise ValueError("axis must be a 1-D array of strictly ascending m/z values")
+    out = np.zeros((len(batch.index), axis.size), dtype=np.float32)
+    if axis.size:
+        tol = np.ascontiguousarray(tolerance_mz(axis, ppm, analyzer, ref_mz))
+        _unsorted(batch, _binning.bin_peaks(mz, intensity, offsets, starts, shared, axis, tol,
+                                            reduce == "max", out))
+    return out

@@ -1,0 +1,292 @@
+"""Bulk runs: a TOML pipeline config applied to every sample of a folder.
+
+A sample in the input folder (local or an ``s3://`` prefix) is ``NAME.imzML`` with its
+``.ibd``, and optionally ``NAME.cells.csv`` or ``NAME.cells.geojson`` and
+``NAME.landmarks.csv``. Each sample gets ``OUTPUT/NAME/`` with the result store
+(``result.zarr``), the hotspot outputs (``hotspots/``) and ``report.html``. A failing sample
+is recorded and the others go on; ``summary.csv`` lists every sample and ``cohort.csv``
+compares the samples.
+"""
+from __future__ import annotations
+
+import csv
+import inspect
+import json
+import os
+import shutil
+import time
+import tomllib
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import storage
+from .errors import InputError, IonmapError, StorageError
+
+#: Keys of a section that the pipeline sets itself (per sample or from the command line).
+_CONVERT_FIXED = {"input", "output", "scheduler", "workers", "resume", "overwrite",
+                  "storage_options", "output_storage_options", "progress"}
+_HOTSPOTS_FIXED = {"source", "cells", "registration", "out_dir", "storage_options",
+                   "write_labels", "overlays", "pixel_size_um"}
+_REGISTRATION_METHODS = ("landmarks-or-auto", "landmarks", "auto")
+_DONE = "sample.json"  # written last in OUTPUT/NAME: the sample is complete
+
+
+@dataclass
+class PipelineConfig:
+    """A parsed pipeline: keyword arguments for :func:`ionmap.convert` and
+    :func:`ionmap.regions.run_hotspots`, and the registration method."""
+
+    path: str
+    convert: dict[str, Any] = field(default_factory=dict)
+    hotspots: dict[str, Any] = field(default_factory=dict)
+    registration: str = "landmarks-or-auto"
+
+
+def _check_keys(section: str, values: Mapping[str, Any], func: Callable, fixed: set[str],
+                source: str) -> dict[str, Any]:
+    """Validate config keys against ``func``'s keyword parameters and their default types."""
+    params = inspect.signature(func).parameters
+    out = {}
+    for key, value in values.items():
+        if key not in params or key in fixed:
+            allowed = sorted(k for k in params if k not in fixed)
+            raise InputError(source, f"[{section}] unknown key {key!r} (allowed: "
+                                     f"{', '.join(allowed)})")
+        default = params[key].default
+        ok = (isinstance(value, bool) if isinstance(default, bool)
+              else isinstance(value, (int, float)) and not isinstance(value, bool)
+              if isinstance(default, (int, float)) else
+              isinstance(value, str) if isinstance(default, str) else True)
+        if not ok:
+            raise InputError(source, f"[{section}] {key} = {value!r}: expected a "
+                                     f"{type(default).__name__}")
+        out[key] = value
+    return out
+
+
+def load_config(path: str | os.PathLike) -> PipelineConfig:
+    """Read and validate a pipeline TOML (see ``pipelines/*.toml`` for every key)."""
+    from .engine.convert import convert
+    from .regions import run_hotspots
+
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise InputError(source, "pipeline config not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(source, f"not valid TOML: {exc}") from None
+    unknown = set(raw) - {"convert", "registration", "hotspots", "immune"}
+    if unknown:
+        raise InputError(source, f"unknown section(s): {', '.join(sorted(unknown))} "
+                                 "(sections: convert, registration, hotspots, immune)")
+    conv = _check_keys("convert", raw.get("convert", {}), convert, _CONVERT_FIXED, source)
+    if isinstance(conv.get("targets"), str) and not storage.is_url(conv["targets"]):
+        conv["targets"] = str(Path(source).parent / conv["targets"])
+    reg = dict(raw.get("registration", {}))
+    method = reg.pop("method", "landmarks-or-auto")
+    if method not in _REGISTRATION_METHODS:
+        raise InputError(source, f"[registration] method = {method!r}: expected one of "
+                                 f"{', '.join(_REGISTRATION_METHODS)}")
+    hot = {}
+    for section, values in (("registration", reg), ("hotspots", raw.get("hotspots", {})),
+                            ("immune", raw.get("immune", {}))):
+        hot.update(_check_keys(section, values, run_hotspots, _HOTSPOTS_FIXED, source))
+    return PipelineConfig(source, conv, hot, method)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample of an input folder: its imzML and optional annotation files (URLs)."""
+
+    name: str
+    imzml: str
+    cells: str | None = None
+    landmarks: str | None = None
+
+
+def discover_samples(directory: str, storage_options: Mapping[str, Any] | None = None
+                     ) -> list[Sample]:
+    """Samples in a folder or ``s3://`` prefix, sorted by name (extensions matched
+    case-insensitively)."""
+    names = storage.listdir(directory, storage_options)
+    if not names and storage.local_path(directory) is not None and not os.path.isdir(
+            storage.local_path(directory)):
+        raise InputError(directory, "input folder not found")
+    lower = {n.lower(): n for n in names}
+    samples = []
+    for n in sorted(names):
+        if not n.lower().endswith(".imzml"):
+            continue
+        stem = n[: -len(".imzml")]
+        found = {}
+        for key, suffixes in (("cells", (".cells.csv", ".cells.geojson")),
+                              ("landmarks", (".landmarks.csv",))):
+            for suffix in suffixes:
+                if (stem + suffix).lower() in lower:
+                    found[key] = storage.join(directory, lower[(stem + suffix).lower()])
+                    break
+        samples.append(Sample(stem, storage.join(directory, n), **found))
+    if not samples:
+        raise InputError(directory, "no .imzML files found")
+    return samples
+
+
+def _local_copy(url: str, folder: Path, storage_options: Mapping[str, Any] | None) -> str:
+    """A local path for a small annotation file (downloaded when it is a URL)."""
+    if storage.local_path(url) is not None:
+        return storage.local_path(url)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / storage.basename(url)
+    with storage.open_input(url, storage_options) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return str(target)
+
+
+@dataclass
+class SampleOutcome:
+    """What happened to one sample: status ``ok``, ``skipped`` (complete, resumed) or
+    ``failed`` (with the one-line error), time in s, and its cohort row."""
+
+    name: str
+    status: str
+    seconds: float
+    error: str = ""
+    cohort: dict[str, Any] = field(default_factory=dict)
+
+
+def cohort_row(name: str, hotspots: list[dict], labels: Mapping[str, np.ndarray],
+               tissue: np.ndarray, pixel_mm2: float) -> dict[str, Any]:
+    """Per-sample cohort numbers: hotspot counts per class and the share of tissue area
+    inside immune-excluded hotspots (union over maps)."""
+    from .regions.immune import CLASSES
+
+    row: dict[str, Any] = {"sample": name, "n_hotspots": len(hotspots),
+                           "tissue_mm2": float(tissue.sum() * pixel_mm2)}
+    for cls in CLASSES:
+        row[f"n_{cls.replace('-', '_')}"] = sum(h["class"] == cls for h in hotspots)
+    excluded = np.zeros(tissue.shape, bool)
+    for name_, lab in labels.items():
+        ids = [h["id"] for h in hotspots if h["map"] == name_ and h["class"] == "immune-excluded"]
+        excluded |= np.isin(lab, ids)
+    row["excluded_area_fraction"] = float((excluded & tissue).sum() / max(int(tissue.sum()), 1))
+    return row
+
+
+def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: Any = None,
+               resume: bool = False, storage_options: Mapping[str, Any] | None = None,
+               progress: bool = True) -> dict[str, Any]:
+    """Convert one sample, find its hotspots (when it has cells) and write its report.
+
+    Returns the sample's cohort row. ``out`` is ``OUTPUT/NAME``; ``sample.json`` is written
+    there last, so a sample without it is incomplete.
+    """
+    from .engine.convert import convert
+    from .regions import read_cells, run_hotspots
+    from .report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _DONE).unlink(missing_ok=True)
+    result = convert(sample.imzml, str(out / "result.zarr"), resume=resume, overwrite=not resume,
+                     scheduler=scheduler, storage_options=storage_options, progress=progress,
+                     **config.convert)
+    run = None
+    if sample.cells:
+        method = config.registration
+        if method == "landmarks" and not sample.landmarks:
+            raise InputError(sample.imzml, "the pipeline asks for landmarks and the sample "
+                                           f"has no {sample.name}.landmarks.csv")
+        inputs = out / "inputs"
+        registration = ("auto" if method == "auto" or not sample.landmarks
+                        else _local_copy(sample.landmarks, inputs, storage_options))
+        cells = read_cells(_local_copy(sample.cells, inputs, storage_options))
+        run = run_hotspots(result, cells, registration, out / "hotspots", **config.hotspots)
+    write_report(out / "report.html", result, hotspots=run, imzml=sample.imzml,
+                 storage_options=storage_options)
+    if run is not None:
+        px = run.params["pixel_size_um"]
+        row = cohort_row(sample.name, run.hotspots, run.labels, run.tissue, px[0] * px[1] * 1e-6)
+    else:
+        row = {"sample": sample.name}
+    (out / _DONE).write_text(json.dumps({"complete": True, "cohort": row}))
+    return row
+
+
+def _write_table(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", restval="")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
+                 output_dir: str | os.PathLike, *, scheduler: Any = None, resume: bool = False,
+                 storage_options: Mapping[str, Any] | None = None, progress: bool = True,
+                 echo: Callable[[str], None] = print) -> list[SampleOutcome]:
+    """Run a pipeline over every sample of ``input_dir``; write ``summary.csv`` and
+    ``cohort.csv`` to ``output_dir`` (a local folder).
+
+    A sample that fails is recorded with its error and the others go on. With ``resume``,
+    complete samples are skipped and interrupted ones finished.
+    """
+    if not isinstance(config, PipelineConfig):
+        config = load_config(config)
+    samples = discover_samples(str(input_dir), storage_options)
+    out = Path(output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(out, f"cannot create output folder: {exc.strerror or exc}") from None
+    outcomes = []
+    for i, sample in enumerate(samples, 1):
+        echo(f"[{i}/{len(samples)}] {sample.name}")
+        done = out / sample.name / _DONE
+        t0 = time.perf_counter()
+        if resume and done.exists():
+            row = json.loads(done.read_text())["cohort"]
+            outcomes.append(SampleOutcome(sample.name, "skipped", 0.0, cohort=row))
+            echo("  complete, skipped")
+            continue
+        try:
+            row = run_sample(sample, config, out / sample.name, scheduler=scheduler,
+                             resume=resume, storage_options=storage_options, progress=progress)
+            outcomes.append(SampleOutcome(sample.name, "ok", time.perf_counter() - t0, cohort=row))
+        except Exception as exc:  # a bad sample never stops the others
+            message = (str(exc) if isinstance(exc, IonmapError)
+                       else f"{type(exc).__name__}: {exc}")
+            outcomes.append(SampleOutcome(sample.name, "failed", time.perf_counter() - t0,
+                                          message.splitlines()[0] if message else ""))
+            (out / sample.name).mkdir(parents=True, exist_ok=True)
+            (out / sample.name / "error.txt").write_text(traceback.format_exc())
+            echo(f"  failed: {outcomes[-1].error}")
+    _write_table(out / "summary.csv",
+                 [{"sample": o.name, "status": o.status, "seconds": f"{o.seconds:.2f}",
+                   "error": o.error} for o in outcomes],
+                 ["sample", "status", "seconds", "error"])
+    rows = [o.cohort for o in outcomes if o.cohort]
+    columns = list(dict.fromkeys(k for r in rows for k in r)) or ["sample"]
+    _write_table(out / "cohort.csv", rows, columns)
+    return outcomes
+
+
+def run_demo(out_dir: str | os.PathLike = "ionmap-demo", *, seed: int = 0,
+             progress: bool = True, echo: Callable[[str], None] = print) -> Path:
+    """The embedded default job: synthesize a tumour section into ``OUT/input``, run the
+    default pipeline (tme-negative panel, landmarks registration, hotspots with CD8 context)
+    into ``OUT/output`` and return the path of its ``report.html``."""
+    from . import synth
+
+    out = Path(out_dir)
+    sample = synth.make_sample(out / "input", "demo", seed=seed)
+    echo(synth.summary(sample))
+    outcome = run_pipeline(PipelineConfig("<defaults>"), str(out / "input"), out / "output",
+                           progress=progress, echo=echo)[0]
+    if outcome.status == "failed":
+        raise IonmapError(sample.imzml, f"demo failed: {outcome.error}")
+    return out / "output" / sample.imzml.stem / "report.html"

@@ -1,0 +1,310 @@
+"""The whole region analysis in one call: maps, hotspots, immune context, every export.
+
+:func:`run_hotspots` is what ``ionmap hotspots`` calls. It takes a result store (URL or
+an opened :class:`ionmap.result.Result`) or plain arrays (:class:`MSIData`), the cells and
+a registration, and writes into ``out_dir``:
+
+- ``hotspots.csv``: one row per hotspot (columns in :data:`HOTSPOT_COLUMNS`);
+- ``cell_densities.csv``: density of every cell type inside / rim / outside each hotspot;
+- ``distance_curves.csv``: density against signed distance from each hotspot's edge;
+- ``hotspots.geojson``: outlines as QuPath annotations in the annotation frame (histology
+  pixels when the cells are in µm and the histology pixel size is known);
+- ``hotspots_msi.geojson``: the same outlines in MSI pixels;
+- ``registration.json``: the transform and its residuals;
+- ``hotspots_<map>.png``: the map, hotspot outlines coloured by class, and the cells of
+  the chosen type;
+- and, for a result store, one OME-NGFF label image ``hotspots_<map>`` per map.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, StorageError
+from . import export
+from .cells import Cells, read_cells
+from .hotspots import (DEFAULT_EXTENT, DEFAULT_FDR, DEFAULT_MIN_AREA_PX, DEFAULT_RADIUS_PX,
+                       find_hotspots)
+from .immune import (DEFAULT_PERMUTATIONS, DEFAULT_RIM_RATIO, DEFAULT_RIM_UM,
+                     DEFAULT_SCARCE_RATIO, immune_context)
+from .maps import DEFAULT_MAPS, DEFAULT_NOISE_FLOOR, build_maps, map_channels, resolve_map, \
+    tissue_mask
+from .register import Registration, fit_landmarks, register_auto
+
+#: Columns of hotspots.csv: the documented ones first, then extra measurements.
+HOTSPOT_COLUMNS = (
+    "id", "map", "class", "centroid_x", "centroid_y", "area_px", "area_mm2", "mean_value",
+    "inside_density", "rim_density", "outside_density", "exclusion_score", "p_value",
+    "max_value", "max_z", "min_q", "inside_count", "rim_count", "rim_area_mm2",
+    "centroid_annotation_x", "centroid_annotation_y",
+)
+
+
+@dataclass
+class MSIData:
+    """What the region module needs from a result, as plain arrays.
+
+    ``images``: channel name -> (ny, nx) ion image; ``mask``: (ny, nx) bool, pixel has a
+    spectrum; ``tic``: (ny, nx) total ion current, or None; ``pixel_size_um``: (x, y) µm;
+    ``groups``: channel -> target group (for composite maps); ``normalized``: the images
+    are TIC-normalised already; ``url``: the result store they came from, if any.
+    """
+
+    images: dict[str, np.ndarray]
+    mask: np.ndarray
+    tic: np.ndarray | None = None
+    pixel_size_um: tuple[float, float] | None = None
+    groups: dict[str, str | None] = field(default_factory=dict)
+    normalized: bool = False
+    url: str | None = None
+
+
+def load_result(result: Any, maps: Sequence[str] | None = None,
+                storage_options: Mapping[str, Any] | None = None) -> tuple[MSIData, list[str]]:
+    """Read what ``maps`` need from a result store (URL or opened Result).
+
+    Returns the data and the map names: ``maps`` as given, or (None) those of
+    :data:`DEFAULT_MAPS` that the result's channels allow.
+    """
+    if isinstance(result, (str, os.PathLike)):
+        from ..result import open_result
+
+        result = open_result(result, storage_options)
+    channels = list(result.target_names)
+    groups = {t["name"]: t.get("group") for t in result.targets}
+    if maps is None:
+        maps = [m for m in DEFAULT_MAPS if _resolvable(m, channels, groups)]
+        if not maps:
+            raise InputError(result.url, f"none of the default maps ({', '.join(DEFAULT_MAPS)}) "
+                                         "can be built from the result's channels; name them")
+    need = map_channels(maps, channels, groups)
+    params = result.attrs.get("parameters", {}) if isinstance(result.attrs, Mapping) else {}
+    data = MSIData(
+        images={c: np.asarray(result.ion_image(c)) for c in need},
+        mask=np.asarray(result.mask, dtype=bool),
+        tic=np.asarray(result.tic),
+        pixel_size_um=result.pixel_size_um,
+        groups=groups,
+        normalized=params.get("normalize", "none") != "none",
+        url=str(result.url),
+    )
+    return data, list(maps)
+
+
+def _resolvable(name: str, channels: list[str], groups: Mapping[str, str | None]) -> bool:
+    try:
+        resolve_map(name, channels, groups)
+    except InputError:
+        return False
+    return True
+
+
+@dataclass
+class HotspotRun:
+    """Everything :func:`run_hotspots` computed (the same as the files it wrote).
+
+    ``hotspots``: rows of hotspots.csv; ``densities``: rows of cell_densities.csv;
+    ``curves``: rows of distance_curves.csv; ``registration``; ``tissue``: (ny, nx) bool;
+    ``maps`` / ``labels``: map name -> (ny, nx) values / hotspot ids; ``files``: written.
+    """
+
+    hotspots: list[dict]
+    densities: list[dict]
+    curves: list[dict]
+    registration: Registration
+    tissue: np.ndarray
+    maps: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    files: list[Path]
+    params: dict
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def run_hotspots(
+    source: Any,
+    cells: Cells | str | os.PathLike,
+    registration: Registration | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    maps: Sequence[str] | None = None,
+    cell_type: str = "CD8",
+    rim_um: float = DEFAULT_RIM_UM,
+    fdr: float = DEFAULT_FDR,
+    min_area_px: int = DEFAULT_MIN_AREA_PX,
+    radius_px: int = DEFAULT_RADIUS_PX,
+    window: str = "square",
+    extent: float | None = DEFAULT_EXTENT,
+    noise_floor: float = DEFAULT_NOISE_FLOOR,
+    scarce_ratio: float = DEFAULT_SCARCE_RATIO,
+    rim_ratio: float = DEFAULT_RIM_RATIO,
+    edge_guard_um: float | None = None,
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
+    model: str = "similarity",
+    pixel_size_um: float | tuple[float, float] | None = None,
+    write_labels: bool = True,
+    overlays: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+) -> HotspotRun:
+    """Find metabolic hotspots and their immune context; write every output to ``out_dir``.
+
+    ``source``: a result URL/path, an opened Result, or :class:`MSIData`. ``cells``:
+    :class:`Cells` or a cell file (read with defaults; use :func:`read_cells` for options).
+    ``registration``: a :class:`Registration`, "auto", or a landmarks CSV (fitted with
+    ``model``). ``maps``: map names (default: those of lactate, kynurenine, kyn_trp, lipids
+    the channels allow). ``pixel_size_um`` overrides the MSI pixel size (µm).
+    ``write_labels``: also write the labels into the result store; ``overlays``: also draw
+    the PNGs (about 0.2 s per map). The other
+    options are those of :func:`find_hotspots` (``fdr``, ``min_area_px``, ``radius_px``,
+    ``window``, ``extent``), :func:`build_maps` (``noise_floor``) and
+    :func:`immune_context` (``cell_type``, ``rim_um``, ``scarce_ratio``, ``rim_ratio``,
+    ``edge_guard_um``, ``n_permutations``, ``seed``).
+    """
+    if isinstance(source, MSIData):
+        data = source
+        maps = list(maps) if maps is not None else [
+            m for m in DEFAULT_MAPS if _resolvable(m, list(data.images), data.groups)]
+    else:
+        data, maps = load_result(source, maps, storage_options)
+    if not maps:
+        raise InputError(data.url, "no maps to analyse")
+    px = pixel_size_um if pixel_size_um is not None else data.pixel_size_um
+    if px is None:
+        raise InputError(data.url, "the MSI pixel size is unknown; give it (pixel_size_um, "
+                                   "--pixel-size-um)")
+    px = (float(px), float(px)) if np.isscalar(px) else (float(px[0]), float(px[1]))
+    if not isinstance(cells, Cells):
+        cells = read_cells(cells)
+    tissue = tissue_mask(data.mask, data.tic)
+    if isinstance(registration, Registration):
+        reg = registration
+    elif str(registration) == "auto":
+        reg = register_auto(tissue, cells, pixel_size_um=px)
+    else:
+        reg = fit_landmarks(registration, model, annotation_unit=cells.unit)
+
+    values = build_maps(data.images, tissue, maps, data.groups,
+                        tic=None if data.normalized else data.tic, noise_floor=noise_floor)
+    cells_msi = reg.to_msi(cells.xy)
+    rows, densities, curves, labels = [], [], [], {}
+    pixel_mm2 = px[0] * px[1] * 1e-6
+    for name in maps:
+        hs = find_hotspots(values[name], tissue, fdr=fdr, min_area_px=min_area_px,
+                           radius=radius_px, shape=window, extent=extent)
+        ctx = immune_context(hs.labels, cells_msi, cells.cell_type, tissue, px, rim_um=rim_um,
+                             cell_type=cell_type, edge_guard_um=edge_guard_um,
+                             scarce_ratio=scarce_ratio, rim_ratio=rim_ratio,
+                             n_permutations=n_permutations, seed=seed)
+        offset = len(rows)  # ids are unique over all maps
+        labels[name] = np.where(hs.labels > 0, hs.labels + offset, 0).astype(np.int32)
+        ann = reg.to_annotation(np.array([[h["centroid_x"], h["centroid_y"]] for h in hs.table])
+                                ) if hs.table else np.zeros((0, 2))
+        for h, c, a in zip(hs.table, ctx.table, ann):
+            rows.append({"id": h["label"] + offset, "map": name, **h, **c,
+                         "area_mm2": h["area_px"] * pixel_mm2,
+                         "centroid_annotation_x": float(a[0]),
+                         "centroid_annotation_y": float(a[1])})
+        densities += [{"id": d["label"] + offset, "map": name, **d} for d in ctx.densities]
+        curves += [{"id": d["label"] + offset, "map": name, **d} for d in ctx.curves]
+    for r in rows:
+        r.pop("label", None)
+    for d in densities + curves:
+        d.pop("label", None)
+
+    params = {"maps": list(maps), "cell_type": cell_type, "rim_um": rim_um, "fdr": fdr,
+              "min_area_px": min_area_px, "radius_px": radius_px, "window": window,
+              "extent": extent, "noise_floor": noise_floor, "scarce_ratio": scarce_ratio,
+              "rim_ratio": rim_ratio, "edge_guard_um": edge_guard_um,
+              "n_permutations": n_permutations, "seed": seed, "pixel_size_um": list(px),
+              "n_cells": len(cells), "tissue_px": int(tissue.sum())}
+    files = _write_outputs(Path(out_dir), data, cells, cells_msi, reg, values, labels, rows,
+                           densities, curves, params, cell_type, write_labels, overlays,
+                           storage_options)
+    return HotspotRun(rows, densities, curves, reg, tissue, values, labels, files, params)
+
+
+def _annotation_output(reg: Registration, cells: Cells) -> tuple[np.ndarray, str]:
+    """MSI -> GeoJSON frame: QuPath wants histology pixels; µm only if the size is unknown."""
+    if cells.unit == "um" and cells.pixel_size_um:
+        return np.diag([1 / cells.pixel_size_um, 1 / cells.pixel_size_um, 1.0]) @ reg.matrix, "px"
+    return reg.matrix, cells.unit
+
+
+def _write_outputs(out: Path, data: MSIData, cells: Cells, cells_msi: np.ndarray,
+                   reg: Registration, values: dict, labels: dict, rows: list, densities: list,
+                   curves: list, params: dict, cell_type: str, write_labels: bool,
+                   overlays: bool, storage_options) -> list[Path]:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(out, f"cannot create output folder: {exc.strerror or exc}") from None
+    files = [
+        export.write_csv(out / "hotspots.csv", rows, HOTSPOT_COLUMNS),
+        export.write_csv(out / "cell_densities.csv", densities,
+                         ("id", "map", "cell_type", "compartment", "n_cells", "area_mm2",
+                          "density_per_mm2")),
+        export.write_csv(out / "distance_curves.csv", curves,
+                         ("id", "map", "cell_type", "distance_um", "n_cells", "area_mm2",
+                          "density_per_mm2")),
+    ]
+    matrix, unit = _annotation_output(reg, cells)
+    geo = export.hotspots_geojson(labels, rows, matrix=matrix)
+    geo_msi = export.hotspots_geojson(labels, rows)
+    files.append(export.write_json(out / "hotspots.geojson", geo))
+    files.append(export.write_json(out / "hotspots_msi.geojson", geo_msi))
+    files.append(export.write_json(out / "registration.json", {
+        **reg.to_dict(), "geojson_unit": unit, "cells_file": cells.source,
+        "cells_unit": cells.unit, "histology_pixel_size_um": cells.pixel_size_um,
+        "msi_pixel_size_um": params["pixel_size_um"], "parameters": params}))
+    focus = cells.cell_type == cell_type
+    for name, lab in labels.items() if overlays else ():
+        files.append(export.overlay_png(
+            out / f"hotspots_{_safe(name)}.png", values[name], lab,
+            [r for r in rows if r["map"] == name], cells_msi[focus],
+            title=name, cell_label=f"{cell_type} cells"))
+    if write_labels and data.url:
+        from ..engine.store import write_labels as store_labels
+
+        for name, lab in labels.items():
+            props = [{"label-value": int(r["id"]), "map": name, "class": r["class"],
+                      "area_px": int(r["area_px"])} for r in rows if r["map"] == name]
+            colors = {int(r["id"]): (*export.CLASS_COLORS.get(r["class"], (128, 128, 128)), 255)
+                      for r in rows if r["map"] == name}
+            store_labels(data.url, f"hotspots_{_safe(name)}", lab, colors=colors,
+                         properties=props, storage_options=storage_options)
+    return files
+
+
+def summary(run: HotspotRun) -> str:
+    """A short text report of a run: registration, one line per hotspot, files."""
+    reg = run.registration
+    if reg.method == "landmarks":
+        quality = f"RMS residual {reg.rms_px:.2f} px" + (
+            f", leave-one-out {reg.loo_rms_px:.2f} px" if reg.loo_rms_px is not None else "")
+    else:
+        quality = f"tissue/cell-density correlation {reg.score:.2f}" if reg.score else ""
+    p = reg.parameters()
+    lines = [f"registration: {reg.method} ({reg.model}), rotation {p['rotation_deg']:.2f} deg, "
+             f"scale {p['scale']:.4g} per MSI pixel; {quality}"]
+    lines += [f"  note: {n}" for n in reg.notes]
+    lines.append(f"{len(run.hotspots)} hotspot(s) in {len(run.maps)} map(s) "
+                 f"({', '.join(run.maps)}); {run.params['cell_type']} per mm2 inside / rim / "
+                 "outside:")
+    for h in run.hotspots:
+        lines.append(
+            f"  {h['id']:>3} {h['map']:<12} {h['class']:<16} at ({h['centroid_x']:.1f}, "
+            f"{h['centroid_y']:.1f}) px, {h['area_px']} px; {h['inside_density']:.0f} / "
+            f"{h['rim_density']:.0f} / {h['outside_density']:.0f}, exclusion "
+            f"{h['exclusion_score']:+.2f} (p = {h['p_value']:.3g})")
+    folder = run.files[0].parent if run.files else None
+    lines.append(f"wrote {len(run.files)} files to {folder}")
+    return "\n".join(lines)

@@ -1,0 +1,170 @@
+"""Immune context: compartments, densities, phenotypes and the exclusion test on planted
+cells with known geometry and known densities."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ionmap.errors import InputError
+from ionmap.regions import classify, edge_distance, exclusion_score, immune_context
+from ionmap.regions.immune import _permutation_p
+
+PX = 10.0  # µm
+MM2_PER_PX = (PX / 1000) ** 2
+
+
+def disk_labels(shape, disks):
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for k, (cx, cy, r) in enumerate(disks, start=1):
+        labels[np.hypot(xx - cx, yy - cy) < r] = k
+    return labels
+
+
+def poisson_cells(rng, shape, per_px, where=None):
+    """Uniform cells (MSI pixel coordinates) at ``per_px`` cells per pixel."""
+    n = rng.poisson(per_px * shape[0] * shape[1])
+    xy = rng.uniform([-0.5, -0.5], [shape[1] - 0.5, shape[0] - 0.5], (n, 2))
+    return xy if where is None else xy[where(xy)]
+
+
+def test_edge_distance():
+    labels = np.zeros((5, 7), np.int32)
+    labels[2, 2] = 1
+    labels[1:4, 5] = 2
+    sd, owner = edge_distance(labels, (PX, PX))
+    assert sd[2, 2] == -5.0 and sd[2, 3] == 5.0 and sd[2, 1] == 5.0
+    assert sd[1, 1] == pytest.approx(np.hypot(10, 10) - 5)
+    assert owner[2, 0] == 1 and owner[2, 6] == 2 and owner[0, 5] == 2
+    sd, owner = edge_distance(np.zeros((3, 3), np.int32), (PX, PX))
+    assert np.isinf(sd).all() and not owner.any()
+
+
+def test_uniform_cells_give_the_same_density_everywhere():
+    """Areas and counts measured the same way: uniform cells -> equal densities in every
+    compartment, distance bin and hotspot (checks the area bookkeeping independently)."""
+    rng = np.random.default_rng(0)
+    shape = (80, 90)
+    tissue = np.ones(shape, bool)
+    tissue[:, :5] = False
+    labels = disk_labels(shape, [(25, 25, 6.3), (60, 50, 9.0)])
+    labels[70:75, 70:78] = 3  # a rectangle too
+    per_px = 40.0
+    xy = poisson_cells(rng, shape, per_px)
+    types = rng.choice(["CD8", "Tumor"], len(xy), p=[0.25, 0.75])
+    ctx = immune_context(labels, xy, types, tissue, PX, rim_um=25.0, n_permutations=0)
+    lam = {"CD8": 0.25 * per_px / MM2_PER_PX, "Tumor": 0.75 * per_px / MM2_PER_PX}
+    for d in ctx.densities:
+        assert d["density_per_mm2"] == pytest.approx(lam[d["cell_type"]], rel=0.08), d
+    r = {d["label"]: d["area_mm2"] for d in ctx.densities if d["compartment"] == "rim"}
+    # the rim of a disk of radius R: pi((R + w)^2 - R^2), w = 2.5 px (pixelated edge)
+    assert r[2] / MM2_PER_PX == pytest.approx(np.pi * (11.5**2 - 9**2), rel=0.1)
+    for c in ctx.curves:
+        if c["area_mm2"] > 30 * MM2_PER_PX:
+            assert c["density_per_mm2"] == pytest.approx(lam[c["cell_type"]], rel=0.15), c
+    dist = sorted({c["distance_um"] for c in ctx.curves if c["label"] == 2})
+    # whole 10 µm bins from the centre of the disk to 3 rims (75 µm) outside the edge
+    assert dist[0] < -80 and dist[-1] == 65.0 and np.all(np.diff(dist) == PX)
+    assert ctx.params["n_cells_in_tissue"] + ctx.params["n_cells_not_in_tissue"] == len(xy)
+    # the shared baseline: identical outside numbers for every hotspot
+    outs = {(d["cell_type"], d["n_cells"]) for d in ctx.densities if d["compartment"] == "outside"}
+    assert len(outs) == 2
+
+
+def plant_phenotypes(rng, shape, disks, classes, base_per_px=0.5, rim_px=2.5):
+    """CD8 at baseline except: none inside excluded/desert disks, 4x in the rim of
+    excluded ones, none within a pixel beyond the rim of desert ones; tumour cells
+    everywhere."""
+    xy = poisson_cells(rng, shape, 5 * base_per_px)
+    keep = rng.uniform(size=len(xy)) < 0.2  # thinning to the baseline
+    for (cx, cy, r), cls in zip(disks, classes):
+        d = np.hypot(xy[:, 0] - cx, xy[:, 1] - cy)
+        inside, rim = d < r, (d >= r) & (d < r + rim_px)
+        if cls != "inflamed":
+            keep &= ~inside
+            keep |= rim & (rng.uniform(size=len(xy)) < (0.8 if cls == "immune-excluded" else 0))
+            keep &= ~(d < r + rim_px + 1) if cls == "immune-desert" else True
+    tumour = poisson_cells(rng, shape, 2.0)
+    return (np.concatenate([xy[keep], tumour]),
+            np.array(["CD8"] * int(keep.sum()) + ["Tumor"] * len(tumour)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_planted_phenotypes(seed):
+    rng = np.random.default_rng(seed)
+    shape = (60, 80)
+    disks = [(15.0, 15.0, 6.0), (45.0, 20.0, 5.0), (60.0, 45.0, 7.0), (20.0, 45.0, 4.5)]
+    classes = ["inflamed", "immune-excluded", "immune-desert", "immune-excluded"]
+    xy, types = plant_phenotypes(rng, shape, disks, classes)
+    labels = disk_labels(shape, disks)
+    tissue = np.ones(shape, bool)
+    ctx = immune_context(labels, xy, types, tissue, 25.0, rim_um=60.0, seed=seed)
+    assert [row["class"] for row in ctx.table] == classes
+    by = {row["label"]: row for row in ctx.table}
+    assert by[2]["exclusion_score"] > 0.8 and by[2]["p_value"] < 0.01
+    assert by[4]["p_value"] < 0.05
+    assert abs(by[1]["exclusion_score"]) < 0.4
+    assert by[3]["inside_count"] == 0 and by[3]["rim_count"] == 0
+    assert by[1]["outside_density"] == pytest.approx(0.5 / (0.025**2), rel=0.2)
+
+
+def test_permutation_p_matches_label_shuffling():
+    """The hypergeometric draws give the distribution of shuffling the labels."""
+    rng = np.random.default_rng(4)
+    n_total, n_in, n_rim, n_focus = 400, 30, 50, 60
+    region = np.array([0] * n_in + [1] * n_rim + [2] * (n_total - n_in - n_rim))
+    a_in, a_rim = 0.03, 0.05
+    score = float(exclusion_score(2 / a_in, 11 / a_rim))
+    p = _permutation_p(score, n_in, n_rim, n_total, n_focus, a_in, a_rim, 20000, rng)
+    hits = 0
+    for _ in range(4000):
+        focus = rng.permutation(n_total) < n_focus
+        k_in, k_rim = np.sum(focus & (region == 0)), np.sum(focus & (region == 1))
+        hits += exclusion_score(k_in / a_in, k_rim / a_rim) >= score - 1e-12
+    assert 0.05 < p < 0.5
+    assert p == pytest.approx(hits / 4000, abs=0.02)
+    assert np.isnan(_permutation_p(0.0, 0, 0, 10, 2, 1.0, 1.0, 99, rng))
+
+
+def test_classify_and_score():
+    assert classify(100, 100, 100) == "inflamed"
+    assert classify(60, 0, 100) == "inflamed"
+    assert classify(40, 300, 100) == "immune-excluded"
+    assert classify(40, 40, 100) == "immune-desert"
+    assert classify(0, 0, 0) == "immune-desert"
+    assert classify(0, 5, 0) == "immune-excluded"
+    assert classify(40, 300, 100, scarce_ratio=0.3) == "inflamed"
+    assert classify(10, 60, 100, rim_ratio=0.8) == "immune-desert"
+    np.testing.assert_allclose(exclusion_score([0, 1, 3, 0], [0, 1, 1, 2]), [0, 0, -0.5, 1])
+
+
+def test_edge_guard_keeps_boundary_cells_out_of_the_inside():
+    shape = (30, 30)
+    labels = np.zeros(shape, np.int32)
+    labels[10:20, 10:20] = 1
+    # CD8 cells 0.3 px inside the edge (in the guard band), one deep inside, one far out
+    xy = np.array([[9.8, 15.0], [15.0, 9.8], [19.2, 15.0], [15.0, 15.0], [5.0, 5.0]])
+    types = np.array(["CD8"] * 5)
+    row = immune_context(labels, xy, types, np.ones(shape, bool), PX)
+    assert row.table[0]["inside_count"] == 1 and row.table[0]["rim_count"] == 0
+    row = immune_context(labels, xy, types, np.ones(shape, bool), PX, edge_guard_um=0.0)
+    assert row.table[0]["inside_count"] == 4
+    assert row.table[0]["inside_area_mm2"] == pytest.approx(100 * MM2_PER_PX, rel=0.01)
+
+
+def test_missing_cell_type_and_errors():
+    labels = disk_labels((20, 20), [(10, 10, 4)])
+    xy = poisson_cells(np.random.default_rng(0), (20, 20), 2.0)
+    ctx = immune_context(labels, xy, ["Tumor"] * len(xy), np.ones((20, 20), bool), PX)
+    row = ctx.table[0]
+    assert row["class"] == "immune-desert" and np.isnan(row["p_value"])
+    assert ctx.params["cell_type_present"] is False
+    empty = immune_context(np.zeros((20, 20), np.int32), xy, ["CD8"] * len(xy),
+                           np.ones((20, 20), bool), PX)
+    assert empty.table == [] and empty.curves == []
+    with pytest.raises(InputError, match="pixel size"):
+        immune_context(labels, xy, ["CD8"] * len(xy), np.ones((20, 20), bool), 0.0)
+    with pytest.raises(InputError, match="rim"):
+        immune_context(labels, xy, ["CD8"] * len(xy), np.ones((20, 20), bool), PX, rim_um=0)
+    with pytest.raises(InputError, match="shape"):
+        immune_context(labels, xy, ["CD8"] * len(xy), np.ones((20, 21), bool), PX)
