@@ -22,7 +22,8 @@ threads (wall time, best of several alternating runs); the kernels release the G
 load average and the CPU/wall ratio of the 2-thread runs (2.0 = both threads ran all the
 time) show whether other processes took cores during the measurement.
 
-Run: ``python benchmarks/bench_peaks.py`` (``--quick`` for a smaller, noisier run).
+Run: ``python benchmarks/bench_peaks.py`` (``--quick`` for a smaller, noisier run,
+``--threads-only`` for the second table alone).
 """
 from __future__ import annotations
 
@@ -175,10 +176,13 @@ def thread_table(repeats: int, quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer spectra and repeats")
+    parser.add_argument("--threads-only", action="store_true",
+                        help="only the thread table (rerun it when the machine is idle)")
     args = parser.parse_args()
     repeats = 3 if args.quick else 9
-    picking_table(500 if args.quick else 2000, 2000, repeats)
-    picking_table(50 if args.quick else 200, 20000, repeats)
+    if not args.threads_only:
+        picking_table(500 if args.quick else 2000, 2000, repeats)
+        picking_table(50 if args.quick else 200, 20000, repeats)
     thread_table(repeats, args.quick)
 
 

@@ -311,8 +311,9 @@ class MzAxisBuilder:
         """Feature m/z values (Th, float64, ascending) of the peaks added so far.
 
         Features are found densest first: a window of +-1 tolerance is moved to the mean
-        of the peaks in it (mean shift) and takes them; a feature needs peaks from at least
-        ``min_fraction`` of the spectra added. Its m/z is the mean of its peaks.
+        of the peaks in it (mean shift) and takes them; a feature needs at least
+        ``min_fraction`` times as many peaks as spectra were added (a spectrum counts once
+        per grid cell). Its m/z is the mean of its peaks.
         """
         with self._lock:
             count, frac, origin, n = self._count, self._frac, self._origin, self.n_spectra

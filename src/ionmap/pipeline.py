@@ -116,9 +116,6 @@ def discover_samples(directory: str, storage_options: Mapping[str, Any] | None =
     """Samples in a folder or ``s3://`` prefix, sorted by name (extensions matched
     case-insensitively)."""
     names = storage.listdir(directory, storage_options)
-    if not names and storage.local_path(directory) is not None and not os.path.isdir(
-            storage.local_path(directory)):
-        raise InputError(directory, "input folder not found")
     lower = {n.lower(): n for n in names}
     samples = []
     for n in sorted(names):
@@ -134,7 +131,7 @@ def discover_samples(directory: str, storage_options: Mapping[str, Any] | None =
                     break
         samples.append(Sample(stem, storage.join(directory, n), **found))
     if not samples:
-        raise InputError(directory, "no .imzML files found")
+        raise InputError(directory, "no .imzML files found (missing or empty folder?)")
     return samples
 
 

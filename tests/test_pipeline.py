@@ -1,0 +1,142 @@
+"""Bulk pipelines, the demo and the report: configs, discovery, failure isolation, resume."""
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ionmap import synth
+from ionmap.errors import InputError
+from ionmap.pipeline import PipelineConfig, discover_samples, load_config, run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(shape=(40, 48), spectrum_type="centroid")
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """A folder of three samples: one complete, one without cells, one with a broken .ibd."""
+    folder = tmp_path_factory.mktemp("cohort")
+    synth.make_sample(folder, "alpha", seed=3, **SMALL)
+    bare = synth.make_sample(folder, "beta", seed=4, **SMALL)
+    bare.cells.unlink()
+    bare.landmarks.unlink()
+    broken = synth.make_sample(folder, "gamma", seed=5, **SMALL)
+    with open(broken.ibd, "r+b") as f:  # cut the binary file in half
+        f.truncate(broken.ibd.stat().st_size // 2)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["tme-negative", "tme-positive"])
+def test_shipped_configs_load(name):
+    config = load_config(ROOT / "pipelines" / f"{name}.toml")
+    assert config.convert["panel"] == name
+    assert config.hotspots["rim_um"] == 60.0
+    assert config.registration == "landmarks-or-auto"
+
+
+def test_config_errors_name_file_and_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[convert]\nppm = 10\nppmm = 5\n")
+    with pytest.raises(InputError, match=r"bad\.toml: \[convert\] unknown key 'ppmm'"):
+        load_config(bad)
+    bad.write_text("[hotspots]\nfdr = 'low'\n")
+    with pytest.raises(InputError, match=r"\[hotspots\] fdr = 'low': expected a float"):
+        load_config(bad)
+    bad.write_text("[convert\n")
+    with pytest.raises(InputError, match="not valid TOML"):
+        load_config(bad)
+    bad.write_text("[registration]\nmethod = 'manual'\n")
+    with pytest.raises(InputError, match="method = 'manual'"):
+        load_config(bad)
+
+
+def test_discovery(cohort, tmp_path):
+    samples = {s.name: s for s in discover_samples(str(cohort))}
+    assert sorted(samples) == ["alpha", "beta", "gamma"]
+    assert samples["alpha"].cells.endswith("alpha.cells.csv")
+    assert samples["alpha"].landmarks.endswith("alpha.landmarks.csv")
+    assert samples["beta"].cells is None and samples["beta"].landmarks is None
+    with pytest.raises(InputError, match="no .imzML files"):
+        discover_samples(str(tmp_path / "missing"))
+
+
+def _report_images(path: Path) -> list[bytes]:
+    text = path.read_text()
+    assert "<img" in text and not re.search(r'src="(?!data:)', text), "images must be embedded"
+    return [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', text)]
+
+
+def test_run_isolates_failures_and_resumes(cohort, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "ionmap.cli", "run", str(ROOT / "pipelines" / "tme-negative.toml"),
+           "--input", str(cohort), "--output", str(out), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr  # gamma failed, the others went on
+    summary = {r["sample"]: r for r in _read_csv(out / "summary.csv")}
+    assert summary["alpha"]["status"] == "ok" and summary["beta"]["status"] == "ok"
+    assert summary["gamma"]["status"] == "failed"
+    assert "gamma.ibd" in summary["gamma"]["error"]
+
+    truth = json.loads((cohort / "alpha.truth.json").read_text())
+    hotspots = _read_csv(out / "alpha" / "hotspots" / "hotspots.csv")
+    for niche in truth["niches"]:  # the planted niches are in the cohort's numbers
+        near = [h for h in hotspots if np.hypot(float(h["centroid_x"]) - niche["center_x"],
+                                                float(h["centroid_y"]) - niche["center_y"])
+                < niche["radius_px"]]
+        assert {h["class"] for h in near} == {niche["immune_class"]}
+    rows = {r["sample"]: r for r in _read_csv(out / "cohort.csv")}
+    assert set(rows) == {"alpha", "beta"}
+    n_excluded = sum(h["class"] == "immune-excluded" for h in hotspots)
+    assert int(rows["alpha"]["n_immune_excluded"]) == n_excluded
+    share = float(rows["alpha"]["excluded_area_fraction"])
+    assert (share > 0) == (n_excluded > 0) and share < 0.5
+
+    pngs = _report_images(out / "alpha" / "report.html")
+    assert len(pngs) >= 6 and all(p.startswith(b"\x89PNG") for p in pngs)
+    beta = (out / "beta" / "report.html").read_text()
+    assert "immune context not assessed" in beta and not (out / "beta" / "hotspots").exists()
+
+    # A sample interrupted after its conversion (no completion record, no report) is
+    # finished; complete ones are skipped. (Resuming a half-written store: test_convert.)
+    (out / "beta" / "sample.json").unlink()
+    (out / "beta" / "report.html").unlink()
+    before = (out / "alpha" / "report.html").stat().st_mtime_ns
+    proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    summary = {r["sample"]: r["status"] for r in _read_csv(out / "summary.csv")}
+    assert summary == {"alpha": "skipped", "beta": "ok", "gamma": "failed"}
+    assert (out / "alpha" / "report.html").stat().st_mtime_ns == before
+    assert (out / "beta" / "sample.json").exists() and (out / "beta" / "report.html").exists()
+
+
+def test_run_from_object_storage(s3_server, cohort, tmp_path):
+    bucket = s3_server.make_bucket()
+    for suffix in (".imzML", ".ibd", ".cells.csv", ".landmarks.csv"):
+        s3_server.put(cohort / f"alpha{suffix}", f"s3://{bucket}/in/alpha{suffix}")
+    outcomes = run_pipeline(PipelineConfig("<defaults>"), f"s3://{bucket}/in", tmp_path / "out",
+                            storage_options=s3_server.storage_options, progress=False,
+                            echo=lambda _: None)
+    assert [(o.name, o.status) for o in outcomes] == [("alpha", "ok")], outcomes
+    assert (tmp_path / "out" / "alpha" / "hotspots" / "hotspots.csv").exists()
+
+
+def test_demo_command(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ionmap.cli", "demo", "--out", str(tmp_path),
+                           "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = Path(proc.stdout.strip().splitlines()[-1].removeprefix("report: "))
+    assert report.is_file() and report.parent.name == "demo"
+    assert len(_report_images(report)) >= 6
