@@ -138,7 +138,7 @@ def job_baseline_b(imzml: str, ppm: float, min_fraction: float = 0.01) -> dict:
     for i, (x, y, _) in enumerate(p.coordinates):
         mz, intensity = p.getspectrum(i)
         spectrum = oms.MSSpectrum()
-        spectrum.set_peaks((mz, intensity))
+        spectrum.set_peaks((np.array(mz), np.array(intensity)))  # pyopenms needs writable
         picked = oms.MSSpectrum()
         picker.pick(spectrum, picked)
         pmz, pint = picked.get_peaks()
@@ -255,6 +255,8 @@ def main() -> None:
     floor = run("floor", imzml=str(a))
     base_a = run("baseline_a", imzml=str(a), ppm=args.ppm)
     ion_a = run("ionmap", imzml=str(a), out=str(out), options={"ppm": args.ppm})
+    print(f"    baseline {base_a['seconds']:.1f} s, ionmap {ion_a['seconds']:.2f} s, floor "
+          f"{floor['parse']:.2f} + {floor['read']:.2f} s", flush=True)
     floor_s = floor["parse"] + floor["read"]
     rows.append(["(a) processed, panel", f"{floor['bytes'] / GB:.2f} GB",
                  f"{floor['n_spectra']:,} x {floor['points']:.0f} pts",

@@ -6,7 +6,8 @@ times, in one run:
 1. metadata: ionmap XML parse (``open_imzml(cache=False)``) vs pyimzML ``ImzMLParser``;
 2. reopen: ionmap with its metadata sidecar vs pyimzML ``ImzMLParser`` again;
 3. all spectra: ionmap ``iter_batches`` vs a pyimzML ``getspectrum`` loop vs
-   ``np.fromfile`` of the whole .ibd (the floor: bytes off the page cache, no decoding).
+   ``np.fromfile`` of the whole .ibd (the floor: bytes off the page cache, no decoding),
+   and the peak memory allocated while iterating (bounded by the batch size).
 
 Files are read once before timing so every contender reads from the page cache. Each
 ionmap step is the best of ``--repeat`` runs; the baselines run once (they are slow).
@@ -20,6 +21,7 @@ import argparse
 import os
 import sys
 import time
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -111,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         return total, len(parser.coordinates)
 
     t_read, (s_ionmap, n_ionmap) = timed(ionmap_all, args.repeat)
+    tracemalloc.start()  # separate, untimed pass: memory stays near one batch
+    ionmap_all()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
     t_pyread, (s_py, n_py) = timed(pyimzml_all)
     t_raw, raw = timed(lambda: np.fromfile(ibd, np.uint8), args.repeat)
     assert n_ionmap == n_py == f.n_spectra and np.isclose(s_ionmap, s_py), "readers disagree"
@@ -128,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{step:<32} {mine:>9.3f}   {name:<26} {base:>10.3f} {base / mine:>8.1f}x")
     print(f"\nionmap read throughput {ibd_mb / t_read:.0f} MB/s "
           f"(raw np.fromfile {ibd_mb / t_raw:.0f} MB/s); XML parse {xml_mb / t_xml:.0f} MB/s")
+    print(f"peak memory allocated while iterating all batches: {peak / 1e6:.0f} MB "
+          f"(batches of {ionmap.imzml.DEFAULT_BATCH_BYTES / 2**20:.0f} MiB; .ibd {ibd_mb:.0f} MB)")
     return 0
 
 

@@ -283,8 +283,9 @@ def test_store_opens_in_ome_zarr_reader_with_channel_labels(samples, tmp_path):
     assert node.metadata["channel_names"] == res.target_names
     np.testing.assert_array_equal(np.asarray(node.data[0]), res.ion_images.compute())
     attrs = res.attrs
-    assert attrs["source"]["uuid"] == sample.truth_dict["uuid"].replace("-", "") or \
-        attrs["source"]["uuid"]
+    src = ionmap.open_imzml(sample.imzml)
+    assert attrs["source"]["uuid"] == src.uuid and src.uuid
+    assert attrs["source"]["size"] == sample.ibd.stat().st_size
     assert attrs["version"] == ionmap.__version__ and attrs["complete"] is True
 
 
@@ -298,9 +299,13 @@ def test_targets_csv_and_polarity(samples, tmp_path):
     assert res.attrs["parameters"]["targets_from"] == str(csv)
     auto = ionmap.convert(sample.imzml, tmp_path / "b.zarr", progress=False)
     assert auto.target_names == [t.name for t in panel("tme-positive")]
-    with pytest.warns(UserWarning, match="no target is a positive ion"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         ionmap.convert(sample.imzml, tmp_path / "c.zarr", panel="tme-negative",
                        progress=False)
+    messages = [str(w.message) for w in caught]
+    assert any("no target is a positive ion" in m for m in messages)
+    assert any("outside the file's m/z range" in m and "lactate" in m for m in messages)
     bad = tmp_path / "bad.csv"
     bad.write_text("name,weight\nx,3\n")
     with pytest.raises(InputError, match="bad.csv"):

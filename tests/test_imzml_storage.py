@@ -32,6 +32,7 @@ def test_url_helpers(tmp_path):
     st = storage.stat(str(tmp_path / "x.bin"))
     assert st.size == 10 and st.mtime_ns == os.stat(tmp_path / "x.bin").st_mtime_ns
     assert storage.stat(str(tmp_path / "missing")) is None
+    assert storage.stat(str(tmp_path)) is None  # a directory is not a file
     assert storage.listdir(str(tmp_path)) == ["x.bin"]
 
 

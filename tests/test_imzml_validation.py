@@ -230,6 +230,10 @@ def test_doctype_and_entities_rejected(write_imzml, decl):
     (lambda d: d[: len(d) * 2 // 3], "truncated"),
     (lambda d: b"not xml at all", "no <spectrumList>"),
     (lambda d: re.sub(rb"<spectrum .*</spectrum>", b"", d, flags=re.S), "empty"),
+    (lambda d: re.sub(rb"<spectrumList (.*?)>.*</spectrumList>", rb"<spectrumList \1/>", d,
+                      flags=re.S), "empty"),
+    (lambda d: re.sub(rb"(<spectrumList .*?>).*(</spectrumList>)", rb"\1\2", d, flags=re.S),
+     "empty"),
 ])
 def test_malformed_xml(write_imzml, damage, problem):
     w = write_imzml()
@@ -357,19 +361,28 @@ def test_unsorted_mz_raise_on_read(tmp_path, mode):
         f.read_batch([0, 2, 3])  # a later spectrum may start lower than one ends
 
 
-def test_fast_value_parser():
+def test_fast_value_parsers():
     def column(values):
         tokens = [b'IMS:1000102" value="' + v for v in values]
         arr = np.array(tokens)
-        return arr.view(np.uint8).reshape(len(tokens), -1)
+        return xml._value_text(arr.view(np.uint8).reshape(len(tokens), -1))
 
-    np.testing.assert_array_equal(xml._values(column([b"7", b"-12", b"1234567"]), True),
+    np.testing.assert_array_equal(xml._integers(column([b"7", b"-12", b"1234567"])),
                                   [7, -12, 1234567])
-    np.testing.assert_array_equal(xml._values(column([b"1.6E+4", b"5"]), True), [16000, 5])
-    np.testing.assert_array_equal(xml._values(column([b"1.5", b"2"]), False), [1.5, 2.0])
-    for bad in ([b"1.5"], [b"-"], [b"&#49;"], [b""], [b"12a"]):
+    np.testing.assert_array_equal(xml._integers(column([b"1.6E+4", b"5"])), [16000, 5])
+    for bad in ([b"1.5"], [b"-"], [b"12a"]):
         with pytest.raises(ValueError):
-            xml._values(column(bad), True)
+            xml._integers(column(bad))
+    for bad in ([b"&#49;"], [b""]):
+        with pytest.raises(ValueError):
+            column(bad)
+    rng = np.random.default_rng(0)
+    values = [repr(float(v)).encode() for v in rng.uniform(0, 2000, 500)]
+    values += [b"99.99999999999999999", b"100", b"1999.999999999999999999", b"1500."]
+    floats = [float(v) for v in values]
+    assert xml._extreme(column(values), True) == min(floats)
+    assert xml._extreme(column(values), False) == max(floats) == 2000.0
+    assert xml._extreme(column([b"3e2", b"-1.5", b"7"]), True) == -1.5  # parsed in full
 
 
 def test_cli_reports_one_line_and_exit_2(write_imzml, capsys):

@@ -129,3 +129,20 @@ def test_cli_writes_every_output(runs, tmp_path, capsys):
     assert {f"hotspots_{m}" for m in maps} <= set(result.label_names)
     lab = result.labels("hotspots_lactate" if "lactate" in maps else f"hotspots_{maps[0]}")
     assert lab.shape == result.shape and lab.max() >= 1
+
+
+def test_result_on_object_storage(runs, s3_server):
+    """A result store on S3 (SeaweedFS on 127.0.0.1): same hotspots as the local store,
+    labels written back into the bucket."""
+    truth, local, _, _, sample = runs[0]
+    bucket = s3_server.make_bucket()
+    url = f"s3://{bucket}/result.zarr"
+    options = s3_server.storage_options
+    ionmap.convert(sample.imzml, url, output_storage_options=options, progress=False)
+    cells = regions.read_cells(sample.cells)
+    run = regions.run_hotspots(url, cells, sample.landmarks, sample.imzml.parent / "s3out",
+                               n_permutations=199, overlays=False, storage_options=options)
+    assert run.hotspots == local.hotspots  # same seed: even the permutation p-values
+    result = ionmap.open_result(url, options)
+    for name, lab in run.labels.items():
+        np.testing.assert_array_equal(result.labels(f"hotspots_{name}"), lab)

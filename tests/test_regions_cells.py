@@ -224,3 +224,18 @@ def test_cli_reports_bad_cells_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2
     assert err.count("\n") == 1 and str(bad) in err and "no centroid columns" in err
+
+
+def test_table_read_in_chunks(tmp_path, monkeypatch):
+    import ionmap.regions.cells as cells_mod
+
+    monkeypatch.setattr(cells_mod, "_CHUNK", 7)  # 50 rows: 8 chunks, the last partial
+    rows = [(x, y, t) for x, y, t in zip(X, Y, TYPES)]
+    p = _write_table(tmp_path / "c.csv", ["x", "y", "cell_type"], rows[:20] + [()] + rows[20:])
+    cells = read_cells(p)
+    np.testing.assert_array_equal(cells.x, X)
+    assert cells.cell_type.tolist() == TYPES.tolist()
+    rows[30] = (X[30], "bad", TYPES[30])
+    p = _write_table(tmp_path / "c.csv", ["x", "y", "cell_type"], rows[:20] + [()] + rows[20:])
+    with pytest.raises(InputError, match="line 33: column 'y'"):  # header + blank line
+        read_cells(p)

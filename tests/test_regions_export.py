@@ -34,6 +34,12 @@ def test_outlines_follow_pixel_edges_with_holes():
     assert _area(outer) == pytest.approx(56 - 4 * 0.125)
     assert _area(hole) == pytest.approx(4 - 4 * 0.125)
     assert len(shapes[2]) == 1  # diagonal pixels stay one polygon
+    # a label in two pieces (user labels need not be connected): holes go to their owner
+    labels[2:5, 12:14] = 4
+    pieces = outlines(labels)[4]
+    assert sorted(len(p) for p in pieces) == [1, 2]
+    holed = next(p for p in pieces if len(p) == 2)
+    assert _area(holed[0]) == pytest.approx(56 - 0.5)
 
 
 def test_geojson_is_qupath_annotations_in_the_annotation_frame():
@@ -189,3 +195,22 @@ def test_run_hotspots_registration_options(tmp_path):
         run_hotspots(data, cells, lm, tmp_path / "c")
     with pytest.raises(InputError, match="unknown map"):
         run_hotspots(data, cells, lm, tmp_path / "c", maps=["glucose"], pixel_size_um=25.0)
+
+
+def test_cli_defaults_match_the_api():
+    """The CLI spells its defaults out (it must start without importing SciPy): keep them
+    equal to run_hotspots' defaults so --help stays true."""
+    import inspect
+
+    from ionmap.cli import build_parser
+
+    args = build_parser().parse_args(["hotspots", "r.zarr", "--cells", "c.csv", "--register",
+                                      "auto", "--out", "o"])
+    defaults = {k: v.default for k, v in inspect.signature(run_hotspots).parameters.items()}
+    pairs = {"cell_type": "cell_type", "rim_um": "rim_um", "fdr": "fdr",
+             "min_area_px": "min_area_px", "radius_px": "radius_px", "extent": "extent",
+             "noise_floor": "noise_floor", "scarce_ratio": "scarce_ratio",
+             "rim_ratio": "rim_ratio", "edge_guard_um": "edge_guard_um",
+             "n_permutations": "permutations", "seed": "seed", "model": "model"}
+    for api, cli in pairs.items():
+        assert getattr(args, cli) == defaults[api], api

@@ -135,6 +135,8 @@ def test_classify_and_score():
     assert classify(0, 5, 0) == "immune-excluded"
     assert classify(40, 300, 100, scarce_ratio=0.3) == "inflamed"
     assert classify(10, 60, 100, rim_ratio=0.8) == "immune-desert"
+    assert classify(float("nan"), 60, 100) == "undetermined"
+    assert classify(10, 60, float("nan")) == "undetermined"
     np.testing.assert_allclose(exclusion_score([0, 1, 3, 0], [0, 1, 1, 2]), [0, 0, -0.5, 1])
 
 
@@ -150,6 +152,15 @@ def test_edge_guard_keeps_boundary_cells_out_of_the_inside():
     row = immune_context(labels, xy, types, np.ones(shape, bool), PX, edge_guard_um=0.0)
     assert row.table[0]["inside_count"] == 4
     assert row.table[0]["inside_area_mm2"] == pytest.approx(100 * MM2_PER_PX, rel=0.01)
+
+
+def test_thin_hotspot_is_undetermined():
+    labels = np.zeros((20, 20), np.int32)
+    labels[10, 2:15] = 1  # one pixel wide: all of it within the guard band
+    xy = poisson_cells(np.random.default_rng(1), (20, 20), 3.0)
+    row = immune_context(labels, xy, ["CD8"] * len(xy), np.ones((20, 20), bool), PX).table[0]
+    assert row["class"] == "undetermined" and row["inside_area_mm2"] == 0
+    assert np.isnan(row["p_value"])
 
 
 def test_missing_cell_type_and_errors():
@@ -168,3 +179,17 @@ def test_missing_cell_type_and_errors():
         immune_context(labels, xy, ["CD8"] * len(xy), np.ones((20, 20), bool), PX, rim_um=0)
     with pytest.raises(InputError, match="shape"):
         immune_context(labels, xy, ["CD8"] * len(xy), np.ones((20, 21), bool), PX)
+
+
+def test_takes_the_hotspots_of_find_hotspots():
+    from ionmap.regions import find_hotspots
+
+    rng = np.random.default_rng(2)
+    shape = (60, 80)
+    disks = [(20.0, 20.0, 6.0), (55.0, 40.0, 7.0)]
+    xy, types = plant_phenotypes(rng, shape, disks, ["immune-excluded", "inflamed"])
+    values = disk_labels(shape, disks).astype(bool) * 3.0 + rng.normal(1, 0.3, shape)
+    hs = find_hotspots(values, np.ones(shape, bool))
+    ctx = immune_context(hs, xy, types, np.ones(shape, bool), 25.0)
+    got = {(round(h["centroid_x"]), row["class"]) for h, row in zip(hs.table, ctx.table)}
+    assert got == {(20, "immune-excluded"), (55, "inflamed")}

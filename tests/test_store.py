@@ -72,6 +72,8 @@ def test_layout_chunks_are_one_band_tall_and_full_width():
     layout = Layout((300, 520), 64)
     assert layout.chunking((5, 300, 520)) == ((1, 64, 256), (5, 64, 768))
     assert layout.chunking((20, 30)) == ((20, 30), (20, 30))
+    # the feature cube packs planes into ~1 MB inner chunks (few chunks per shard)
+    assert layout.chunking((900, 300, 520), 4, 0) == ((16, 64, 256), (912, 64, 768))
     assert layout.n_bands == 5 and layout.band_range(4) == (256, 300)
 
 

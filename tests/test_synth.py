@@ -371,7 +371,7 @@ def test_bad_arguments(tmp_path):
         parse_size("lots")
 
 
-def test_cli_synth_and_demo(tmp_path, capsys):
+def test_cli_synth(tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["synth", str(out), "--name", "x", "--seed", "3", "--shape", "44x56",
                  "--type", "centroid", "--mode", "continuous", "--mz-dtype", "float32",
@@ -386,5 +386,3 @@ def test_cli_synth_and_demo(tmp_path, capsys):
     assert "too small" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["synth", str(out), "--shape", "big"])
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    assert "demo.imzML" in capsys.readouterr().out

@@ -25,6 +25,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "build_mz_axis": ("ionmap.kernels", "build_mz_axis"),
     "open_imzml": ("ionmap.imzml", "open_imzml"),
     "ImzMLFile": ("ionmap.imzml", "ImzMLFile"),
+    "pipeline": ("ionmap.pipeline", None),
+    "run_pipeline": ("ionmap.pipeline", "run_pipeline"),
 }
 
 __all__ = ["__version__", "ImzMLError", "InputError", "IonmapError", "StorageError", *_LAZY]

@@ -202,8 +202,9 @@ def _add_hotspots(sub) -> None:
         "hotspots", help="metabolic hotspots and their immune context (CD8 exclusion)",
         description="Find hotspots of metabolite maps of a result (Getis-Ord Gi* in the "
         "tissue, Benjamini-Hochberg FDR, connected regions) and classify each as inflamed, "
-        "immune-excluded or immune-desert from the cell densities inside, in a rim outside "
-        "its edge and in the rest of the tissue. Writes hotspots.csv, cell_densities.csv, "
+        "immune-excluded or immune-desert (undetermined if too thin to measure) from the "
+        "cell densities inside, in a rim outside its edge and in the rest of the tissue. "
+        "Writes hotspots.csv, cell_densities.csv, "
         "distance_curves.csv, hotspots.geojson (QuPath annotations, annotation frame), "
         "hotspots_msi.geojson (MSI pixels), registration.json and a PNG per map into "
         "--out, and the hotspot labels into the result store.",

@@ -15,6 +15,7 @@ import json
 import os
 import posixpath
 import re
+import stat as stat_module
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -137,6 +138,8 @@ def stat(location: str, storage_options: Mapping[str, Any] | None = None) -> Fil
             return None
         except OSError as exc:
             raise _fs_error(location, exc) from None
+        if stat_module.S_ISDIR(st.st_mode):
+            return None
         return FileStat(st.st_size, st.st_mtime_ns)
     fs, p = filesystem(location, storage_options)
     try:

@@ -24,11 +24,13 @@ from ..storage import open_input
 from . import store as st
 from .compute import BATCH_BYTES, Extraction, axis_part, compute_band, window_bounds
 from .plan import Band, Layout, choose_band_rows, level_shapes, plan_bands
-from .run import ProgressBar, run_tasks, scheduler_client
+from .run import ProgressBar, n_threads, run_tasks, scheduler_client
 
 NORMALIZE = ("none", "tic", "rms")
 #: Spectra sampled to build the feature m/z axis (all when the file has fewer).
 AXIS_SAMPLE = 20_000
+#: Spectrum payload per task of the m/z-axis pass (bytes).
+AXIS_TASK_BYTES = 256 * 2**20
 
 
 def convert(
@@ -275,7 +277,11 @@ def _build_axis(src, src_d, ex, bar, client, workers, token, sample, options) ->
         chosen = np.sort(np.random.default_rng(0).choice(n, int(sample), replace=False))
     else:
         chosen = np.arange(n)
-    groups = [g for g in np.array_split(chosen, max(1, min(len(chosen), 64))) if len(g)]
+    # A few tasks per thread: each builder holds a grid over the whole m/z range, so
+    # thousands of tiny tasks would cost more in merging than they gain in balance.
+    payload = int(src.intensity_lengths[chosen].sum()) * src.intensity_dtype.itemsize
+    n_groups = max(2 * n_threads(client, workers), -(-payload // AXIS_TASK_BYTES))
+    groups = [g for g in np.array_split(chosen, min(len(chosen), n_groups)) if len(g)]
     bar.phase("m/z axis", len(chosen))
     tasks = [dask.delayed(_axis_task, pure=False)(src_d, g, ex, options,
                                                   dask_key_name=f"ionmap-axis-{token}-{i}")

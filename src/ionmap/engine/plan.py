@@ -18,6 +18,8 @@ import numpy as np
 TILE = 256
 #: Aim for bands of about this much input (.ibd bytes), so big files give many tasks.
 TARGET_BAND_INPUT_BYTES = 128 * 2**20
+#: Target size of an inner chunk of the feature cube (bytes).
+INNER_BYTES = 2**20
 #: Upper bound of one band's output block (all planes, float32), which bounds task memory.
 MAX_BAND_BLOCK_BYTES = 96 * 2**20
 #: Bands are at least this tall unless memory forbids it (fewer, larger shard objects).
@@ -48,19 +50,26 @@ class Layout:
         y0 = band * self.band_rows
         return y0, min(y0 + self.band_rows, self.shape[0])
 
-    def chunking(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def chunking(self, shape: tuple[int, ...], itemsize: int = 4, planes_per_chunk: int = 1
+                 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(inner chunks, shards) for an array whose last two axes are (y, x).
 
-        A shard spans all leading planes, ``band_rows`` rows and the full (padded) width;
-        inner chunks hold one plane of ``band_rows`` × ``tile`` pixels.
+        A shard spans all planes of the leading axis, ``band_rows`` rows and the full
+        (padded) width. Inner chunks hold ``planes_per_chunk`` planes (1: one image per
+        chunk, best for reading one channel; 0: as many as fit in ``INNER_BYTES``, for the
+        feature cube, whose thousands of planes would otherwise mean thousands of tiny
+        chunks per shard) of ``band_rows`` × ``tile`` pixels.
         """
         *lead, ny, nx = shape
         rows = max(1, min(self.band_rows, ny))
         cw = max(1, min(self.tile, nx))
         width = math.ceil(nx / cw) * cw
-        chunks = (*(1 for _ in lead), rows, cw)
-        shards = (*(max(1, n) for n in lead), rows, width)
-        return chunks, shards
+        if not lead:
+            return (rows, cw), (rows, width)
+        (n,) = lead
+        per = planes_per_chunk or INNER_BYTES // (rows * cw * itemsize)
+        per = max(1, min(per, n))
+        return (per, rows, cw), (math.ceil(max(n, 1) / per) * per, rows, width)
 
 
 def choose_band_rows(

@@ -48,6 +48,15 @@ def scheduler_client(scheduler: Any = None):
         client.close()
 
 
+def n_threads(client: Any = None, workers: int | None = None) -> int:
+    """Threads that run tasks: the cluster's total, else ``workers`` or the core count."""
+    if client is not None and not isinstance(client, str):
+        return max(1, sum(client.nthreads().values()))
+    if client == "sync":
+        return 1
+    return workers or os.cpu_count() or 1
+
+
 def run_tasks(
     tasks: Sequence[Delayed],
     on_done: Callable[[int, Any], None],

@@ -208,9 +208,9 @@ def _omero(names: Sequence[str], windows: Sequence[tuple[float, float, float, fl
 
 def _create_array(
     group: zarr.Group, name: str, shape: tuple[int, ...], dtype: str, layout: Layout,
-    dims: Sequence[str], fill: Any = 0,
+    dims: Sequence[str], fill: Any = 0, planes_per_chunk: int = 1,
 ) -> zarr.Array:
-    chunks, shards = layout.chunking(shape)
+    chunks, shards = layout.chunking(shape, np.dtype(dtype).itemsize, planes_per_chunk)
     return group.create_array(
         name, shape=shape, dtype=dtype, chunks=chunks, shards=shards, fill_value=fill,
         dimension_names=list(dims), overwrite=True,
@@ -260,10 +260,12 @@ def create_features(
     mz = group.create_array("mz", shape=axis.shape, dtype="float64",
                             chunks=(max(1, len(axis)),), dimension_names=["c"], overwrite=True)
     mz[...] = axis
-    _create_array(group, "0", (len(axis), ny, nx), "float32", layout, "cyx")
+    _create_array(group, "0", (len(axis), ny, nx), "float32", layout, "cyx",
+                  planes_per_chunk=0)
     if normalized:
         work = root.require_group(WORK)
-        _create_array(work, FEATURES, (len(axis), ny, nx), "float32", layout, "cyx")
+        _create_array(work, FEATURES, (len(axis), ny, nx), "float32", layout, "cyx",
+                      planes_per_chunk=0)
 
 
 def update_root_attrs(store: zarr.abc.store.Store, attrs: dict) -> None:

@@ -4,7 +4,8 @@ Ranges are sorted, neighbours closer than ``MERGE_GAP`` are merged into requests
 ``MAX_REQUEST`` bytes at most, the requests are read with positional reads into one aligned
 buffer, and each array is gathered from the buffer with vectorised NumPy (a zero-copy view
 when the ranges are adjacent, a strided copy when they are evenly spaced, an index gather
-otherwise). No Python loop runs per spectrum.
+otherwise; or a boolean compress for segments in increasing order). No Python loop runs
+per spectrum.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..storage import RangeReader
 
 MERGE_GAP = 64 * 2**10  # read through gaps up to this size rather than issue a new request
 MAX_REQUEST = 64 * 2**20  # bound on one request (larger single ranges stay whole)
+STAGE_BYTES = 16 * 2**20  # processed mode reads through a buffer of about this size
 _GATHER_WORDS = 2**22  # index-gather at most this many words per step (bounds the index)
 
 
@@ -73,35 +75,67 @@ def read_ranges(reader: RangeReader, starts: np.ndarray, nbytes: np.ndarray,
     return buf, pos
 
 
-def gather(buf: np.ndarray, pos: np.ndarray, counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def gather(buf: np.ndarray, pos: np.ndarray, counts: np.ndarray, dtype: np.dtype,
+           out: np.ndarray | None = None) -> np.ndarray:
     """Concatenate segments of ``counts[k]`` items of ``dtype`` found at byte ``pos[k]`` of
-    ``buf`` into one flat array (little-endian values as stored)."""
+    ``buf`` into one flat array (little-endian values as stored), or into ``out``.
+
+    Without ``out``, segments adjacent in ``buf`` and in order come back as a zero-copy
+    view. Otherwise: one strided copy for evenly spaced equal segments, a boolean compress
+    for segments in increasing order (the processed-mode layout), an index gather else.
+    """
     dtype = np.dtype(dtype)
     size = dtype.itemsize
     counts = np.asarray(counts, np.int64)
     total = int(counts.sum())
+    if out is None:
+        out = np.empty(total, dtype)
+        allow_view = True
+    else:
+        allow_view = False
     live = counts > 0
     p, c = pos[live], counts[live]
     if total == 0:
-        return np.empty(0, dtype)
+        return out
     if p[0] % size == 0 and (p[1:] == p[:-1] + c[:-1] * size).all():
-        # adjacent in the buffer, in order (continuous mode, file order): no copy at all
-        return buf[p[0] : p[0] + total * size].view(dtype)
+        view = buf[p[0] : p[0] + total * size].view(dtype)
+        if allow_view:  # adjacent and in order (continuous mode, file order): no copy
+            return view
+        out[...] = view
+        return out
     unit = size  # the widest word that every segment start is aligned to
     while unit > 1 and (p % unit).any():
         unit //= 2
     words = buf[: len(buf) // unit * unit].view(f"u{unit}")
+    res = out.view(f"u{unit}")
     per = size // unit
     wp, wc = p // unit, c * per
-    out = np.empty(total * per, f"u{unit}")
     m = len(wp)
     stride = wp[1] - wp[0] if m > 1 else 0
     if m > 1 and (wc == wc[0]).all() and stride >= wc[0] and (np.diff(wp) == stride).all():
-        # evenly spaced equal segments (processed mode, fixed length): one strided copy
         rows = np.lib.stride_tricks.as_strided(
             words[wp[0] :], shape=(m, int(wc[0])), strides=(int(stride) * unit, unit))
-        out.reshape(m, int(wc[0]))[...] = rows
-        return out.view(dtype)
+        res.reshape(m, int(wc[0]))[...] = rows
+    elif m == 1 or (wp[1:] >= wp[:-1] + wc[:-1]).all():
+        # in increasing order without overlap: keep the segments' words, drop the gaps
+        gaps = np.empty(m, np.int64)
+        gaps[0] = 0
+        gaps[1:] = wp[1:] - (wp[:-1] + wc[:-1])
+        runs = np.empty(2 * m, np.int64)
+        runs[0::2], runs[1::2] = gaps, wc
+        keep = np.repeat(np.tile(np.array([False, True]), m), runs)
+        np.compress(keep, words[wp[0] : wp[-1] + wc[-1]], out=res)
+    else:
+        _index_gather(words, wp, wc, res)
+    return out
+
+
+def _index_gather(words: np.ndarray, wp: np.ndarray, wc: np.ndarray, res: np.ndarray) -> None:
+    """res = concatenation of words[wp[k] : wp[k] + wc[k]], in steps of bounded size.
+
+    The source index is built with one cumulative sum: ones, with a jump at each segment
+    start (cheaper than repeat + arange)."""
+    m = len(wp)
     dst = np.zeros(m + 1, np.int64)
     np.cumsum(wc, out=dst[1:])
     cuts = np.unique(np.concatenate(
@@ -110,10 +144,8 @@ def gather(buf: np.ndarray, pos: np.ndarray, counts: np.ndarray, dtype: np.dtype
         if b <= a:
             continue
         lo, hi = int(dst[a]), int(dst[b])
-        if b - a == 1:
-            out[lo:hi] = words[wp[a] : wp[a] + (hi - lo)]
-            continue
-        idx = np.repeat(wp[a:b] - dst[a:b], wc[a:b])
-        idx += np.arange(lo, hi)
-        np.take(words, idx, out=out[lo:hi])
-    return out.view(dtype)
+        idx = np.ones(hi - lo, np.int64)
+        idx[0] = wp[a]
+        idx[dst[a + 1 : b] - lo] = wp[a + 1 : b] - (wp[a : b - 1] + wc[a : b - 1] - 1)
+        np.cumsum(idx, out=idx)
+        np.take(words, idx, out=res[lo:hi])

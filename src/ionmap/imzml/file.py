@@ -13,7 +13,8 @@ import numpy as np
 from .. import storage
 from ..batch import SpectrumBatch
 from ..errors import (ImzMLError, ImzMLFormatError, MissingIbdError, SpectrumDataError,
-                      TruncatedIbdError, UnsupportedImzMLError, UUIDMismatchError)
+                      StorageError, TruncatedIbdError, UnsupportedImzMLError,
+                      UUIDMismatchError)
 from . import binary, xml
 from . import cache as sidecar
 
@@ -55,7 +56,10 @@ class ImzMLFile:
         polarity: 'positive' | 'negative' | 'mixed' | None.
         pixel_size_um: (x, y) in µm, or None.
         uuid: the UUID the XML declares (canonical lowercase form), or None.
-        mz_range: (min, max) m/z over all spectra, or None when every spectrum is empty.
+        mz_range: (min, max) m/z over all spectra, or None when every spectrum is empty:
+            from the XML's lowest/highest observed m/z when every non-empty spectrum has
+            them, else from the data (continuous: the shared axis; processed: first and
+            last m/z of each spectrum, one coalesced read), then kept in the sidecar.
         mz_offsets, mz_lengths, intensity_offsets, intensity_lengths: int64 (n,) byte
             offsets in the .ibd and lengths in points.
     """
@@ -378,11 +382,14 @@ def _parse(url: str, options: dict, *, fast: bool = True) -> tuple[dict, dict]:
     """Metadata fields and arrays from the XML (offsets already unwrapped)."""
     path = storage.local_path(url)
     if path is not None:
-        with open(path, "rb") as fh:
-            try:
-                data: Any = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            except ValueError:  # empty file
-                data = b""
+        try:
+            with open(path, "rb") as fh:
+                try:
+                    data: Any = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                except ValueError:  # empty file
+                    data = b""
+        except OSError as exc:
+            raise StorageError(url, f"cannot read: {exc.strerror or exc}") from None
         try:
             meta = xml.parse(data, url, fast=fast)
         finally:
@@ -422,11 +429,7 @@ def _fields(meta: xml.XmlMetadata, url: str) -> dict[str, Any]:
 
     px, py = number("pixel_size_x"), number("pixel_size_y")
     nx, ny = number("max_count_x"), number("max_count_y")
-    cols = meta.columns
-    live = cols["intensity_length"] > 0
-    lo, hi = cols["lowest_mz"][live], cols["highest_mz"][live]
-    mz_range = ([float(lo.min()), float(hi.max())]
-                if live.any() and np.isfinite(lo).all() and np.isfinite(hi).all() else None)
+    mz_range = None if meta.mz_bounds is None else list(meta.mz_bounds)
     return {
         "uuid": _canonical_uuid(content.get("uuid"), url),
         "declared_mode": modes.pop() if len(modes) == 1 else None,

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ImzMLFormatError, UnsupportedImzMLError
 
-BLOCK_BYTES = 32 * 2**20  # XML read per step: bounds memory, whatever the file size
+BLOCK_BYTES = 8 * 2**20  # XML scanned per step: bounds memory, whatever the file size
 
 # Canonical terms of the cvParams the reader uses: accession -> term, and name -> term for
 # writers whose accessions are wrong (pyimzML matches the precision by name).
@@ -64,6 +64,7 @@ _COMPRESSIONS = ("no_compression", "zlib", "numpress")
 _SCANNED = sorted(a for a, t in _TERM_BY_ACCESSION.items()
                   if t not in ("continuous", "processed", "uuid", "encoded_length")
                   and not t.startswith(("max_count", "pixel_size")))
+_SCANNED_SET = {a.encode() for a in _SCANNED}
 
 
 def _trie(words: list[str]) -> str:
@@ -96,6 +97,7 @@ _COUNT = re.compile(rb'\scount="(\d+)"')
 
 _RECORD_FIELDS = ("x", "y", "z", "mz_offset", "mz_length", "intensity_offset",
                   "intensity_length", "lowest_mz", "highest_mz")
+_COLUMNS = _RECORD_FIELDS[:7]  # per-spectrum integer columns; the m/z hints are reduced
 
 
 def _local(tag: str) -> str:
@@ -134,7 +136,7 @@ class Record:
     x: int | None = None
     y: int | None = None
     z: int | None = None
-    arrays: list[dict] = field(default_factory=list)  # kind, dtype, compression, offset, length, ref
+    arrays: list[dict] = field(default_factory=list)  # kind, dtype, compression, offset, length
     lowest_mz: float | None = None
     highest_mz: float | None = None
     terms: set = field(default_factory=set)  # spectrum-level terms (profile, positive, ...)
@@ -142,11 +144,14 @@ class Record:
 
 @dataclass
 class XmlMetadata:
-    """Result of :func:`parse`: the header and per-spectrum columns (int64 / float64)."""
+    """Result of :func:`parse`: the header, per-spectrum int64 columns (x, y, z, offsets
+    and lengths), and the m/z range from the lowest/highest observed m/z of the non-empty
+    spectra (None unless every one of them declares both)."""
 
     header: Header
     first: Record
     columns: dict[str, np.ndarray]
+    mz_bounds: tuple[float, float] | None
     mz_dtype: str
     intensity_dtype: str
     n_fast: int  # spectra read by the fast scan (the rest by the XML parser)
@@ -355,13 +360,14 @@ class _Parser:
                     return None  # given twice: let the XML parser decide
                 cols[name] = j
         codes = np.array([t[:_CODE_WIDTH] for t in tokens], dtype=f"S{_CODE_WIDTH}")
-        tpl = {"k": len(tokens), "cols": cols, "refs": np.array(refs, dtype="S"),
+        tpl = {"k": len(tokens), "cols": cols, "refs": refs,
                "codes": codes.view(np.uint8).reshape(len(tokens), _CODE_WIDTH)}
         row, kind = self.row(rec, 0)
         got = self.fast_block(text, tpl)
-        if got is None or not all(
-                np.array_equal(got[name], [value], equal_nan=True)
-                for name, value in zip(_RECORD_FIELDS, row)):
+        want = {name: np.array([value]) for name, value in zip(_RECORD_FIELDS, row)}
+        _reduce_bounds(want)
+        if got is None or not all(np.array_equal(got[name], want[name], equal_nan=True)
+                                  for name in _RECORD_FIELDS):
             return None
         tpl["kind"] = kind
         return tpl
@@ -380,24 +386,27 @@ class _Parser:
         raw = arr.view(np.uint8).reshape(n, k, width)
         if not (raw[:, :, :_CODE_WIDTH] == tpl["codes"]).all():
             return None
-        m = len(tpl["refs"])
-        refs = _REF.findall(chunk)
-        if len(refs) != n * m or (m and not (
-                np.array(refs).reshape(n, m) == tpl["refs"]).all()):
+        if _REF.findall(chunk) != tpl["refs"] * n:
             return None
         out: dict[str, np.ndarray] = {}
         try:
-            for name in _RECORD_FIELDS:
+            for name in _COLUMNS:
                 j = tpl["cols"].get(name)
-                floating = name.endswith("_mz")
                 if j is not None:
-                    out[name] = _values(raw[:, j, :], integer=not floating)
-                elif name in ("lowest_mz", "highest_mz"):
-                    out[name] = np.full(n, np.nan)
+                    out[name] = _integers(_value_text(raw[:, j, :]))
                 elif name == "z":
                     out[name] = np.ones(n, np.int64)
                 else:
                     return None
+            live = out["intensity_length"] > 0
+            for name, smallest in (("lowest_mz", True), ("highest_mz", False)):
+                j = tpl["cols"].get(name)
+                if not live.any():
+                    out[name] = np.array([np.inf if smallest else -np.inf])
+                elif j is None:
+                    out[name] = np.array([np.nan])
+                else:
+                    out[name] = np.array([_extreme(_value_text(raw[live, j, :]), smallest)])
         except ValueError:
             return None  # a value the vectorised conversion cannot read
         return out
@@ -448,7 +457,7 @@ class _Parser:
             self.no_spectrum_list(data[: 2**20])
         self.list_tag = data[at : tag_end + 1]
         stop = data.rfind(b"</spectrumList")
-        if stop < tag_end:
+        if stop < tag_end and not self.list_tag.endswith(b"/>"):
             raise self.error("the XML ends inside the spectrum list (truncated file?)")
 
         def blocks() -> Iterator[memoryview]:
@@ -479,6 +488,8 @@ class _Parser:
         else:
             header, chunks = self.stream_blocks(source)
         self.head = self.header(header)
+        if self.list_tag.endswith(b"/>"):
+            raise self.error("the spectrum list is empty")
         count = _COUNT.search(self.list_tag)
         self.head.spectrum_count = int(count.group(1)) if count else None
 
@@ -486,7 +497,7 @@ class _Parser:
         kinds: set = set()
         n = n_fast = 0
         first: Record | None = None
-        tpl = None
+        tpl = chunk = None
         for chunk in chunks:
             if first is None:
                 end = _SPECTRUM_END.search(chunk)
@@ -511,16 +522,20 @@ class _Parser:
                     continue
                 cols = {name: np.array(values, np.float64 if name.endswith("_mz") else np.int64)
                         for name, values in zip(_RECORD_FIELDS, zip(*rows))}
+                _reduce_bounds(cols)
             parts.append(cols)
             n += len(cols["x"])
-        del chunk
+        del chunk  # no view of a memory map may outlive the parse
         if first is None or n == 0:
             raise self.error("the spectrum list is empty")
         if n_fast and self.head.spectrum_count is not None and self.head.spectrum_count != n:
             raise _Recount()
-        columns = {name: np.concatenate([p[name] for p in parts]) for name in _RECORD_FIELDS}
+        columns = {name: np.concatenate([p[name] for p in parts]) for name in _COLUMNS}
+        lo = float(np.min([p["lowest_mz"][0] for p in parts]))
+        hi = float(np.max([p["highest_mz"][0] for p in parts]))
+        bounds = (lo, hi) if np.isfinite(lo) and np.isfinite(hi) else None
         mz_dtype, intensity_dtype = self.dtypes(kinds)
-        return XmlMetadata(self.head, first, columns, mz_dtype, intensity_dtype, n_fast)
+        return XmlMetadata(self.head, first, columns, bounds, mz_dtype, intensity_dtype, n_fast)
 
     def dtypes(self, kinds: set) -> tuple[str, str]:
         """The m/z and intensity precisions shared by all spectra."""
@@ -547,41 +562,98 @@ class _Recount(Exception):
     """The fast scan found a different number of spectra than the file declares."""
 
 
-_SCANNED_SET = {a.encode() for a in _SCANNED}
+
+def _reduce_bounds(cols: dict[str, np.ndarray]) -> None:
+    """Replace per-spectrum lowest/highest m/z by the block's extremes over non-empty
+    spectra: NaN when one lacks a value, +-inf (neutral) when the block has none."""
+    live = cols["intensity_length"] > 0
+    for name, smallest in (("lowest_mz", True), ("highest_mz", False)):
+        values = cols[name][live]
+        if not len(values):
+            cols[name] = np.array([np.inf if smallest else -np.inf])
+        elif np.isnan(values).any():
+            cols[name] = np.array([np.nan])
+        else:
+            cols[name] = np.array([values.min() if smallest else values.max()])
 
 
-def _values(raw: np.ndarray, integer: bool) -> np.ndarray:
-    """Numbers from tokens ``...value="NUMBER`` (uint8 rows, NUL-padded); ValueError when
-    a value is not plain.
+def _value_text(raw: np.ndarray) -> np.ndarray:
+    """The value bytes of tokens ``...value="VALUE`` (uint8 rows, NUL-padded, left-aligned).
 
     The value starts after the last quote of each token; the common case (same offset in
-    every row) is one fixed-width slice, else the bytes are gathered per row.
+    every row) is one fixed-width slice, else the bytes are gathered per row. ValueError
+    for empty values and entity references (which only an XML parser reads right).
     """
     n, width = raw.shape
-    quote = raw == ord('"')
-    last = width - 1 - np.argmax(quote[:, ::-1], axis=1)
-    if (last == last[0]).all():
-        text = np.ascontiguousarray(raw[:, last[0] + 1 :])
+    first = bytes(raw[0]).rstrip(b"\0").rfind(b'"')
+    if (raw[:, first] == ord('"')).all() and not (raw[:, first + 1 :] == ord('"')).any():
+        text = np.ascontiguousarray(raw[:, first + 1 :])
     else:
+        last = width - 1 - np.argmax((raw == ord('"'))[:, ::-1], axis=1)
         span = int((width - 1 - last).max())
         idx = last[:, None] + 1 + np.arange(span)
         padded = np.concatenate([raw, np.zeros((n, 1), np.uint8)], axis=1)
         text = padded[np.arange(n)[:, None], np.minimum(idx, width)]
     if text.shape[1] == 0 or not text[:, 0].all():
         raise ValueError("empty value")
-    if integer:
-        values = _plain_integers(text)
-        if values is not None:
-            return values
     if (text == ord("&")).any():
         raise ValueError("entity reference in a value")
-    strings = text.view(f"S{text.shape[1]}").ravel()
-    if not integer:
-        return strings.astype(np.float64)
-    numbers = strings.astype(np.float64)  # e.g. 1.6E+4; exact below 2**53
+    return text
+
+
+def _strings(text: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(text).view(f"S{text.shape[1]}").ravel()
+
+
+def _integers(text: np.ndarray) -> np.ndarray:
+    """int64 values of value texts; scientific notation (``1.6E+4``) accepted when exact."""
+    values = _plain_integers(text)
+    if values is not None:
+        return values
+    numbers = _strings(text).astype(np.float64)  # exact below 2**53
     if not (np.isfinite(numbers).all() and (numbers == np.round(numbers)).all()):
         raise ValueError("not an integer")
     return numbers.astype(np.int64)
+
+
+def _extreme(text: np.ndarray, smallest: bool) -> float:
+    """min (or max) of decimal value texts, parsing only the rows that can hold it.
+
+    Plain decimals are ranked exactly by a fixed-point prefix (integer part and six
+    decimals): the extreme lies among the rows sharing the extreme prefix, since float
+    rounding never reverses an order, and only those are parsed. Anything else (signs,
+    exponents) is parsed in full.
+    """
+    prefix = _decimal_prefix(text)
+    if prefix is not None:
+        text = text[prefix == (prefix.min() if smallest else prefix.max())]
+    values = _strings(text).astype(np.float64)
+    return float(values.min() if smallest else values.max())
+
+
+def _decimal_prefix(text: np.ndarray, decimals: int = 6) -> np.ndarray | None:
+    """``int(value * 10**decimals)`` (truncated) of plain decimals ``DIGITS[.DIGITS]``
+    (NUL-padded rows), else None."""
+    n, width = text.shape
+    digit = (text >= ord("0")) & (text <= ord("9"))
+    cut = np.where(digit.all(axis=1), width, np.argmin(digit, axis=1))  # first non-digit
+    if (cut == 0).any() or cut.max() > 18 - decimals:
+        return None
+    rows = np.arange(n)
+    stop = text[rows, np.minimum(cut, width - 1)]
+    if not ((cut == width) | (stop == 0) | (stop == ord("."))).all():
+        return None
+    after = np.arange(width)[None, :] > cut[:, None]
+    if not (~after | digit | (text == 0)).all():
+        return None
+    value = np.zeros(n, np.int64)
+    for j in range(int(cut.max())):
+        value = np.where(j < cut, value * 10 + (text[:, j].astype(np.int64) - ord("0")), value)
+    padded = np.concatenate([text, np.zeros((n, decimals + 1), np.uint8)], axis=1)
+    for k in range(decimals):
+        d = padded[rows, cut + 1 + k].astype(np.int64) - ord("0")
+        value = value * 10 + np.where((d >= 0) & (d <= 9), d, 0)
+    return value
 
 
 def _plain_integers(text: np.ndarray) -> np.ndarray | None:
@@ -600,7 +672,6 @@ def _plain_integers(text: np.ndarray) -> np.ndarray | None:
         return None
     if neg.any() and (width < 2 or not is_digit[neg, 1].all()):
         return None  # a lone '-'
-
     digits[:, 0][neg] = 0
     value = np.zeros(n, np.int64)
     for j in range(width):

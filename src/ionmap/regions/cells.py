@@ -49,6 +49,7 @@ _XY_COLUMNS: tuple[tuple[str, str, str], ...] = (
 _CLASS_COLUMNS = ("cell_type", "class", "classification", "phenotype", "celltype",
                   "cell type", "type")
 _LABEL_COLUMNS = ("label", "value", "id", "cellid", "cell_id", "class_id")
+_CHUNK = 100_000  # table rows parsed per batch
 
 
 @dataclass(frozen=True)
@@ -156,15 +157,15 @@ def _find(columns: list[str], wanted: tuple[str, ...] | str) -> int | None:
     return None
 
 
-def _floats(values: list[str], path: Path, column: str, first_line: int) -> np.ndarray:
+def _floats(values: list[str], lines: list[int], path: Path, column: str) -> np.ndarray:
     try:
         out = np.array(values, dtype=np.float64)
     except ValueError:
         out = np.array([_to_float(v) for v in values])
     bad = np.flatnonzero(~np.isfinite(out))
     if bad.size:
-        raise InputError(path, f"line {first_line + bad[0]}: column {column!r} is not a "
-                               f"finite number: {values[bad[0]]!r}")
+        raise InputError(path, f"line {lines[bad[0]]}: column {column!r} is not a finite "
+                               f"number: {values[bad[0]]!r}")
     return out
 
 
@@ -196,9 +197,23 @@ def _read_table(path: Path, phenotype_column: str | None):
                                    f"name it with the phenotype column option); columns: "
                                    f"{', '.join(header)}")
         need = max(ix, iy, ic)
+        codes: dict[str, int] = {}  # class name -> code, in order of appearance
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         xs: list[str] = []
         ys: list[str] = []
         cs: list[str] = []
+        lines: list[int] = []
+
+        def flush() -> None:
+            # Text fields become arrays every _CHUNK rows: memory stays ~ the arrays.
+            if xs:
+                parts.append((_floats(xs, lines, path, header[ix]),
+                              _floats(ys, lines, path, header[iy]),
+                              np.array([codes.setdefault(c.strip() or UNCLASSIFIED, len(codes))
+                                        for c in cs], dtype=np.int32)))
+                for buffer in (xs, ys, cs, lines):
+                    buffer.clear()
+
         # Stream the rows and keep only three fields: QuPath exports have dozens of columns.
         for line, row in enumerate(reader, start=2):
             if not row:
@@ -209,10 +224,15 @@ def _read_table(path: Path, phenotype_column: str | None):
             xs.append(row[ix])
             ys.append(row[iy])
             cs.append(row[ic])
-    x = _floats(xs, path, header[ix], 2)
-    y = _floats(ys, path, header[iy], 2)
-    types = np.array([c.strip() or UNCLASSIFIED for c in cs], dtype=str)
-    return x, y, types, unit
+            lines.append(line)
+            if len(xs) == _CHUNK:
+                flush()
+        flush()
+    if not parts:
+        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=str), unit
+    names = np.array(list(codes), dtype=str)
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            names[np.concatenate([p[2] for p in parts])], unit)
 
 
 def _polygon_centroid(rings: list) -> tuple[float, float, float]:

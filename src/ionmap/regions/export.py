@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from skimage.measure import find_contours
+from skimage.measure import find_contours, points_in_poly
 
 from ..errors import StorageError
 
@@ -24,8 +24,9 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "inflamed": (204, 121, 167),
     "immune-excluded": (230, 159, 0),
     "immune-desert": (0, 114, 178),
+    "undetermined": (128, 128, 128),
 }
-_OTHER_COLOR = (128, 128, 128)
+_OTHER_COLOR = (64, 64, 64)
 
 
 def outlines(labels: np.ndarray) -> dict[int, list[list[np.ndarray]]]:
@@ -34,8 +35,6 @@ def outlines(labels: np.ndarray) -> dict[int, list[list[np.ndarray]]]:
     Returns label -> list of polygons, each [outer ring, *holes], rings as closed (k, 2)
     arrays. A region is 8-connected, so it has one outer ring.
     """
-    from matplotlib.path import Path as MplPath
-
     out: dict[int, list[list[np.ndarray]]] = {}
     for k, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
@@ -50,7 +49,7 @@ def outlines(labels: np.ndarray) -> dict[int, list[list[np.ndarray]]]:
         holes = [r for r in rings if _area(r) >= 0]
         polys = [[r] for r in outer]
         for h in holes:
-            owner = next((p for p in polys if MplPath(p[0]).contains_point(h[0])), polys[0])
+            owner = next((p for p in polys if points_in_poly(h[:1], p[0])[0]), polys[0])
             owner.append(h)
         out[k] = polys
     return out
@@ -188,7 +187,7 @@ def overlay_png(path: str | os.PathLike, values: np.ndarray, labels: np.ndarray,
     if cells_xy is not None:
         handles.append(Line2D([], [], ls="", marker="o", mfc="white", mec="black",
                               label=cell_label))
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.04), ncol=4,
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.04), ncol=5,
               fontsize=7, frameon=False)
     ax.set_xlim(-0.5, nx - 0.5)
     ax.set_ylim(ny - 0.5, -0.5)

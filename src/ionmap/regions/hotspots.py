@@ -6,10 +6,13 @@ pixels, the pixel itself included) over the n valid tissue pixels j with values 
     Gi*_i = (Σ_j w_ij x_j − x̄ Σ_j w_ij) / (S · sqrt((n Σ_j w_ij² − (Σ_j w_ij)²) / (n − 1)))
 
 with x̄ and S the mean and (population) standard deviation of x over the valid pixels.
-Every window sum is one convolution (``scipy.ndimage``), so a 1000 × 1000 map takes
-milliseconds. Gi* is a z-score under spatial randomness; the one-sided p-value (high
-values) of every valid pixel goes through Benjamini–Hochberg (``scipy.stats``), and
-pixels with q ≤ ``fdr`` form hotspots: 8-connected regions of at least ``min_area_px``.
+Every window sum is one convolution (``scipy.ndimage``), so a 1000 × 1000 map takes tens
+of milliseconds. Gi* is a z-score under spatial randomness; the one-sided p-value (high
+values) of every valid pixel goes through Benjamini–Hochberg (``scipy.stats``; valid
+under the positive dependence that overlapping windows create), and pixels with
+q ≤ ``fdr`` form hotspots: 8-connected regions of at least ``min_area_px``. A smooth
+background gradient also violates "spatial randomness": broad, weak elevations can be
+significant; ``mean_value``, ``max_z`` and ``min_q`` of each hotspot show how strong it is.
 
 A window that overlaps a strong niche makes pixels just outside it significant too (the
 window "bleeds" by up to r pixels). Each region is therefore trimmed to its pixels whose

@@ -21,7 +21,9 @@ Phenotype of a hotspot, for the chosen cell type (default CD8) with baseline den
 
 - ``inflamed``: inside density ≥ ``scarce_ratio`` · b (default 0.5);
 - ``immune-excluded``: inside scarce, rim density ≥ ``rim_ratio`` · b (default 0.5);
-- ``immune-desert``: inside and rim scarce.
+- ``immune-desert``: inside and rim scarce;
+- ``undetermined``: no core left inside the guard band (a hotspot thinner than twice
+  the guard), or no tissue outside the hotspots to give a baseline.
 
 ``exclusion_score`` = (rim − inside) / (rim + inside) densities, in [−1, 1] (0 when both
 are 0). Its permutation p-value tests whether the cell type avoids the inside in favour of
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -44,7 +47,7 @@ DEFAULT_RIM_UM = 60.0
 DEFAULT_SCARCE_RATIO = 0.5
 DEFAULT_RIM_RATIO = 0.5
 DEFAULT_PERMUTATIONS = 999
-CLASSES = ("inflamed", "immune-excluded", "immune-desert")
+CLASSES = ("inflamed", "immune-excluded", "immune-desert", "undetermined")
 _SUB = 4  # area samples per pixel side near hotspots
 COMPARTMENTS = ("inside", "rim", "outside")
 
@@ -52,7 +55,12 @@ COMPARTMENTS = ("inside", "rim", "outside")
 def classify(inside: float, rim: float, baseline: float, *,
              scarce_ratio: float = DEFAULT_SCARCE_RATIO,
              rim_ratio: float = DEFAULT_RIM_RATIO) -> str:
-    """Phenotype from densities (any one unit) of the chosen cell type; see the module doc."""
+    """Phenotype from densities (any one unit) of the chosen cell type; see the module doc.
+
+    NaN densities (no area to measure them on) give ``undetermined``.
+    """
+    if not (np.isfinite(inside) and np.isfinite(baseline)):
+        return "undetermined"
     if inside > 0 and inside >= scarce_ratio * baseline:
         return "inflamed"
     if rim > 0 and rim >= rim_ratio * baseline:
@@ -104,7 +112,7 @@ class ImmuneContext:
 
 
 def immune_context(
-    labels: np.ndarray,
+    labels: np.ndarray | Any,
     cells_xy: np.ndarray,
     cell_types: Sequence[str] | np.ndarray,
     tissue: np.ndarray,
@@ -122,7 +130,8 @@ def immune_context(
 ) -> ImmuneContext:
     """Densities, phenotype and exclusion test of every hotspot in ``labels``.
 
-    ``labels``: (ny, nx) int hotspot labels (0 = none) of one map; ``cells_xy``: (n, 2)
+    ``labels``: (ny, nx) int hotspot labels (0 = none) of one map, or the
+    :class:`~ionmap.regions.hotspots.Hotspots` of :func:`find_hotspots`; ``cells_xy``: (n, 2)
     cell positions in MSI pixels (x, y; 0-based pixel centres); ``cell_types``: n labels;
     ``tissue``: (ny, nx) bool; ``pixel_size_um``: MSI pixel size, (x, y) or one number;
     ``rim_um``: rim width outside the edge; ``edge_guard_um``: boundary band left out of
@@ -130,7 +139,7 @@ def immune_context(
     (default one pixel) and reach outside the edge (default 3 × rim) of the distance
     curves. Cells off the tissue are ignored.
     """
-    labels = np.asarray(labels)
+    labels = np.asarray(getattr(labels, "labels", labels))
     tissue = np.asarray(tissue, dtype=bool)
     px = (float(pixel_size_um),) * 2 if np.isscalar(pixel_size_um) else tuple(
         float(v) for v in pixel_size_um)

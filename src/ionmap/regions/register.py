@@ -208,6 +208,7 @@ class _AutoProblem:
     density: np.ndarray  # smoothed, clipped cell density raster (annotation frame)
     origin: np.ndarray  # annotation (x, y) of raster edge (0, 0)
     step: float  # annotation units per raster pixel
+    tt: float = field(init=False)  # squared norm of ``tissue``
 
     def __post_init__(self) -> None:
         self.tt = float(np.einsum("i,i->", self.tissue, self.tissue)) or 1.0
@@ -242,7 +243,6 @@ def register_auto(
     scale: float | None = None,
     angle_step_deg: float = 5.0,
     n_starts: int = 3,
-    refine_points: bool = True,
 ) -> Registration:
     """Estimate a similarity transform MSI pixels -> annotation frame without landmarks.
 
@@ -250,12 +250,18 @@ def register_auto(
     ``cells``: :class:`Cells` or (n, 2) annotation-frame (x, y). The expected scale
     (annotation units per MSI pixel) is ``scale`` if given, else MSI ``pixel_size_um`` /
     ``cells.um_per_unit`` when both are known, else the square root of the ratio of the
-    cell-covered area to the tissue area. All rotations are searched (steps of
-    ``angle_step_deg``, shift by FFT cross-correlation); the ``n_starts`` best start
-    Nelder-Mead on the normalised cross-correlation (NCC) of the tissue mask and the cell
-    density, both Gaussian-smoothed at σ = 4 MSI pixels, and the best of them is refined at
-    σ = 2 and 1. Assumes the section is not mirrored between the two images and that most
-    cells lie on the imaged tissue.
+    cell-covered area to the tissue area.
+
+    1. All rotations (steps of ``angle_step_deg``), each with its best shift from the FFT
+       cross-correlation of tissue and cell density on a coarse grid.
+    2. The ``n_starts`` best start Nelder-Mead on the normalised cross-correlation (NCC)
+       of the tissue mask and the cell-density image, both Gaussian-smoothed at σ = 4 MSI
+       pixels; the best result is refined at σ = 2.
+    3. Last, the likelihood of the cells' exact positions under a Poisson process on the
+       (0.5 px smoothed) tissue is maximised: sub-pixel, with no binning.
+
+    ``score`` is the final NCC at σ = 1 (1 = perfect match). Assumes the section is not
+    mirrored between the two images and that most cells lie on the imaged tissue.
     """
     tissue = np.asarray(tissue, dtype=bool)
     xy = cells.xy if isinstance(cells, Cells) else np.asarray(cells, dtype=np.float64)
@@ -308,15 +314,11 @@ def register_auto(
                                          "fatol": 1e-7, "maxiter": 800})
         return -float(res.fun), res.x
 
-    # Every start at the coarsest smoothing, then only the best one finer; the cells'
-    # likelihood (exact positions) gives the last fraction of a pixel.
+    # Every start at the coarsest smoothing, then only the best one finer.
     fits = [(start, *refine(start, np.zeros(4), 4.0)) for start in starts]
     start, score, params = max(fits, key=lambda f: f[1])
     score, params = refine(start, params, 2.0)
-    if refine_points:
-        params = _point_likelihood(tissue, xy, lambda p: matrix_of(start, p), params)
-    else:
-        score, params = refine(start, params, 1.0)
+    params = _point_likelihood(tissue, xy, lambda p: matrix_of(start, p), params)
     matrix = matrix_of(start, params)
     score = _level(tissue, counts, origin, step, oversample, level, 1.0).ncc(matrix)
     notes = []
@@ -330,7 +332,7 @@ def register_auto(
 
 def _level(tissue: np.ndarray, counts: np.ndarray, origin: np.ndarray, step: float,
            oversample: float, level: float, sigma: float) -> _AutoProblem:
-    """Images smoothed at ``sigma`` MSI pixels, sampled on a grid of stride ~σ/2."""
+    """Images smoothed at ``sigma`` MSI pixels; tissue sampled on a regular grid."""
     ny, nx = tissue.shape
     # Enough points for the precision a smoothing allows, few enough for a few ms per
     # evaluation: ~25k points at σ = 4, 100k at σ = 1.
@@ -345,23 +347,28 @@ def _level(tissue: np.ndarray, counts: np.ndarray, origin: np.ndarray, step: flo
 
 
 def _point_likelihood(tissue: np.ndarray, xy: np.ndarray, matrix_of, params: np.ndarray,
-                      outliers: float = 0.01, max_cells: int = 200_000) -> np.ndarray:
+                      outliers: float = 0.01, band_px: float = 4.0) -> np.ndarray:
     """Final refinement: maximum likelihood of the cells as a Poisson process on the tissue.
 
     With intensity ∝ the (slightly smoothed) tissue indicator T mapped into the annotation
     frame, the log-likelihood per cell is mean log(ε + (1 − ε)·T(A⁻¹q)) − 2·log(scale), up
-    to constants: every cell is used at its exact position, no binning.
+    to constants: every cell is used at its exact position, no binning. Only cells within
+    ``band_px`` of the tissue edge (at the starting estimate, good to about a pixel) can
+    change their term, so only they are evaluated.
     """
-    if len(xy) > max_cells:  # plenty for the edge; keeps each evaluation fast
-        xy = xy[np.random.default_rng(0).choice(len(xy), max_cells, replace=False)]
     t = ndimage.gaussian_filter(tissue.astype(np.float64), 0.5, mode="constant")
+    edge = ndimage.distance_transform_edt(tissue) + ndimage.distance_transform_edt(~tissue)
+    q0 = _apply(np.linalg.inv(matrix_of(params)), xy)
+    near = ndimage.map_coordinates(edge, [q0[:, 1], q0[:, 0]], order=0, mode="nearest") \
+        <= band_px
+    band, n = xy[near], len(xy)
 
     def nll(p: np.ndarray) -> float:
         m = matrix_of(p)
-        q = _apply(np.linalg.inv(m), xy)
+        q = _apply(np.linalg.inv(m), band)
         v = ndimage.map_coordinates(t, [q[:, 1], q[:, 0]], order=1, mode="constant",
                                     cval=0.0, prefilter=False)
-        return -float(np.mean(np.log(outliers + (1 - outliers) * v))) + math.log(
+        return -float(np.sum(np.log(outliers + (1 - outliers) * v))) / n + math.log(
             abs(np.linalg.det(m[:2, :2])))
 
     simplex = params + np.vstack([np.zeros(4), 0.5 * np.eye(4)])
@@ -398,6 +405,8 @@ def _coarse_search(tissue: np.ndarray, xy: np.ndarray, scale: float, center: np.
         tissue.astype(np.float64), sigma * f, mode="constant")[f // 2::f, f // 2::f]
     tc = tc - tc.mean()
     tnorm = math.sqrt(float((tc * tc).sum()))
+    if len(xy) > 200_000:  # plenty for a coarse density image
+        xy = xy[np.random.default_rng(0).choice(len(xy), 200_000, replace=False)]
     ref = xy.mean(axis=0)
     rel = (xy - ref) / scale  # MSI pixels, unrotated
     level = len(xy) / float(tissue.sum()) * f * f  # cells per coarse pixel in tissue

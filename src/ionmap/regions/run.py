@@ -162,12 +162,12 @@ def run_hotspots(
     ``registration``: a :class:`Registration`, "auto", or a landmarks CSV (fitted with
     ``model``). ``maps``: map names (default: those of lactate, kynurenine, kyn_trp, lipids
     the channels allow). ``pixel_size_um`` overrides the MSI pixel size (µm).
-    ``write_labels``: also write the labels into the result store; ``overlays``: also draw
-    the PNGs (about 0.2 s per map). The other
-    options are those of :func:`find_hotspots` (``fdr``, ``min_area_px``, ``radius_px``,
+    ``write_labels``: also write the labels into the result store (if ``source`` is one);
+    ``overlays``: also draw the PNGs (a fraction of a second per map). The other options
+    are those of :func:`find_hotspots` (``fdr``, ``min_area_px``, ``radius_px``,
     ``window``, ``extent``), :func:`build_maps` (``noise_floor``) and
     :func:`immune_context` (``cell_type``, ``rim_um``, ``scarce_ratio``, ``rim_ratio``,
-    ``edge_guard_um``, ``n_permutations``, ``seed``).
+    ``edge_guard_um``, ``n_permutations``, ``seed``). Hotspot ids are unique over maps.
     """
     if isinstance(source, MSIData):
         data = source
@@ -184,6 +184,10 @@ def run_hotspots(
     px = (float(px), float(px)) if np.isscalar(px) else (float(px[0]), float(px[1]))
     if not isinstance(cells, Cells):
         cells = read_cells(cells)
+    if cell_type not in set(cells.cell_type.tolist()):
+        raise InputError(cells.source, f"no cells of type {cell_type!r} (types: "
+                                       f"{', '.join(cells.types()[:20])}); name it with the "
+                                       "cell type option")
     tissue = tissue_mask(data.mask, data.tic)
     if isinstance(registration, Registration):
         reg = registration
