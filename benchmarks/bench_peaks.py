@@ -144,7 +144,7 @@ def picking_table(n_spectra: int, n_points: int, repeats: int) -> None:
 def thread_table(repeats: int, quick: bool) -> None:
     n_spec = 2000 if quick else 8000
     batch, _ = planted_spectra(n_spec, 2000, seed=3)
-    profile = split(batch, 16)
+    profile = split(batch, 8)
     peaks = [pick_peaks_batch(b) for b in profile]
     axis = build_mz_axis(peaks, ppm=10.0, min_fraction=0.001)
     centres = np.linspace(batch.mz[50], batch.mz[-50], 100)
@@ -156,7 +156,7 @@ def thread_table(repeats: int, quick: bool) -> None:
         f"bin_to_axis ({axis.size} features)": (peaks, lambda b: bin_to_axis(b, axis, ppm=10.0)),
     }
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"\n## Threads: each kernel over 16 batches ({n_spec} spectra x 2000 points in all); "
+    print(f"\n## Threads: each kernel over 8 batches ({n_spec} spectra x 2000 points in all); "
           f"load average before: {load} on {os.cpu_count()} cores\n")
     print("| kernel | 1 thread (ms) | 2 threads (ms) | speed-up | CPU/wall, 2 threads |")
     print("|---|---|---|---|---|")

@@ -29,8 +29,9 @@ import numpy as np
 
 
 def write_file(path: Path, n: int, points: int, mode: str, seed: int = 0) -> None:
-    """n spectra on a square-ish grid: centroid peak lists of ``points`` peaks (processed)
-    or profile spectra on one shared axis (continuous); float64 m/z, float32 intensities."""
+    """n spectra on a square-ish grid: centroid peak lists of ``points`` peaks on average
+    (0.5x to 1.5x, processed) or profile spectra of ``points`` values on one shared axis
+    (continuous); float64 m/z, float32 intensities."""
     from pyimzml.ImzMLWriter import ImzMLWriter
 
     rng = np.random.default_rng(seed)
@@ -41,8 +42,12 @@ def write_file(path: Path, n: int, points: int, mode: str, seed: int = 0) -> Non
     with ImzMLWriter(str(tmp), mz_dtype=np.float64, intensity_dtype=np.float32, mode=mode,
                      spec_type=kind, polarity="negative") as w:
         for i in range(n):
-            mz = np.sort(rng.uniform(100.0, 1000.0, points)) if mode == "processed" else axis
-            w.addSpectrum(mz, rng.random(points, dtype=np.float32), (i % nx + 1, i // nx + 1))
+            if mode == "processed":
+                mz = np.sort(rng.uniform(100.0, 1000.0, int(rng.integers(points // 2,
+                                                                        3 * points // 2))))
+            else:
+                mz = axis
+            w.addSpectrum(mz, rng.random(len(mz), dtype=np.float32), (i % nx + 1, i // nx + 1))
     tmp.with_suffix(".ibd").replace(path.with_suffix(".ibd"))
     tmp.replace(path)
 

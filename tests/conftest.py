@@ -114,7 +114,7 @@ def _free_ports(n: int) -> list[int]:
 
 def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM the server's process group, SIGKILL it if it lingers."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+    for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 5)):
         if proc.poll() is not None:
             return
         try:

@@ -331,3 +331,17 @@ def test_cli_convert_and_errors(samples, tmp_path, capsys):
     assert len(err) == 1 and "missing.imzML" in err[0]
     assert main(["convert", str(sample.imzml), str(tmp_path / "y.zarr"), "--quiet",
                  "--storage-option", "oops"]) == 2
+
+
+def test_bad_options_are_refused_before_any_work(samples, tmp_path):
+    sample = samples("processed", "centroid")
+    out = tmp_path / "never.zarr"
+    for bad in ({"normalize": "max"}, {"ppm": 0}, {"analyzer": "ion trap"},
+                {"min_fraction": 2}, {"workers": 0}):
+        with pytest.raises(InputError):
+            ionmap.convert(sample.imzml, out, progress=False, **bad)
+    with pytest.raises(InputError, match="empty target list"):
+        ionmap.convert(sample.imzml, out, targets=[], progress=False)
+    with pytest.raises(InputError, match="unknown panel"):
+        ionmap.convert(sample.imzml, out, panel="tme-sideways", progress=False)
+    assert not out.exists()

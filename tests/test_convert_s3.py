@@ -74,3 +74,13 @@ def test_cli_reads_credentials_from_the_environment(s3_server, sample, monkeypat
     assert code == 0, capsys.readouterr().err
     res = ionmap.open_result(out, {"endpoint_url": s3_server.endpoint_url})
     assert res.complete and res.ion_image("lactate").any()
+
+
+def test_unreachable_output_store_is_a_one_line_error(sample, capsys):
+    options = ["--storage-option", "endpoint_url=http://127.0.0.1:9", "--storage-option",
+               "key=a", "--storage-option", "secret=b", "--storage-option",
+               'config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 1}']
+    assert main(["convert", str(sample.imzml), "s3://nobucket/x.zarr", "--quiet",
+                 *options]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "s3://nobucket/x.zarr" in err[0] and "127.0.0.1:9" in err[0]

@@ -203,8 +203,27 @@ def test_plan_merges_small_gaps_and_bounds_requests():
     assert list(rs) == [0] and list(rl) == [12] and list(of) == [0, 0, 0]
 
 
-@pytest.mark.parametrize("layout", ["adjacent", "strided", "gather", "misaligned"])
-def test_gather_layouts(layout):
+@pytest.mark.parametrize("stage", [64, 1000, 10**9])
+def test_staged_reads(write_imzml, monkeypatch, stage):
+    """Processed batches in file order are read through a small buffer in stages."""
+    monkeypatch.setattr(binary, "STAGE_BYTES", stage)
+    w = write_imzml(shape=(5, 6), points=40, seed=17, intensity_dtype=np.float32)
+    f = ionmap.open_imzml(w.path, cache=False)
+    n = f.n_spectra
+    stages = f._stages(np.arange(n), f.intensity_lengths * 4 + f.mz_lengths * 8)
+    assert (len(stages) > 3) == (stage < 10**9)
+    for idx in (np.arange(n), np.arange(3, n - 2), np.random.default_rng(0).permutation(n)):
+        batch = f.read_batch(idx)
+        for k, i in enumerate(idx):
+            mz, it = batch.spectrum(k)
+            np.testing.assert_array_equal(mz, w.mzs[i])
+            np.testing.assert_array_equal(it, w.intensities[i])
+
+
+@pytest.mark.parametrize("layout", ["adjacent", "strided", "increasing", "gather", "misaligned"])
+@pytest.mark.parametrize("into", [False, True])
+def test_gather_layouts(layout, into, monkeypatch):
+    monkeypatch.setattr(binary, "_GATHER_WORDS", 5)  # index gathers in several steps
     rng = np.random.default_rng(1)
     buf = np.zeros(4096, np.uint8)
     values = rng.random(200)
@@ -212,6 +231,8 @@ def test_gather_layouts(layout):
         pos, counts = np.array([16, 16 + 8 * 5]), np.array([5, 7])
     elif layout == "strided":
         pos, counts = np.arange(4) * 96 + 8, np.full(4, 6)
+    elif layout == "increasing":
+        pos, counts = np.array([8, 104, 400, 2000]), np.array([3, 0, 9, 1])
     elif layout == "gather":
         pos, counts = np.array([800, 8, 400, 2000]), np.array([3, 0, 9, 1])
     else:
@@ -222,5 +243,7 @@ def test_gather_layouts(layout):
         values = values[int(c) :]
         buf[p : p + 8 * c] = np.frombuffer(chunk.astype("<f8").tobytes(), np.uint8)
         want.append(chunk)
-    got = binary.gather(buf, pos, counts, np.dtype("<f8"))
+    out = np.full(int(counts.sum()), np.nan) if into else None
+    got = binary.gather(buf, pos, counts, np.dtype("<f8"), out=out)
     np.testing.assert_array_equal(got, np.concatenate(want))
+    assert got is out if into else True

@@ -363,9 +363,10 @@ def test_unsorted_mz_raise_on_read(tmp_path, mode):
 
 def test_fast_value_parsers():
     def column(values):
-        tokens = [b'IMS:1000102" value="' + v for v in values]
+        head = b'IMS:1000102" name="external offset" value="'
+        tokens = [head + v + b'"/' for v in values]
         arr = np.array(tokens)
-        return xml._value_text(arr.view(np.uint8).reshape(len(tokens), -1))
+        return xml._value_text(arr.view(np.uint8).reshape(len(tokens), -1), len(head))
 
     np.testing.assert_array_equal(xml._integers(column([b"7", b"-12", b"1234567"])),
                                   [7, -12, 1234567])
@@ -394,3 +395,18 @@ def test_cli_reports_one_line_and_exit_2(write_imzml, capsys):
     assert cli.main(["info", str(w.path.with_suffix(".ibd"))]) == 2
     assert "open the .imzML" in capsys.readouterr().err
     assert issubclass(MissingIbdError, ImzMLError)
+
+
+@pytest.mark.parametrize("bad,where", [(np.nan, 0), (np.nan, 1), (np.inf, 2), (-np.inf, 0)])
+def test_non_finite_mz_raise_on_read(tmp_path, bad, where):
+    path = tmp_path / "mz.imzML"
+    with ImzMLWriter(str(path), mode="processed") as w:
+        for x in range(1, 4):
+            mz = np.array([100.0, 200.0, 300.0])
+            if x == 2:
+                mz[where] = bad
+            w.addSpectrum(mz, np.array([1.0, 2.0, 3.0]), (x, 1))
+    f = ionmap.open_imzml(path, cache=False)
+    f.read_batch([0, 2])
+    with pytest.raises(SpectrumDataError, match=r"spectrum 1 \(x=2, y=1\): m/z array holds NaN"):
+        f.read_batch([0, 1, 2])

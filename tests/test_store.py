@@ -70,7 +70,8 @@ def test_plan_bands_assigns_every_spectrum_to_the_band_of_its_row():
 
 def test_layout_chunks_are_one_band_tall_and_full_width():
     layout = Layout((300, 520), 64)
-    assert layout.chunking((5, 300, 520)) == ((1, 64, 256), (5, 64, 768))
+    assert layout.chunking((5, 300, 520), 4, 1) == ((1, 64, 256), (5, 64, 768))
+    assert layout.chunking((5, 300, 520)) == ((5, 64, 256), (5, 64, 768))
     assert layout.chunking((20, 30)) == ((20, 30), (20, 30))
     # the feature cube packs planes into ~1 MB inner chunks (few chunks per shard)
     assert layout.chunking((900, 300, 520), 4, 0) == ((16, 64, 256), (912, 64, 768))
@@ -92,6 +93,7 @@ def test_written_bands_pyramid_and_metadata(tmp_path):
     res = open_result(path)
     assert res.complete and res.shape == (300, 520) and res.target_names == names
     assert res.pixel_size_um == (10.0, 12.5)
+    assert res.label_names == [] and res.features is None and res.features_mz is None
     np.testing.assert_array_equal(res.ion_images.compute(), images)
     np.testing.assert_array_equal(res.ion_image("t1"), images[1])
     np.testing.assert_array_equal(res.tic, tic)

@@ -15,7 +15,7 @@ from ..batch import SpectrumBatch
 from .plan import Band
 
 #: Payload (bytes of m/z + intensity read from the .ibd) of one sub-batch inside a task.
-BATCH_BYTES = 32 * 2**20
+BATCH_BYTES = 8 * 2**20  # small enough for malloc to reuse the buffers
 _ALL_LO = np.array([-np.inf])
 _ALL_HI = np.array([np.inf])
 
@@ -76,23 +76,31 @@ def _squared(batch: SpectrumBatch) -> SpectrumBatch:
     return replace(batch, intensity=np.square(batch.intensity, dtype=np.float64))
 
 
-def spectrum_norms(batch: SpectrumBatch, method: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(TIC, normaliser) per spectrum, float64.
+def raw_sums(batch: SpectrumBatch, ex: Extraction) -> tuple[np.ndarray, np.ndarray | None]:
+    """(TIC, window sums over the raw points or None) per spectrum, float64.
 
-    TIC = sum of all intensities of the raw spectrum (before peak picking). The normaliser
-    is the TIC for 'tic', the root mean square of the intensities sqrt(Σ I² / n) for 'rms'
-    (0 for an empty spectrum), None for 'none'.
+    TIC = the sum of all intensities of the raw spectrum (before peak picking). Without
+    ``ex.peaks`` the target windows ride along in the same kernel call as the TIC (one
+    window [-inf, inf] more), so the spectra are scanned once.
     """
-    tic = kernels.window_sums(batch, _ALL_LO, _ALL_HI)[:, 0]
+    if ex.peaks:
+        return kernels.window_sums(batch, _ALL_LO, _ALL_HI)[:, 0], None
+    sums = kernels.window_sums(batch, np.r_[ex.lo, _ALL_LO], np.r_[ex.hi, _ALL_HI])
+    return sums[:, -1], sums[:, :-1]
+
+
+def spectrum_norm(batch: SpectrumBatch, tic: np.ndarray, method: str) -> np.ndarray | None:
+    """The normaliser per spectrum, float64: the TIC for 'tic', the root mean square of
+    the intensities sqrt(Σ I² / n) for 'rms' (0 for an empty spectrum), None for 'none'."""
     if method == "none":
-        return tic, None
+        return None
     if method == "tic":
-        return tic, tic
+        return tic
     n = batch.lengths
     sq = kernels.window_sums(_squared(batch), _ALL_LO, _ALL_HI)[:, 0]
     rms = np.zeros(len(batch))
     np.sqrt(sq / np.maximum(n, 1), out=rms, where=n > 0)
-    return tic, rms
+    return rms
 
 
 def compute_band(src, band: Band, nx: int, ex: Extraction) -> BandBlock:
@@ -112,14 +120,15 @@ def compute_band(src, band: Band, nx: int, ex: Extraction) -> BandBlock:
         y = coords[batch.index, 1].astype(np.intp) - 1 - band.y0
         x = coords[batch.index, 0].astype(np.intp) - 1
         block.mask[y, x] = True
-        tic, norm = spectrum_norms(batch, ex.normalize)
+        tic, sums = raw_sums(batch, ex)
         block.tic[y, x] = tic
+        norm = spectrum_norm(batch, tic, ex.normalize)
         if norm is not None:
             block.norm[y, x] = norm
         picked = kernels.pick_peaks_batch(batch, snr=ex.snr) if ex.pick else batch
-        if len(ex.lo):
-            sums = kernels.window_sums(picked if ex.peaks else batch, ex.lo, ex.hi)
-            block.images[:, y, x] = sums.T
+        if ex.peaks:
+            sums = kernels.window_sums(picked, ex.lo, ex.hi)
+        block.images[:, y, x] = sums.T
         if ex.axis is not None:
             binned = kernels.bin_to_axis(picked, ex.axis, ppm=ex.feature_ppm,
                                          analyzer=ex.analyzer, ref_mz=ex.ref_mz)

@@ -22,11 +22,12 @@ from ..errors import InputError, StorageError
 from ..result import Result, open_result
 from ..storage import open_input
 from . import store as st
-from .compute import BATCH_BYTES, Extraction, axis_part, compute_band, window_bounds
+from .compute import Extraction, axis_part, compute_band, window_bounds
 from .plan import Band, Layout, choose_band_rows, level_shapes, plan_bands
 from .run import ProgressBar, n_threads, run_tasks, scheduler_client
 
 NORMALIZE = ("none", "tic", "rms")
+ANALYZERS = ("tof", "orbitrap", "fticr")
 #: Spectra sampled to build the feature m/z axis (all when the file has fewer).
 AXIS_SAMPLE = 20_000
 #: Spectrum payload per task of the m/z-axis pass (bytes).
@@ -95,13 +96,8 @@ def convert(
     """
     from ..imzml import open_imzml
 
-    if normalize not in NORMALIZE:
-        raise InputError(None, f"normalize must be one of {', '.join(NORMALIZE)}, "
-                         f"not {normalize!r}")
-    if not ppm > 0:
-        raise InputError(None, f"ppm must be positive, not {ppm}")
-    if workers is not None and workers < 1:
-        raise InputError(None, f"workers must be at least 1, not {workers}")
+    _check_options(ppm, normalize, workers, snr, analyzer, feature_ppm, min_fraction,
+                   axis_sample, band_rows)
     in_url, out_url = os.fspath(input), os.fspath(output)
     out_options = storage_options if output_storage_options is None else output_storage_options
     src = open_imzml(in_url, storage_options=storage_options)
@@ -133,7 +129,7 @@ def convert(
     lo, hi = window_bounds([t["mz"] for t in table], [t["ppm"] for t in table])
     ex = Extraction(lo=lo, hi=hi, peaks=bool(peaks), pick=pick, snr=float(snr),
                     feature_ppm=float(feature_ppm or ppm), analyzer=analyzer,
-                    normalize=normalize, batch_bytes=BATCH_BYTES)
+                    normalize=normalize)
     token = uuidlib.uuid4().hex[:12]  # unique task keys per run
     with ProgressBar(progress) as bar, scheduler_client(scheduler) as client:
         src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
@@ -147,18 +143,14 @@ def convert(
             rows = band_rows or choose_band_rows(src.shape, n_planes, int(src.ibd_size))
             layout = Layout(tuple(src.shape), int(rows))
             attrs = _root_attrs(source, parameters, table, src, layout)
-            names = [t["name"] for t in table]
-            st.create_result(store, attrs, layout, names, src.pixel_size_um,
-                             normalized=normalize != "none")
             if axis is not None:
-                st.create_features(store, axis, layout, src.pixel_size_um,
-                                   normalized=normalize != "none")
                 attrs["features"] = {"n_features": int(len(axis))}
-                st.update_root_attrs(store, attrs)
+            st.create_result(store, attrs, layout, [t["name"] for t in table],
+                             src.pixel_size_um, normalized=normalize != "none", axis=axis)
         else:
             attrs = previous
             layout = Layout(tuple(attrs["shape"]), int(attrs["layout"]["band_rows"]))
-            axis = Result(out_url, store, attrs).features_mz if features else None
+            axis = _stored_axis(out_url, store, attrs) if features else None
         ex = replace(ex, axis=axis)
         checkpoint = st.Checkpoint(store, attrs)
         try:
@@ -169,6 +161,36 @@ def convert(
         _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
                 features=axis is not None)
     return open_result(out_url, out_options)
+
+
+def _stored_axis(url: str, store: Any, attrs: dict) -> np.ndarray:
+    try:
+        return Result(url, store, attrs).features_mz
+    except Exception:  # noqa: BLE001 - interrupted while the store was being created
+        raise StorageError(url, "cannot resume: the store was interrupted while being "
+                           "created; use --overwrite to start again") from None
+
+
+def _check_options(ppm, normalize, workers, snr, analyzer, feature_ppm, min_fraction,
+                   axis_sample, band_rows) -> None:
+    problems = []
+    if normalize not in NORMALIZE:
+        problems.append(f"normalize must be one of {', '.join(NORMALIZE)}, not {normalize!r}")
+    if analyzer not in ANALYZERS:
+        problems.append(f"analyzer must be one of {', '.join(ANALYZERS)}, not {analyzer!r}")
+    for name, value in (("ppm", ppm), ("feature_ppm", feature_ppm)):
+        if value is not None and not value > 0:
+            problems.append(f"{name} must be positive, not {value}")
+    if not snr >= 0:
+        problems.append(f"snr must be >= 0, not {snr}")
+    if not 0 <= min_fraction <= 1:
+        problems.append(f"min_fraction must be within 0..1, not {min_fraction}")
+    for name, value in (("workers", workers), ("axis_sample", axis_sample),
+                        ("band_rows", band_rows)):
+        if value is not None and value < 1:
+            problems.append(f"{name} must be at least 1, not {value}")
+    if problems:
+        raise InputError(None, "; ".join(problems))
 
 
 # -- targets ---------------------------------------------------------------------------------
@@ -219,7 +241,11 @@ def target_table(targets: Sequence[chem.Target], ppm: float) -> list[dict]:
 
 def _check_targets(table: list[dict], src: Any) -> None:
     """Warn about targets that cannot show signal (outside the m/z range, wrong polarity)."""
-    lo, hi = src.mz_range or (np.inf, -np.inf)  # None: every spectrum is empty
+    if src.mz_range is None:
+        warnings.warn(f"{src.url}: every spectrum is empty (all images are zero)",
+                      stacklevel=3)
+        return
+    lo, hi = src.mz_range
     outside = [t["name"] for t in table if t["window"][1] < lo or t["window"][0] > hi]
     if outside:
         warnings.warn(f"{src.url}: targets outside the file's m/z range {lo:.4f}-{hi:.4f} "
@@ -264,10 +290,6 @@ def _check_same_run(url: str, previous: dict, source: dict, parameters: dict,
 # -- passes ----------------------------------------------------------------------------------
 
 
-def _axis_task(src, spectra, ex, options):
-    return axis_part(src, spectra, ex, options)
-
-
 def _build_axis(src, src_d, ex, bar, client, workers, token, sample, options) -> np.ndarray:
     """Pass 1: the feature m/z axis from the peaks of (a seeded sample of) the spectra."""
     from ..kernels import MzAxisBuilder
@@ -282,9 +304,9 @@ def _build_axis(src, src_d, ex, bar, client, workers, token, sample, options) ->
     payload = int(src.intensity_lengths[chosen].sum()) * src.intensity_dtype.itemsize
     n_groups = max(2 * n_threads(client, workers), -(-payload // AXIS_TASK_BYTES))
     groups = [g for g in np.array_split(chosen, min(len(chosen), n_groups)) if len(g)]
-    bar.phase("m/z axis", len(chosen))
-    tasks = [dask.delayed(_axis_task, pure=False)(src_d, g, ex, options,
-                                                  dask_key_name=f"ionmap-axis-{token}-{i}")
+    bar.phase("m/z axis (spectra)", len(chosen))
+    tasks = [dask.delayed(axis_part, pure=False)(src_d, g, ex, options,
+                                                 dask_key_name=f"ionmap-axis-{token}-{i}")
              for i, g in enumerate(groups)]
     parts = run_tasks(tasks, lambda i, _: bar.advance(len(groups[i])), client=client,
                       workers=workers)
@@ -305,7 +327,7 @@ def _run_bands(src, src_d, ex, layout, checkpoint, url, options, bar, client, wo
     """Pass 2: every band not yet done -> its shards, recorded as done when written."""
     done = checkpoint.done
     todo = [b for b in plan_bands(src.coordinates, layout) if b.index not in done]
-    bar.phase("ion images", int(sum(len(b.spectra) for b in todo)))
+    bar.phase("ion images (spectra)", int(sum(len(b.spectra) for b in todo)))
     ex_d = dask.delayed(ex, name=f"ionmap-extraction-{token}", traverse=False)
     nx = layout.shape[1]
     tasks = [dask.delayed(_band_task, pure=False)(src_d, b, nx, ex_d, url, options,
@@ -335,7 +357,7 @@ def _finish(store, layout, checkpoint, url, options, bar, client, workers, token
     method = attrs["parameters"]["normalize"]
     n_steps = (layout.n_bands if method != "none" else 0) + sum(
         2 * Layout(shape, layout.band_rows).n_bands for shape in levels[1:])
-    bar.phase("finishing", n_steps)
+    bar.phase("finishing (tasks)", n_steps)
     advance = lambda i, _: bar.advance(1)  # noqa: E731
     if method != "none" and not attrs["progress"].get("normalized"):
         norm = st.read_norm(store)
@@ -351,7 +373,8 @@ def _finish(store, layout, checkpoint, url, options, bar, client, workers, token
             dask_key_name=f"ionmap-normalize-{token}-{b}") for b in range(layout.n_bands)]
         run_tasks(tasks, advance, client=client, workers=workers)
         checkpoint.set("normalized", True)
-        st.delete_scratch(store)
+    if method != "none":
+        st.delete_scratch(store)  # also after an interruption right after normalising
     for level, shape in enumerate(levels[1:], start=1):
         lay = Layout(shape, layout.band_rows)
         tasks = [dask.delayed(_pyramid_task, pure=False)(

@@ -3,8 +3,8 @@
 Ranges are sorted, neighbours closer than ``MERGE_GAP`` are merged into requests of about
 ``MAX_REQUEST`` bytes at most, the requests are read with positional reads into one aligned
 buffer, and each array is gathered from the buffer with vectorised NumPy (a zero-copy view
-when the ranges are adjacent, a strided copy when they are evenly spaced, an index gather
-otherwise; or a boolean compress for segments in increasing order). No Python loop runs
+when the ranges are adjacent, a strided copy when they are evenly spaced, a boolean
+mask when they are in increasing order, an index gather otherwise). No Python loop runs
 per spectrum.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ..storage import RangeReader
 
 MERGE_GAP = 64 * 2**10  # read through gaps up to this size rather than issue a new request
 MAX_REQUEST = 64 * 2**20  # bound on one request (larger single ranges stay whole)
-STAGE_BYTES = 16 * 2**20  # processed mode reads through a buffer of about this size
+STAGE_BYTES = 4 * 2**20  # processed mode reads through a buffer of about this size (cache-sized)
 _GATHER_WORDS = 2**22  # index-gather at most this many words per step (bounds the index)
 
 
@@ -81,8 +81,9 @@ def gather(buf: np.ndarray, pos: np.ndarray, counts: np.ndarray, dtype: np.dtype
     ``buf`` into one flat array (little-endian values as stored), or into ``out``.
 
     Without ``out``, segments adjacent in ``buf`` and in order come back as a zero-copy
-    view. Otherwise: one strided copy for evenly spaced equal segments, a boolean compress
-    for segments in increasing order (the processed-mode layout), an index gather else.
+    view. Otherwise: one strided copy for evenly spaced equal segments, a boolean mask over
+    the span for segments in increasing order (the processed-mode layout), an index gather
+    else.
     """
     dtype = np.dtype(dtype)
     size = dtype.itemsize
@@ -124,7 +125,7 @@ def gather(buf: np.ndarray, pos: np.ndarray, counts: np.ndarray, dtype: np.dtype
         runs = np.empty(2 * m, np.int64)
         runs[0::2], runs[1::2] = gaps, wc
         keep = np.repeat(np.tile(np.array([False, True]), m), runs)
-        np.compress(keep, words[wp[0] : wp[-1] + wc[-1]], out=res)
+        res[...] = words[wp[0] : wp[-1] + wc[-1]][keep]  # faster than np.compress here
     else:
         _index_gather(words, wp, wc, res)
     return out

@@ -73,6 +73,7 @@ def save(url: str, key: dict[str, Any], fields: dict[str, Any],
         try:
             os.makedirs(directory, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=directory)
+            os.fchmod(fd, 0o644)  # readable by colleagues sharing the data folder
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, **payload)
             os.replace(tmp, path)

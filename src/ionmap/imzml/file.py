@@ -29,6 +29,10 @@ _DETECT_MIN_POINTS = 8
 _REGULAR_STEP = 0.1
 _REGULAR_FRACTION = 0.5
 
+#: Largest pixel grid side accepted (1 m at 1 µm pixels): a position or declared size
+#: beyond it is corrupt metadata, and would make a grid no image can be allocated for.
+MAX_GRID_SIDE = 2**20
+
 _ARRAYS = ("coordinates", "mz_offsets", "mz_lengths", "intensity_offsets", "intensity_lengths")
 _FIELDS = ("uuid", "declared_mode", "declared_spectrum_type", "spectrum_type", "polarity",
            "pixel_size_um", "max_count", "mz_dtype", "intensity_dtype", "mz_range")
@@ -250,11 +254,18 @@ class ImzMLFile:
             buf, pos = binary.read_ranges(self._reader, self.intensity_offsets[idx], int_bytes)
             intensity = binary.gather(buf, pos, lengths, self.intensity_dtype)
         else:
-            starts = np.concatenate([self.intensity_offsets[idx], self.mz_offsets[idx]])
-            nbytes = np.concatenate([int_bytes, lengths * self.mz_dtype.itemsize])
-            buf, pos = binary.read_ranges(self._reader, starts, nbytes)
-            intensity = binary.gather(buf, pos[: len(idx)], lengths, self.intensity_dtype)
-            mz = binary.gather(buf, pos[len(idx) :], lengths, self.mz_dtype)
+            intensity = np.empty(offsets[-1], self.intensity_dtype)
+            mz = np.empty(offsets[-1], self.mz_dtype)
+            for a, b in self._stages(idx, int_bytes + lengths * self.mz_dtype.itemsize):
+                part = idx[a:b]
+                starts = np.concatenate([self.intensity_offsets[part], self.mz_offsets[part]])
+                nbytes = np.concatenate([int_bytes[a:b], lengths[a:b] * self.mz_dtype.itemsize])
+                buf, pos = binary.read_ranges(self._reader, starts, nbytes)
+                lo, hi = offsets[a], offsets[b]
+                binary.gather(buf, pos[: b - a], lengths[a:b], self.intensity_dtype,
+                              out=intensity[lo:hi])
+                binary.gather(buf, pos[b - a :], lengths[a:b], self.mz_dtype, out=mz[lo:hi])
+                del buf
             mz_starts = offsets[:-1].copy()
             self._check_mz(mz, offsets, idx)
         if intensity.dtype.kind == "f" and not np.isfinite(intensity).all():
@@ -262,18 +273,40 @@ class ImzMLFile:
             raise self._data_error(idx, offsets, bad, "intensity array holds NaN or infinite values")
         return SpectrumBatch(idx.copy(), offsets, mz, mz_starts, intensity)
 
+    def _stages(self, idx: np.ndarray, payload: np.ndarray) -> list[tuple[int, int]]:
+        """Processed mode: cut the batch into runs of spectra read through a buffer of about
+        STAGE_BYTES each (small buffers are reused by the allocator instead of being mapped
+        and faulted in afresh; a copy into the batch arrays is needed anyway). Only for
+        spectra in file order, whose runs fill consecutive slices of the batch arrays."""
+        n = len(idx)
+        first = np.minimum(self.intensity_offsets[idx], self.mz_offsets[idx])
+        if n < 2 or payload.sum() <= binary.STAGE_BYTES or (np.diff(first) <= 0).any():
+            return [(0, n)]
+        before = np.cumsum(payload) - payload
+        cuts = np.flatnonzero(np.diff(before // binary.STAGE_BYTES)) + 1
+        bounds = [0, *cuts.tolist(), n]
+        return list(zip(bounds[:-1], bounds[1:]))
+
     def _check_mz(self, mz: np.ndarray, offsets: np.ndarray, idx: np.ndarray | None) -> None:
         """SpectrumDataError unless m/z values are finite and ascending within spectra
-        (``idx`` None: the shared m/z array of continuous mode)."""
-        if mz.dtype.kind == "f" and not np.isfinite(mz).all():
-            bad = int(np.flatnonzero(~np.isfinite(mz))[0])
-            raise self._data_error(idx, offsets, bad, "m/z array holds NaN or infinite values")
-        down = np.flatnonzero(mz[1:] < mz[:-1]) + 1  # points smaller than their predecessor
-        if len(down):
-            down = down[~np.isin(down, offsets)]  # a new spectrum may start lower
-            if len(down):
-                raise self._data_error(idx, offsets, int(down[0]),
-                                       "m/z values are not in ascending order")
+        (``idx`` None: the shared m/z array of continuous mode).
+
+        One comparison pass: a point not >= its predecessor is out of order or NaN (a new
+        spectrum may start lower). Ascending spectra with finite ends are finite throughout.
+        """
+        bad = np.flatnonzero(~(mz[1:] >= mz[:-1])) + 1
+        if len(bad):
+            bad = bad[~np.isin(bad, offsets)]
+        if len(bad):
+            k = int(bad[0])
+            finite = np.isfinite(mz[k - 1 : k + 1]).all()
+            raise self._data_error(idx, offsets, k, "m/z values are not in ascending order"
+                                   if finite else "m/z array holds NaN or infinite values")
+        live = offsets[1:] > offsets[:-1]
+        ends = np.concatenate([offsets[:-1][live], offsets[1:][live] - 1])
+        if len(ends) and not np.isfinite(mz[ends]).all():
+            k = int(ends[~np.isfinite(mz[ends])][0])
+            raise self._data_error(idx, offsets, k, "m/z array holds NaN or infinite values")
 
     def _data_error(self, idx: np.ndarray | None, offsets: np.ndarray, point: int,
                     problem: str) -> SpectrumDataError:
@@ -386,6 +419,8 @@ def _parse(url: str, options: dict, *, fast: bool = True) -> tuple[dict, dict]:
             with open(path, "rb") as fh:
                 try:
                     data: Any = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                    if hasattr(mmap, "MADV_SEQUENTIAL"):  # read once, front to back
+                        data.madvise(mmap.MADV_SEQUENTIAL)
                 except ValueError:  # empty file
                     data = b""
         except OSError as exc:
@@ -504,6 +539,15 @@ def _validate(url: str, ibd_url: str, ibd_size: int, fields: dict, arrays: dict)
         i = int(np.flatnonzero(outside)[0])
         raise ImzMLFormatError(url, f"spectrum {i} at position x={x[i]}, y={y[i]} lies outside "
                                     "the pixel grid (positions are 1-based)")
+    huge = (x > MAX_GRID_SIDE) | (y > MAX_GRID_SIDE)
+    if huge.any():
+        i = int(np.flatnonzero(huge)[0])
+        raise ImzMLFormatError(url, f"spectrum {i} at position x={x[i]}, y={y[i]} lies beyond "
+                                    f"the largest supported grid ({MAX_GRID_SIDE} pixels a side)")
+    if fields["max_count"] is not None and max(fields["max_count"]) > MAX_GRID_SIDE:
+        nx, ny = fields["max_count"]
+        raise ImzMLFormatError(url, f"declared grid of {nx} x {ny} pixels (x, y) exceeds the "
+                                    f"largest supported grid ({MAX_GRID_SIDE} pixels a side)")
     nx, _ = _grid(fields, xyz)
     linear = (y - 1) * nx + (x - 1)
     order = np.argsort(linear, kind="stable")
@@ -517,12 +561,15 @@ def _validate(url: str, ibd_url: str, ibd_size: int, fields: dict, arrays: dict)
         if (lengths < 0).any():
             i = int(np.flatnonzero(lengths < 0)[0])
             raise ImzMLFormatError(url, f"spectrum {i}: negative {label} array length")
-        end = offsets + lengths * np.dtype(fields[f"{kind}_dtype"]).itemsize
-        beyond = (lengths > 0) & ((offsets < 0) | (end > ibd_size))
+        size = np.dtype(fields[f"{kind}_dtype"]).itemsize
+        # offset + length * size > ibd_size, written so that no int64 product can overflow
+        beyond = (lengths > 0) & ((offsets < 0) | (offsets > ibd_size)
+                                  | (lengths > (ibd_size - np.clip(offsets, 0, ibd_size)) // size))
         if beyond.any():
             i = int(np.flatnonzero(beyond)[0])
+            end = int(offsets[i]) + int(lengths[i]) * size
             raise TruncatedIbdError(
-                ibd_url, f"spectrum {i}'s {label} array (bytes {offsets[i]}..{end[i]}) reaches "
+                ibd_url, f"spectrum {i}'s {label} array (bytes {offsets[i]}..{end}) reaches "
                          f"beyond the end of the file ({ibd_size} bytes): truncated .ibd?")
     differ = arrays["mz_lengths"] != arrays["intensity_lengths"]
     if differ.any():

@@ -10,10 +10,13 @@ and every later spectrum must show exactly the template's sequence of relevant p
 other attribute orders, extra or missing parameters, per-spectrum overrides, ...) is parsed
 spectrum by spectrum with ElementTree instead; both paths give identical results.
 
-No DOCTYPE or ENTITY declaration is accepted, so no entity is ever expanded or resolved.
+No DOCTYPE or ENTITY declaration is accepted, so no entity is ever expanded or resolved;
+only ASCII-based encodings (UTF-8, ISO-8859-x, ...) are read, so no declaration can hide
+from the byte-level check in another encoding.
 """
 from __future__ import annotations
 
+import codecs
 import mmap
 import re
 import xml.etree.ElementTree as ET
@@ -82,22 +85,36 @@ def _trie(words: list[str]) -> str:
     return f"(?:{body})?" if "" in heads else body
 
 
-# One token per relevant cvParam: its accession, and its value when it has one. The value
-# is searched with a greedy ``[^>]*value="`` (a leading \s would defeat re's literal scan).
-_TOKEN = re.compile(rb'accession="((?:' + _trie(_SCANNED).encode()
-                    + rb')"(?:[^>]*value="[^"]*)?)')
-_CODE_WIDTH = max(len(a) for a in _SCANNED) + 1  # accession plus its closing quote
+# One token per relevant cvParam: the rest of its tag from the accession on. Values are
+# found in the tokens with NumPy at the offset the template shows (cheaper than letting
+# ``re`` search for them).
+_TOKEN = re.compile(rb'accession="((?:' + _trie(_SCANNED).encode() + rb')"[^>]*)')
+_VALUE_ATTR = re.compile(rb'\svalue="')
 # Group references in document order. ``<!`` (comment, CDATA) also matches, as an empty
 # reference, so a block holding one never agrees with the template (the XML parser reads it).
 _REF = re.compile(rb'<(?:referenceableParamGroupRef\s+ref="([^"]*)"|!)')
 _FORBIDDEN = re.compile(rb"<!(?:DOCTYPE|ENTITY)")
-_ENCODING = re.compile(rb'^\s*<\?xml[^>]*encoding=["\']([A-Za-z0-9._-]+)["\']')
+_ENCODING = re.compile(rb'^(?:\xef\xbb\xbf)?\s*<\?xml[^>]*encoding=["\']([A-Za-z0-9._-]+)["\']')
 _SPECTRUM_END = re.compile(rb"</spectrum>")
 _COUNT = re.compile(rb'\scount="(\d+)"')
 
 _RECORD_FIELDS = ("x", "y", "z", "mz_offset", "mz_length", "intensity_offset",
                   "intensity_length", "lowest_mz", "highest_mz")
 _COLUMNS = _RECORD_FIELDS[:7]  # per-spectrum integer columns; the m/z hints are reduced
+
+
+def _ascii_based(encoding: str) -> bool:
+    """True when every ASCII byte means its ASCII character in ``encoding`` (so byte-level
+    scans read the markup right) and the XML parser can decode it: UTF-8 or a single-byte
+    code page (the parser's rule: 256 bytes decode to 256 characters)."""
+    try:
+        name = codecs.lookup(encoding).name
+        if name.startswith("utf-8"):
+            return True
+        return (bytes(range(128)).decode(name) == bytes(range(128)).decode("ascii")
+                and len(bytes(range(256)).decode(name, "replace")) == 256)
+    except (LookupError, UnicodeError):
+        return False
 
 
 def _local(tag: str) -> str:
@@ -167,10 +184,16 @@ class _Parser:
 
     # ---- header -------------------------------------------------------------------------
     def header(self, data: bytes) -> Header:
-        if _FORBIDDEN.search(data):
-            raise self.error("DOCTYPE/ENTITY declarations are not allowed in imzML")
         m = _ENCODING.match(data)
         encoding = m.group(1).decode("ascii") if m else "utf-8"
+        if data[:2] in (b"\xfe\xff", b"\xff\xfe") or b"\x00" in data[:4]:
+            raise self.error("the XML is UTF-16 or UTF-32; only ASCII-based encodings "
+                             "(UTF-8, ISO-8859-1, ...) are supported")
+        if not _ascii_based(encoding):
+            raise self.error(f"XML encoding {encoding!r} is not supported (only ASCII-based "
+                             "encodings: UTF-8, ISO-8859-1, ...)")
+        if _FORBIDDEN.search(data):
+            raise self.error("DOCTYPE/ENTITY declarations are not allowed in imzML")
         parser = ET.XMLPullParser(events=("start", "start-ns"))
         namespaces: list[tuple[str, str]] = []
         root = None
@@ -341,7 +364,9 @@ class _Parser:
 
         walk(first, "spectrum")
         tokens = _TOKEN.findall(text)
-        if not tokens or len(tokens) != len(expected) or _REF.findall(text) != refs:
+        if (not tokens or len(tokens) != len(expected) or _REF.findall(text) != refs
+                or any(t.partition(b'"')[0].decode() != acc
+                       for t, (acc, _) in zip(tokens, expected))):
             return None
         kinds = [a["kind"] for a in rec.arrays]
         if kinds.count("mz_array") != 1 or kinds.count("intensity_array") != 1:
@@ -359,9 +384,22 @@ class _Parser:
                 if name in cols:
                     return None  # given twice: let the XML parser decide
                 cols[name] = j
-        codes = np.array([t[:_CODE_WIDTH] for t in tokens], dtype=f"S{_CODE_WIDTH}")
-        tpl = {"k": len(tokens), "cols": cols, "refs": refs,
-               "codes": codes.view(np.uint8).reshape(len(tokens), _CODE_WIDTH)}
+        # every later token must repeat the template's text up to its value (or all of it)
+        starts = []
+        for t in tokens:
+            hits = [m.end() for m in _VALUE_ATTR.finditer(t)]
+            if len(hits) > 1:
+                return None
+            starts.append(hits[0] if hits else None)
+        width = max(len(t) if s is None else s for t, s in zip(tokens, starts))
+        prefix = np.zeros((len(tokens), width), np.uint8)
+        mask = np.zeros((len(tokens), width), bool)
+        for j, (t, s) in enumerate(zip(tokens, starts)):
+            fixed = t if s is None else t[:s]
+            prefix[j, : len(fixed)] = np.frombuffer(fixed, np.uint8)
+            mask[j, : len(fixed) if s is not None else width] = True
+        tpl = {"k": len(tokens), "cols": cols, "refs": refs, "prefix": prefix, "mask": mask,
+               "value_at": starts}
         row, kind = self.row(rec, 0)
         got = self.fast_block(text, tpl)
         want = {name: np.array([value]) for name, value in zip(_RECORD_FIELDS, row)}
@@ -380,11 +418,12 @@ class _Parser:
         if extra or n == 0:
             return None
         arr = np.array(tokens)
-        width = arr.dtype.itemsize
-        if width < _CODE_WIDTH:
-            return None
+        prefix, mask = tpl["prefix"], tpl["mask"]
+        width = max(arr.dtype.itemsize, prefix.shape[1])
+        if arr.dtype.itemsize < width:
+            arr = arr.astype(f"S{width}")
         raw = arr.view(np.uint8).reshape(n, k, width)
-        if not (raw[:, :, :_CODE_WIDTH] == tpl["codes"]).all():
+        if not ((raw[:, :, : prefix.shape[1]] == prefix) | ~mask).all():
             return None
         if _REF.findall(chunk) != tpl["refs"] * n:
             return None
@@ -393,7 +432,7 @@ class _Parser:
             for name in _COLUMNS:
                 j = tpl["cols"].get(name)
                 if j is not None:
-                    out[name] = _integers(_value_text(raw[:, j, :]))
+                    out[name] = _integers(_value_text(raw[:, j, :], tpl["value_at"][j]))
                 elif name == "z":
                     out[name] = np.ones(n, np.int64)
                 else:
@@ -406,7 +445,8 @@ class _Parser:
                 elif j is None:
                     out[name] = np.array([np.nan])
                 else:
-                    out[name] = np.array([_extreme(_value_text(raw[live, j, :]), smallest)])
+                    out[name] = np.array(
+                        [_extreme(_value_text(raw[live, j, :], tpl["value_at"][j]), smallest)])
         except ValueError:
             return None  # a value the vectorised conversion cannot read
         return out
@@ -577,25 +617,21 @@ def _reduce_bounds(cols: dict[str, np.ndarray]) -> None:
             cols[name] = np.array([values.min() if smallest else values.max()])
 
 
-def _value_text(raw: np.ndarray) -> np.ndarray:
-    """The value bytes of tokens ``...value="VALUE`` (uint8 rows, NUL-padded, left-aligned).
-
-    The value starts after the last quote of each token; the common case (same offset in
-    every row) is one fixed-width slice, else the bytes are gathered per row. ValueError
-    for empty values and entity references (which only an XML parser reads right).
-    """
-    n, width = raw.shape
-    first = bytes(raw[0]).rstrip(b"\0").rfind(b'"')
-    if (raw[:, first] == ord('"')).all() and not (raw[:, first + 1 :] == ord('"')).any():
-        text = np.ascontiguousarray(raw[:, first + 1 :])
-    else:
-        last = width - 1 - np.argmax((raw == ord('"'))[:, ::-1], axis=1)
-        span = int((width - 1 - last).max())
-        idx = last[:, None] + 1 + np.arange(span)
-        padded = np.concatenate([raw, np.zeros((n, 1), np.uint8)], axis=1)
-        text = padded[np.arange(n)[:, None], np.minimum(idx, width)]
-    if text.shape[1] == 0 or not text[:, 0].all():
+def _value_text(raw: np.ndarray, at: int | None) -> np.ndarray:
+    """The value bytes of tokens whose value starts at byte ``at`` (after ``value="``) and
+    ends at the next quote, as left-aligned NUL-padded rows. ValueError when there is no
+    value, or for entity references (which only an XML parser reads right)."""
+    if at is None:
+        raise ValueError("no value attribute")
+    tail = raw[:, at:]
+    quote = tail == ord('"')
+    if not quote.any(axis=1).all():
+        raise ValueError("unterminated value")
+    end = np.argmax(quote, axis=1)
+    width = int(end.max())
+    if width == 0 or not end.all():
         raise ValueError("empty value")
+    text = np.where(np.arange(width) < end[:, None], tail[:, :width], 0).astype(np.uint8)
     if (text == ord("&")).any():
         raise ValueError("entity reference in a value")
     return text
