@@ -66,6 +66,7 @@ class S3Server:
     key: str
     secret: str
     log: Path
+    ports: dict = field(default_factory=dict)  # weed option -> port (to restart on them)
 
     @property
     def storage_options(self) -> dict:
@@ -127,13 +128,16 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def _start_weed(weed: str, workdir: Path, key: str, secret: str) -> tuple[subprocess.Popen, S3Server]:
+def _start_weed(weed: str, workdir: Path, key: str, secret: str,
+                ports: dict | None = None) -> tuple[subprocess.Popen, S3Server]:
+    """Start ``weed mini`` on free ports, or on ``ports`` of a stopped server (its data
+    folder then holds the buckets written before)."""
     names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
              "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port",
              "admin.port.grpc")
-    ports = dict(zip(names, _free_ports(len(names))))
+    ports = ports or dict(zip(names, _free_ports(len(names))))
     data = workdir / f"data-{ports['s3.port']}"
-    data.mkdir()
+    data.mkdir(exist_ok=True)
     log = workdir / f"weed-{ports['s3.port']}.log"
     args = [weed, "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
             f"-dir={data}", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
@@ -141,10 +145,10 @@ def _start_weed(weed: str, workdir: Path, key: str, secret: str) -> tuple[subpro
             *(f"-{name}={port}" for name, port in ports.items())]
     # weed mini turns the AWS_* variables it starts with into its one admin identity
     env = {**os.environ, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 cwd=workdir, start_new_session=True)
-    server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", key, secret, log)
+    server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", key, secret, log, ports)
     return proc, server
 
 

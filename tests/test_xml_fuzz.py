@@ -13,7 +13,7 @@
   may only raise ImzMLError; when the fast scan and the XML parser both read a document
   they agree, and the block size never changes a reading.
 
-CI runs a short derandomised fuzz (a few hundred examples per test, about 15 s in all). A
+CI runs a short derandomised fuzz (600 examples per test, about 10 s in all). A
 long run, e.g. before a release::
 
     IONMAP_FUZZ_EXAMPLES=100000 python -m pytest tests/test_xml_fuzz.py -q -p no:cacheprovider
@@ -42,7 +42,7 @@ from ionmap.errors import ImzMLError, ImzMLFormatError
 from ionmap.imzml import xml
 
 LONG = int(os.environ.get("IONMAP_FUZZ_EXAMPLES", "0"))
-FUZZ = settings(max_examples=LONG or 250, derandomize=not LONG, deadline=None,
+FUZZ = settings(max_examples=LONG or 600, derandomize=not LONG, deadline=None,
                 database=None if not LONG else settings.default.database,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -131,15 +131,20 @@ def test_entity_bombs_fail_fast_with_bounded_memory(write_imzml):
     bomb = _billion_laughs()
     used = re.sub(rb'(IMS:1000080"[^>]*value=")[^"]*', rb"\1&lol9;", data)
     first = data.index(b"<spectrum ")
+    doc = _insert_doctype(used, bomb)
+    decl_end, list_at = doc.index(b"?>") + 2, doc.index(b"<spectrumList")
+    head, rest = doc[decl_end:list_at].decode("latin-1"), doc[list_at:]
     variants = {
-        "header": _insert_doctype(used, bomb),
-        "spectrum list": used[:first] + bomb + used[first:],
-        # the same declarations in encodings whose bytes hide them from a byte search
-        "utf-16": _insert_doctype(used, bomb).decode("latin-1").replace(
-            "ISO-8859-1", "UTF-16").encode("utf-16"),
+        "header": doc,
+        "spectrum list": data[:first] + bomb + re.sub(
+            rb'(name="position x" value=")\d+', rb"\1&lol9;", data[first:], count=1),
+        # the declarations in encodings whose bytes hide them from a byte search, before
+        # an ASCII spectrum list (so the file gets as far as the header parse)
+        "utf-16 header": ('<?xml version="1.0" encoding="UTF-16"?>' + head).encode("utf-16")
+        + rest,
         "declared utf-16": _insert_doctype(used.replace(b"ISO-8859-1", b"UTF-16"), bomb),
-        "ebcdic": data[: data.index(b"?>")].replace(b"ISO-8859-1", b"cp500") + b"?>"
-        + _insert_doctype(used, bomb)[data.index(b"?>") + 2 :].decode("latin-1").encode("cp500"),
+        "ebcdic header": b'<?xml version="1.0" encoding="cp500"?>' + head.encode("cp500")
+        + rest,
     }
     for where, doc in variants.items():
         tracemalloc.start()
@@ -150,6 +155,7 @@ def test_entity_bombs_fail_fast_with_bounded_memory(write_imzml):
             tracemalloc.stop()
         for exc in errors:
             assert isinstance(exc, ImzMLFormatError), (where, exc)
+            assert re.search("DOCTYPE|UTF-16|encoding|spectrum list", str(exc)), (where, exc)
         assert peak < 16 * 2**20 + 4 * len(doc), (where, peak)  # nothing was expanded
 
 
@@ -274,15 +280,23 @@ def documents(draw) -> tuple[bytes, int]:
     return doc.encode(enc if enc != "ISO-8859-1" else "latin-1", "replace"), n
 
 
-def _reading(meta) -> tuple:
+def _reading(meta) -> tuple[str, tuple | None]:
+    """(everything a parse gives but the m/z range hint, as text; the m/z range hint)."""
     cols = tuple(meta.columns[k].tolist() for k in sorted(meta.columns))
-    return (cols, meta.mz_bounds, meta.mz_dtype, meta.intensity_dtype, meta.header.file_content,
-            meta.header.groups, meta.header.scan_settings, meta.first)
+    return repr((cols, meta.mz_dtype, meta.intensity_dtype, meta.header.file_content,
+                 meta.header.groups, meta.header.scan_settings, meta.first)), meta.mz_bounds
 
 
 def check_parse(data: bytes, block: int) -> None:
-    """Only ImzMLError comes out; both paths agree when both read; the block size and
-    bytes/stream input never change a reading."""
+    """Only ImzMLError comes out, and no two ways of reading give different values: the
+    fast scan and the XML parser, from bytes (a memory map) and from a stream (object
+    storage), in blocks of ``block`` bytes.
+
+    Known leniency of the fast scan (not an error): it reads values whose tag is damaged
+    where no value is (``<`` lost, end tags mismatched), which the XML parser refuses; so a
+    way may read what another refuses, and the optional lowest/highest observed m/z hints
+    (used for the m/z range only, never for images) may be missing in one reading.
+    """
     readings = {}
     old = xml.BLOCK_BYTES
     xml.BLOCK_BYTES = block
@@ -296,10 +310,11 @@ def check_parse(data: bytes, block: int) -> None:
                     readings[fast, kind] = None
     finally:
         xml.BLOCK_BYTES = old
-    for fast in (True, False):
-        assert readings[fast, "bytes"] == readings[fast, "stream"]
+    read = [reading for reading in readings.values() if reading is not None]
+    assert len({core for core, _ in read}) <= 1, readings
+    assert len({bounds for _, bounds in read if bounds is not None}) <= 1, readings
     if readings[False, "bytes"] is not None:  # what the XML parser reads, the fast scan reads
-        assert readings[True, "bytes"] == readings[False, "bytes"]
+        assert readings[True, "bytes"] is not None
 
 
 BLOCKS = st.sampled_from([64, 333, 4096, 8 * 2**20])
@@ -353,16 +368,25 @@ MUTATIONS = st.lists(st.tuples(
     st.integers(0, 2**31), st.integers(0, 2**16)), min_size=1, max_size=4)
 
 
+class Originals(list):
+    """(path, XML bytes) of the files to mutate (a short repr for failure reports)."""
+
+    def __repr__(self) -> str:
+        return f"Originals({[p.name for p, _ in self]})"
+
+
 @pytest.fixture(scope="module")
-def originals(tmp_path_factory) -> list[tuple[Path, bytes]]:
+def originals(tmp_path_factory) -> Originals:
     """Valid pyimzML files (processed centroid, continuous profile) to mutate."""
     folder = tmp_path_factory.mktemp("fuzz-originals")
-    out = []
+    out = Originals()
     for name, options in (("processed", dict(mode="processed", spectrum_type="centroid")),
                           ("continuous", dict(mode="continuous", spectrum_type="profile",
                                               intensity_dtype=np.int64))):
         w = make_imzml(folder / f"{name}.imzML", shape=(2, 3), points=12, seed=1, **options)
-        out.append((w.path, w.path.read_bytes()))
+        # the same bytes wherever the test runs (pyimzML writes the path into the run id)
+        data = re.sub(rb'(<run [^>]*id=")[^"]*', rb"\1run", w.path.read_bytes())
+        out.append((w.path, data))
     return out
 
 

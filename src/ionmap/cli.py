@@ -42,6 +42,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 # Each command is a pair: _add_NAME(subparsers) declares it and sets ``run`` to _run_NAME.
 
 
+def _add_storage_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                   help=f"fsspec option for {what}, e.g. endpoint_url=http://127.0.0.1:8333 "
+                   "(repeatable; credentials otherwise from the AWS_* variables)")
+
+
+def _storage_options(args) -> dict | None:
+    from .storage import parse_storage_options
+
+    return parse_storage_options(args.storage_option or ()) or None
+
+
+def _add_scheduler(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler "
+                   "address (default: $DASK_SCHEDULER_ADDRESS, else local threads)")
+
+
 def _add_convert(sub) -> None:
     p = sub.add_parser(
         "convert", help="imzML -> OME-Zarr ion images (local or s3://, Dask)",
@@ -67,16 +84,12 @@ def _add_convert(sub) -> None:
     p.add_argument("--normalize", choices=("none", "tic", "rms"), default="none",
                    help="divide each pixel by its TIC or RMS, times the median over pixels "
                    "(default none)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler "
-                   "address (default: $DASK_SCHEDULER_ADDRESS, else local threads)")
+    _add_scheduler(p)
     p.add_argument("--workers", type=int, metavar="N", help="local threads (default: all cores)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in OUTPUT, skipping finished bands")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result")
-    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                   help="fsspec option for s3:// input/output, e.g. "
-                   "endpoint_url=http://127.0.0.1:8333 (repeatable; credentials otherwise "
-                   "from the AWS_* variables)")
+    _add_storage_option(p, "s3:// input and output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_convert)
 
@@ -86,9 +99,7 @@ def _run_convert(args) -> int:
     import warnings
 
     from . import convert
-    from .storage import parse_storage_options
-
-    options = parse_storage_options(args.storage_option or ()) or None
+    options = _storage_options(args)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.showwarning = lambda msg, *a, **k: print(f"ionmap: warning: {msg}",
@@ -263,17 +274,14 @@ def _add_hotspots(sub) -> None:
     p.add_argument("--no-labels", action="store_true",
                    help="do not write hotspot labels into the result store")
     p.add_argument("--no-png", action="store_true", help="skip the PNG overlays")
-    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                   help="fsspec option for an s3:// result (repeatable)")
+    _add_storage_option(p, "an s3:// result")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(run=_run_hotspots)
 
 
 def _run_hotspots(args) -> int:
     from . import regions
-    from .storage import parse_storage_options
-
-    options = parse_storage_options(args.storage_option or ()) or None
+    options = _storage_options(args)
     cells = regions.read_cells(args.cells, units=args.cells_units,
                                pixel_size_um=args.cells_pixel_size_um,
                                phenotype_column=args.phenotype_column,
@@ -304,9 +312,7 @@ def _add_info(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-cache", action="store_true",
                    help="parse the XML even if a metadata sidecar exists, and write none")
-    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                   help="fsspec option for s3:// input, e.g. endpoint_url=http://127.0.0.1:8333 "
-                   "(repeatable; credentials otherwise from the AWS_* variables)")
+    _add_storage_option(p, "s3:// input")
     p.set_defaults(run=_run_info)
 
 
@@ -314,9 +320,7 @@ def _run_info(args) -> int:
     import json
 
     from .imzml import open_imzml
-    from .storage import parse_storage_options
-
-    options = parse_storage_options(args.storage_option or ()) or None
+    options = _storage_options(args)
     with open_imzml(args.file, options, cache=not args.no_cache) as f:
         info = f.summary()
     if args.json:
@@ -360,23 +364,19 @@ def _add_run(sub) -> None:
     p.add_argument("config", metavar="CONFIG", help="pipeline TOML, e.g. pipelines/tme-negative.toml")
     p.add_argument("--input", required=True, metavar="DIR", help="sample folder or s3:// prefix")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder (local)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler "
-                   "address (default: $DASK_SCHEDULER_ADDRESS, else local threads)")
+    _add_scheduler(p)
     p.add_argument("--resume", action="store_true",
                    help="skip complete samples and finish interrupted ones")
-    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                   help="fsspec option for an s3:// input (repeatable)")
+    _add_storage_option(p, "an s3:// input folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_run_run)
 
 
 def _run_run(args) -> int:
     from .pipeline import run_pipeline
-    from .storage import parse_storage_options
-
     outcomes = run_pipeline(args.config, args.input, args.output, scheduler=args.scheduler,
                             resume=args.resume,
-                            storage_options=parse_storage_options(args.storage_option or ()) or None,
+                            storage_options=_storage_options(args),
                             progress=not args.quiet)
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} samples complete; "

@@ -156,8 +156,13 @@ def convert(
         try:
             _run_bands(src, src_d, ex, layout, checkpoint, out_url, out_options, bar, client,
                        workers, token)
-        finally:
-            checkpoint.flush()
+        except BaseException:
+            try:  # keep the bands finished so far; report the first failure, not this one
+                checkpoint.flush()
+            except StorageError:
+                pass
+            raise
+        checkpoint.flush()
         _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
                 features=axis is not None)
     return open_result(out_url, out_options)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -89,8 +90,12 @@ def _run_local(tasks, on_done, scheduler, workers):
             on_done(i, result)
 
     with Callback(posttask=posttask):
-        kwargs = {"num_workers": workers or os.cpu_count() or 1} if scheduler == "threads" else {}
-        return list(dask.compute(*tasks, scheduler=scheduler, **kwargs))
+        if scheduler == "sync":
+            return list(dask.compute(*tasks, scheduler="sync"))
+        # A pool of this run's own, shut down (waiting for the tasks still running) before
+        # the first error propagates: a failed run leaves no task writing to its store.
+        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+            return list(dask.compute(*tasks, scheduler="threads", pool=pool))
 
 
 def _run_distributed(tasks, on_done, client):

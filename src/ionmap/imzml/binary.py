@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _gather
 from ..storage import RangeReader
 
 MERGE_GAP = 64 * 2**10  # read through gaps up to this size rather than issue a new request
 MAX_REQUEST = 64 * 2**20  # bound on one request (larger single ranges stay whole)
 STAGE_BYTES = 4 * 2**20  # processed mode reads through a buffer of about this size (cache-sized)
-_GATHER_WORDS = 2**22  # index-gather at most this many words per step (bounds the index)
 
 
 def plan(starts: np.ndarray, nbytes: np.ndarray, max_gap: int = MERGE_GAP,
@@ -78,75 +78,39 @@ def read_ranges(reader: RangeReader, starts: np.ndarray, nbytes: np.ndarray,
 def gather(buf: np.ndarray, pos: np.ndarray, counts: np.ndarray, dtype: np.dtype,
            out: np.ndarray | None = None) -> np.ndarray:
     """Concatenate segments of ``counts[k]`` items of ``dtype`` found at byte ``pos[k]`` of
-    ``buf`` into one flat array (little-endian values as stored), or into ``out``.
+    ``buf`` into one flat array (little-endian values as stored), or into ``out`` (a
+    contiguous 1-D array of ``dtype`` and the total length).
 
-    Without ``out``, segments adjacent in ``buf`` and in order come back as a zero-copy
-    view. Otherwise: one strided copy for evenly spaced equal segments, a boolean mask over
-    the span for segments in increasing order (the processed-mode layout), an index gather
-    else.
+    Without ``out``, segments adjacent in ``buf`` and in order come back as a zero-copy view
+    of ``buf``. Otherwise the compiled kernel copies every segment with ``memcpy`` (any order
+    and alignment).
     """
     dtype = np.dtype(dtype)
     size = dtype.itemsize
-    counts = np.asarray(counts, np.int64)
-    total = int(counts.sum())
+    counts = np.ascontiguousarray(counts, np.int64)
+    pos = np.ascontiguousarray(pos, np.int64)
     if out is None:
-        out = np.empty(total, dtype)
-        allow_view = True
-    else:
-        allow_view = False
-    live = counts > 0
-    p, c = pos[live], counts[live]
-    if total == 0:
-        return out
-    if p[0] % size == 0 and (p[1:] == p[:-1] + c[:-1] * size).all():
-        view = buf[p[0] : p[0] + total * size].view(dtype)
-        if allow_view:  # adjacent and in order (continuous mode, file order): no copy
-            return view
-        out[...] = view
-        return out
-    unit = size  # the widest word that every segment start is aligned to
-    while unit > 1 and (p % unit).any():
-        unit //= 2
-    words = buf[: len(buf) // unit * unit].view(f"u{unit}")
-    res = out.view(f"u{unit}")
-    per = size // unit
-    wp, wc = p // unit, c * per
-    m = len(wp)
-    stride = wp[1] - wp[0] if m > 1 else 0
-    if m > 1 and (wc == wc[0]).all() and stride >= wc[0] and (np.diff(wp) == stride).all():
-        rows = np.lib.stride_tricks.as_strided(
-            words[wp[0] :], shape=(m, int(wc[0])), strides=(int(stride) * unit, unit))
-        res.reshape(m, int(wc[0]))[...] = rows
-    elif m == 1 or (wp[1:] >= wp[:-1] + wc[:-1]).all():
-        # in increasing order without overlap: keep the segments' words, drop the gaps
-        gaps = np.empty(m, np.int64)
-        gaps[0] = 0
-        gaps[1:] = wp[1:] - (wp[:-1] + wc[:-1])
-        runs = np.empty(2 * m, np.int64)
-        runs[0::2], runs[1::2] = gaps, wc
-        keep = np.repeat(np.tile(np.array([False, True]), m), runs)
-        res[...] = words[wp[0] : wp[-1] + wc[-1]][keep]  # faster than np.compress here
-    else:
-        _index_gather(words, wp, wc, res)
+        live = counts > 0
+        p, c = pos[live], counts[live]
+        if len(p) and p[0] % size == 0 and (p[1:] == p[:-1] + c[:-1] * size).all():
+            # adjacent and in order (continuous mode, file order): no copy
+            return buf[p[0] : p[0] + int(c.sum()) * size].view(dtype)
+        out = np.empty(int(counts.sum()), dtype)
+    _gather.gather_bytes(buf, pos, counts, size, out.view(np.uint8))
     return out
 
 
-def _index_gather(words: np.ndarray, wp: np.ndarray, wc: np.ndarray, res: np.ndarray) -> None:
-    """res = concatenation of words[wp[k] : wp[k] + wc[k]], in steps of bounded size.
+def check(mz: np.ndarray | None, offsets: np.ndarray, intensity: np.ndarray | None) -> np.ndarray:
+    """First failures of the validity checks of spectra ``offsets`` in flat arrays.
 
-    The source index is built with one cumulative sum: ones, with a jump at each segment
-    start (cheaper than repeat + arange)."""
-    m = len(wp)
-    dst = np.zeros(m + 1, np.int64)
-    np.cumsum(wc, out=dst[1:])
-    cuts = np.unique(np.concatenate(
-        [[0], np.searchsorted(dst[1:], np.arange(_GATHER_WORDS, dst[-1], _GATHER_WORDS)), [m]]))
-    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
-        if b <= a:
-            continue
-        lo, hi = int(dst[a]), int(dst[b])
-        idx = np.ones(hi - lo, np.int64)
-        idx[0] = wp[a]
-        idx[dst[a + 1 : b] - lo] = wp[a + 1 : b] - (wp[a : b - 1] + wc[a : b - 1] - 1)
-        np.cumsum(idx, out=idx)
-        np.take(words, idx, out=res[lo:hi])
+    Returns int64 ``[descent, first, last, intensity]``, each a point index or -1: the first
+    m/z value not >= its predecessor within its spectrum (out of order, or NaN), the first
+    spectrum whose first / last m/z value is not finite, the first NaN or infinite
+    intensity (float dtypes only). ``None`` skips that array's checks.
+    """
+    found = np.full(4, -1, np.int64)
+    if mz is not None:
+        found[:3] = _gather.mz_problems(mz, np.ascontiguousarray(offsets, np.int64))
+    if intensity is not None and intensity.dtype.kind == "f":
+        found[3] = _gather.first_nonfinite(intensity)
+    return found

@@ -346,7 +346,8 @@ def open_imzml(path_or_url: str | os.PathLike, storage_options: Mapping[str, Any
 
     The binary ``.ibd`` is looked up beside it (extension case-insensitive). Metadata are
     validated: the .ibd UUID against the XML's, every array against the .ibd size, 2-D
-    coordinates on the grid without duplicates. With ``cache`` the parsed metadata are
+    coordinates on the grid (1 .. ``MAX_GRID_SIDE``) without duplicates. Positions beyond
+    the declared max count of pixels grow the grid. With ``cache`` the parsed metadata are
     kept in a sidecar (see :mod:`ionmap.imzml.cache`) so a reopen skips the XML.
 
     Raises ImzMLError subclasses (naming the file and the problem) for files that cannot

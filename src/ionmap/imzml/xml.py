@@ -276,18 +276,21 @@ class _Parser:
         return rec
 
     def integer(self, value: str | None, what: str, index: int) -> int:
-        """An integer attribute; scientific notation (``1.6E+4``) is accepted if exact."""
+        """An int64 attribute; scientific notation (``1.6E+4``) is accepted when exact
+        (below 2**53, where a double holds every integer)."""
         try:
-            return int(value)  # type: ignore[arg-type]
+            number = int(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            pass
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            number = float("nan")
-        if not np.isfinite(number) or number != int(number):
-            raise self.error(f"spectrum {index}: {what} {value!r} is not an integer")
-        return int(number)
+            try:
+                parsed = float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                parsed = float("nan")
+            if not (np.isfinite(parsed) and parsed == int(parsed) and abs(parsed) < 2**53):
+                raise self.error(f"spectrum {index}: {what} {value!r} is not an integer")
+            number = int(parsed)
+        if not -(2**63) <= number < 2**63:
+            raise self.error(f"spectrum {index}: {what} {value!r} is out of range")
+        return number
 
     def row(self, rec: Record, index: int) -> tuple:
         """The record as the values of the columns, checking what every spectrum needs."""
@@ -647,8 +650,9 @@ def _integers(text: np.ndarray) -> np.ndarray:
     if values is not None:
         return values
     numbers = _strings(text).astype(np.float64)  # exact below 2**53
-    if not (np.isfinite(numbers).all() and (numbers == np.round(numbers)).all()):
-        raise ValueError("not an integer")
+    if not (np.isfinite(numbers).all() and (numbers == np.round(numbers)).all()
+            and (np.abs(numbers) < 2**53).all()):
+        raise ValueError("not an exact integer")
     return numbers.astype(np.int64)
 
 
