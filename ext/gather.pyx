@@ -69,6 +69,26 @@ cdef inline bint finite(num_t v) noexcept nogil:
         return True
 
 
+# The scans below OR a flag over a whole run without an early exit (so the compiler can
+# vectorise them) and look for the exact point only in a run that failed.
+
+cdef inline bint ascending(const num_t* x, Py_ssize_t n) noexcept nogil:
+    """True when x[i] >= x[i - 1] for every i >= 1 (false at a descent or NaN)."""
+    cdef Py_ssize_t i
+    cdef int bad = 0
+    for i in range(1, n):
+        bad |= not (x[i] >= x[i - 1])
+    return not bad
+
+
+cdef inline bint all_finite(const num_t* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int bad = 0
+    for i in range(n):
+        bad |= not finite(x[i])
+    return not bad
+
+
 def mz_problems(const num_t[::1] mz, const int64_t[::1] offsets) -> tuple:
     """First failures of the m/z checks of spectra ``mz[offsets[k] : offsets[k + 1]]``.
 
@@ -79,35 +99,48 @@ def mz_problems(const num_t[::1] mz, const int64_t[::1] offsets) -> tuple:
     """
     cdef Py_ssize_t n = offsets.shape[0] - 1, k, i
     cdef int64_t a, b, descent = -1, first = -1, last = -1
+    cdef const num_t* x
     if n >= 1 and (offsets[0] < 0 or offsets[n] > mz.shape[0]):
         raise ValueError("offsets reach outside the m/z array")
     for k in range(n):
         if offsets[k + 1] < offsets[k]:
             raise ValueError("offsets are not non-decreasing")
+    if n < 1 or offsets[n] == offsets[0]:
+        return descent, first, last
+    x = &mz[0]
     with nogil:
         for k in range(n):
             a, b = offsets[k], offsets[k + 1]
-            for i in range(a + 1, b):
-                if not (mz[i] >= mz[i - 1]):
-                    descent = i
-                    break
-            if descent >= 0:
+            if not ascending(x + a, b - a):
+                for i in range(a + 1, b):
+                    if not (x[i] >= x[i - 1]):
+                        descent = i
+                        break
                 break
         for k in range(n):
             a, b = offsets[k], offsets[k + 1]
-            if b > a and first < 0 and not finite(mz[a]):
+            if b > a and first < 0 and not finite(x[a]):
                 first = a
-            if b > a and last < 0 and not finite(mz[b - 1]):
+            if b > a and last < 0 and not finite(x[b - 1]):
                 last = b - 1
     return descent, first, last
 
 
 def first_nonfinite(const real_t[::1] values) -> int:
     """Index of the first NaN or infinite value, or -1."""
-    cdef Py_ssize_t i, n = values.shape[0], found = -1
+    cdef Py_ssize_t a = 0, i, m, n = values.shape[0], found = -1
+    cdef const real_t* x
+    if n == 0:
+        return found
+    x = &values[0]
     with nogil:
-        for i in range(n):
-            if not finite(values[i]):
-                found = i
+        while a < n:
+            m = min(4096, n - a)
+            if not all_finite(x + a, m):
+                for i in range(a, a + m):
+                    if not finite(x[i]):
+                        found = i
+                        break
                 break
+            a += m
     return found

@@ -369,10 +369,8 @@ def _same_spectra(f, w: Written) -> bool:
 
 
 def _names_file(message: str, case: Hostile) -> bool:
-    folder = str(case.path.parent)
-    return any(str(p) in message for p in (case.path, case.path.with_suffix(".ibd"),
-                                           case.path.with_suffix(".IBD"))) or (
-        folder in message and ".ibd" in message.lower())
+    """The message names the .imzML or its .ibd."""
+    return any(str(case.path.with_suffix(ext)) in message for ext in (".imzML", ".ibd", ".IBD"))
 
 
 def _not_complete(store: Path) -> bool:
@@ -435,7 +433,7 @@ def try_api(case: Hostile, out: Path) -> Tried:
 
 
 def _cli(args: list[str], home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "XDG_CACHE_HOME": str(home), "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "XDG_CACHE_HOME": str(home)}
     return subprocess.run([sys.executable, "-m", "ionmap.cli", *args], capture_output=True,
                           text=True, timeout=120, env=env)
 

@@ -222,8 +222,7 @@ def test_staged_reads(write_imzml, monkeypatch, stage):
 
 @pytest.mark.parametrize("layout", ["adjacent", "strided", "increasing", "gather", "misaligned"])
 @pytest.mark.parametrize("into", [False, True])
-def test_gather_layouts(layout, into, monkeypatch):
-    monkeypatch.setattr(binary, "_GATHER_WORDS", 5)  # index gathers in several steps
+def test_gather_layouts(layout, into):
     rng = np.random.default_rng(1)
     buf = np.zeros(4096, np.uint8)
     values = rng.random(200)

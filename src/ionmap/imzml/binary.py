@@ -2,12 +2,14 @@
 
 Ranges are sorted, neighbours closer than ``MERGE_GAP`` are merged into requests of about
 ``MAX_REQUEST`` bytes at most, the requests are read with positional reads into one aligned
-buffer, and each array is gathered from the buffer with vectorised NumPy (a zero-copy view
-when the ranges are adjacent, a strided copy when they are evenly spaced, a boolean
-mask when they are in increasing order, an index gather otherwise). No Python loop runs
-per spectrum.
+buffer, and each array is gathered from the buffer by a compiled kernel (``ionmap._gather``:
+one ``memcpy`` per range in a C loop), or is a zero-copy view when its ranges are adjacent.
+The same module checks the decoded values (m/z ascending and finite, intensities finite).
+No Python loop runs per spectrum.
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -17,6 +19,11 @@ from ..storage import RangeReader
 MERGE_GAP = 64 * 2**10  # read through gaps up to this size rather than issue a new request
 MAX_REQUEST = 64 * 2**20  # bound on one request (larger single ranges stay whole)
 STAGE_BYTES = 4 * 2**20  # processed mode reads through a buffer of about this size (cache-sized)
+# Largest read buffer a thread keeps for reuse. A fresh large buffer is mapped and page-faulted
+# in on every read when glibc does not recycle it (e.g. dask workers run with
+# MALLOC_TRIM_THRESHOLD_ set, which freezes malloc's mmap threshold).
+SCRATCH_BYTES = 4 * STAGE_BYTES
+_scratch = threading.local()
 
 
 def plan(starts: np.ndarray, nbytes: np.ndarray, max_gap: int = MERGE_GAP,
@@ -51,12 +58,17 @@ def plan(starts: np.ndarray, nbytes: np.ndarray, max_gap: int = MERGE_GAP,
 
 
 def read_ranges(reader: RangeReader, starts: np.ndarray, nbytes: np.ndarray,
-                max_gap: int = MERGE_GAP) -> tuple[np.ndarray, np.ndarray]:
+                max_gap: int = MERGE_GAP, *,
+                scratch: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Read byte ranges ``[starts[k], starts[k] + nbytes[k])`` with coalesced requests.
 
     Returns ``(buf, pos)``: one uint8 buffer and the position of every range in it. Each
     request sits in ``buf`` at the same address modulo 8 as in the file, so arrays aligned
     in the file are aligned in memory. Empty ranges get position 0 and are not read.
+
+    With ``scratch`` the buffer (up to ``SCRATCH_BYTES``) is the calling thread's reusable
+    one, overwritten by its next ``scratch`` read: for callers that copy the values out
+    (:func:`gather` with ``out``) before reading again.
     """
     starts = np.asarray(starts, np.int64)
     nbytes = np.asarray(nbytes, np.int64)
@@ -69,10 +81,21 @@ def read_ranges(reader: RangeReader, starts: np.ndarray, nbytes: np.ndarray,
     np.cumsum(room[:-1], out=base[1:])
     req_pos = base + skew
     total = int(room.sum())
-    buf = np.empty(total // 8 + 1, np.uint64).view(np.uint8)  # 8-byte aligned
+    buf = _buffer(total // 8 + 1, scratch)
     reader.read_into(buf, req_start, req_len, req_pos)
     pos[live] = req_pos[req_of] + (starts[live] - req_start[req_of])
     return buf, pos
+
+
+def _buffer(words: int, scratch: bool) -> np.ndarray:
+    """An 8-byte aligned uint8 buffer of ``words`` 8-byte words: fresh, or with ``scratch``
+    a view of the thread's kept buffer (grown as needed up to ``SCRATCH_BYTES``)."""
+    if not scratch or words * 8 > SCRATCH_BYTES:
+        return np.empty(words, np.uint64).view(np.uint8)
+    kept = getattr(_scratch, "buf", None)
+    if kept is None or len(kept) < words:
+        kept = _scratch.buf = np.empty(max(words, STAGE_BYTES // 8), np.uint64)
+    return kept[:words].view(np.uint8)
 
 
 def gather(buf: np.ndarray, pos: np.ndarray, counts: np.ndarray, dtype: np.dtype,

@@ -228,7 +228,8 @@ class ImzMLFile:
                     buf, pos = binary.read_ranges(self._reader, start,
                                                   np.array([length * self.mz_dtype.itemsize]))
                     mz = binary.gather(buf, pos, np.array([length]), self.mz_dtype).copy()
-                    self._check_mz(mz, np.array([0, length]), None)
+                    bounds = np.array([0, length])
+                    self._raise_first(binary.check(mz, bounds, None), mz, bounds, None)
                     mz.setflags(write=False)
                     self._shared_mz = mz
         return self._shared_mz
@@ -253,24 +254,26 @@ class ImzMLFile:
             mz_starts = np.zeros(len(idx), np.int64)
             buf, pos = binary.read_ranges(self._reader, self.intensity_offsets[idx], int_bytes)
             intensity = binary.gather(buf, pos, lengths, self.intensity_dtype)
+            found = binary.check(None, offsets, intensity)
         else:
             intensity = np.empty(offsets[-1], self.intensity_dtype)
             mz = np.empty(offsets[-1], self.mz_dtype)
+            found = np.full(4, -1, np.int64)
             for a, b in self._stages(idx, int_bytes + lengths * self.mz_dtype.itemsize):
                 part = idx[a:b]
                 starts = np.concatenate([self.intensity_offsets[part], self.mz_offsets[part]])
                 nbytes = np.concatenate([int_bytes[a:b], lengths[a:b] * self.mz_dtype.itemsize])
-                buf, pos = binary.read_ranges(self._reader, starts, nbytes)
+                # the read buffer is the thread's reusable one: values are copied out at once
+                buf, pos = binary.read_ranges(self._reader, starts, nbytes, scratch=True)
                 lo, hi = offsets[a], offsets[b]
                 binary.gather(buf, pos[: b - a], lengths[a:b], self.intensity_dtype,
                               out=intensity[lo:hi])
                 binary.gather(buf, pos[b - a :], lengths[a:b], self.mz_dtype, out=mz[lo:hi])
-                del buf
+                # check each stage while it is in cache; keep every check's first failure
+                got = binary.check(mz[lo:hi], offsets[a : b + 1] - lo, intensity[lo:hi])
+                found = np.where((found < 0) & (got >= 0), got + lo, found)
             mz_starts = offsets[:-1].copy()
-            self._check_mz(mz, offsets, idx)
-        if intensity.dtype.kind == "f" and not np.isfinite(intensity).all():
-            bad = int(np.flatnonzero(~np.isfinite(intensity))[0])
-            raise self._data_error(idx, offsets, bad, "intensity array holds NaN or infinite values")
+        self._raise_first(found, mz, offsets, idx)
         return SpectrumBatch(idx.copy(), offsets, mz, mz_starts, intensity)
 
     def _stages(self, idx: np.ndarray, payload: np.ndarray) -> list[tuple[int, int]]:
@@ -287,26 +290,26 @@ class ImzMLFile:
         bounds = [0, *cuts.tolist(), n]
         return list(zip(bounds[:-1], bounds[1:]))
 
-    def _check_mz(self, mz: np.ndarray, offsets: np.ndarray, idx: np.ndarray | None) -> None:
-        """SpectrumDataError unless m/z values are finite and ascending within spectra
-        (``idx`` None: the shared m/z array of continuous mode).
+    def _raise_first(self, found: np.ndarray, mz: np.ndarray, offsets: np.ndarray,
+                     idx: np.ndarray | None) -> None:
+        """SpectrumDataError for the first failed check in ``found`` (see
+        :func:`binary.check`: m/z order, m/z finite at spectrum ends, intensities finite), or
+        nothing (``idx`` None: the shared m/z array of continuous mode).
 
-        One comparison pass: a point not >= its predecessor is out of order or NaN (a new
-        spectrum may start lower). Ascending spectra with finite ends are finite throughout.
+        A point not >= its predecessor is out of order or NaN; ascending spectra with finite
+        ends are finite throughout.
         """
-        bad = np.flatnonzero(~(mz[1:] >= mz[:-1])) + 1
-        if len(bad):
-            bad = bad[~np.isin(bad, offsets)]
-        if len(bad):
-            k = int(bad[0])
-            finite = np.isfinite(mz[k - 1 : k + 1]).all()
-            raise self._data_error(idx, offsets, k, "m/z values are not in ascending order"
+        descent, first, last, value = found.tolist()
+        if descent >= 0:
+            finite = np.isfinite(mz[descent - 1 : descent + 1]).all()
+            raise self._data_error(idx, offsets, descent, "m/z values are not in ascending order"
                                    if finite else "m/z array holds NaN or infinite values")
-        live = offsets[1:] > offsets[:-1]
-        ends = np.concatenate([offsets[:-1][live], offsets[1:][live] - 1])
-        if len(ends) and not np.isfinite(mz[ends]).all():
-            k = int(ends[~np.isfinite(mz[ends])][0])
-            raise self._data_error(idx, offsets, k, "m/z array holds NaN or infinite values")
+        for k in (first, last):
+            if k >= 0:
+                raise self._data_error(idx, offsets, k, "m/z array holds NaN or infinite values")
+        if value >= 0:
+            raise self._data_error(idx, offsets, value,
+                                   "intensity array holds NaN or infinite values")
 
     def _data_error(self, idx: np.ndarray | None, offsets: np.ndarray, point: int,
                     problem: str) -> SpectrumDataError:
