@@ -9,7 +9,6 @@ compares the samples.
 """
 from __future__ import annotations
 
-import csv
 import inspect
 import json
 import os
@@ -59,8 +58,10 @@ def _check_keys(section: str, values: Mapping[str, Any], func: Callable, fixed: 
                                      f"{', '.join(allowed)})")
         default = params[key].default
         ok = (isinstance(value, bool) if isinstance(default, bool)
-              else isinstance(value, (int, float)) and not isinstance(value, bool)
-              if isinstance(default, (int, float)) else
+              else isinstance(value, int) and not isinstance(value, bool)
+              if isinstance(default, int) else
+              isinstance(value, (int, float)) and not isinstance(value, bool)
+              if isinstance(default, float) else
               isinstance(value, str) if isinstance(default, str) else True)
         if not ok:
             raise InputError(source, f"[{section}] {key} = {value!r}: expected a "
@@ -215,13 +216,6 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
     return row
 
 
-def _write_table(path: Path, rows: list[dict], columns: list[str]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", restval="")
-        w.writeheader()
-        w.writerows(rows)
-
-
 def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
                  output_dir: str | os.PathLike, *, scheduler: Any = None, resume: bool = False,
                  storage_options: Mapping[str, Any] | None = None, progress: bool = True,
@@ -232,6 +226,8 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
     A sample that fails is recorded with its error and the others go on. With ``resume``,
     complete samples are skipped and interrupted ones finished.
     """
+    from .regions import write_csv
+
     if not isinstance(config, PipelineConfig):
         config = load_config(config)
     samples = discover_samples(str(input_dir), storage_options)
@@ -262,13 +258,13 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
             (out / sample.name).mkdir(parents=True, exist_ok=True)
             (out / sample.name / "error.txt").write_text(traceback.format_exc())
             echo(f"  failed: {outcomes[-1].error}")
-    _write_table(out / "summary.csv",
+    write_csv(out / "summary.csv",
                  [{"sample": o.name, "status": o.status, "seconds": f"{o.seconds:.2f}",
                    "error": o.error} for o in outcomes],
                  ["sample", "status", "seconds", "error"])
     rows = [o.cohort for o in outcomes if o.cohort]
     columns = list(dict.fromkeys(k for r in rows for k in r)) or ["sample"]
-    _write_table(out / "cohort.csv", rows, columns)
+    write_csv(out / "cohort.csv", rows, columns)
     return outcomes
 
 

@@ -197,10 +197,6 @@ class RangeReader:
         self._fs: Any = None
         self._lock = threading.Lock()
 
-    @property
-    def is_local(self) -> bool:
-        return self._path is not None
-
     def _open(self) -> None:
         with self._lock:
             if self._fd is not None or self._fs is not None:

@@ -79,11 +79,12 @@ def _squared(batch: SpectrumBatch) -> SpectrumBatch:
 def raw_sums(batch: SpectrumBatch, ex: Extraction) -> tuple[np.ndarray, np.ndarray | None]:
     """(TIC, window sums over the raw points or None) per spectrum, float64.
 
-    TIC = the sum of all intensities of the raw spectrum (before peak picking). Without
-    ``ex.peaks`` the target windows ride along in the same kernel call as the TIC (one
+    TIC = the sum of all intensities of the raw spectrum (before peak picking). Unless the
+    images come from picked peaks (``peaks`` on profile spectra; centroid spectra are their
+    own peaks), the target windows ride along in the same kernel call as the TIC (one
     window [-inf, inf] more), so the spectra are scanned once.
     """
-    if ex.peaks:
+    if ex.peaks and ex.pick:
         return kernels.window_sums(batch, _ALL_LO, _ALL_HI)[:, 0], None
     sums = kernels.window_sums(batch, np.r_[ex.lo, _ALL_LO], np.r_[ex.hi, _ALL_HI])
     return sums[:, -1], sums[:, :-1]
@@ -126,7 +127,7 @@ def compute_band(src, band: Band, nx: int, ex: Extraction) -> BandBlock:
         if norm is not None:
             block.norm[y, x] = norm
         picked = kernels.pick_peaks_batch(batch, snr=ex.snr) if ex.pick else batch
-        if ex.peaks:
+        if sums is None:
             sums = kernels.window_sums(picked, ex.lo, ex.hi)
         block.images[:, y, x] = sums.T
         if ex.axis is not None:

@@ -101,71 +101,74 @@ def convert(
     in_url, out_url = os.fspath(input), os.fspath(output)
     out_options = storage_options if output_storage_options is None else output_storage_options
     src = open_imzml(in_url, storage_options=storage_options)
-    target_list, target_source = resolve_targets(panel, targets, src, storage_options)
-    table = target_table(target_list, ppm)
-    _check_targets(table, src)
-    pick = src.spectrum_type == "profile" and (peaks or features)
-    parameters = {
-        "targets_from": target_source, "ppm": float(ppm), "peaks": bool(peaks),
-        "features": bool(features), "normalize": normalize,
-        "snr": float(snr) if pick else None,
-        "feature_ppm": float(feature_ppm or ppm) if features else None,
-        "analyzer": analyzer if features else None,
-        "min_fraction": float(min_fraction) if features else None,
-        "axis_sample": axis_sample if features else None,
-    }
-    source = {
-        "path": in_url, "uuid": src.uuid, "size": int(src.ibd_size),
-        "n_spectra": int(src.n_spectra), "mode": src.mode,
-        "spectrum_type": src.spectrum_type, "polarity": src.polarity,
-    }
-    store, previous = st.prepare_output(out_url, out_options, resume=resume,
-                                        overwrite=overwrite)
-    if previous is not None:
-        _check_same_run(out_url, previous, source, parameters, table)
-        if previous.get("complete"):
-            return open_result(out_url, out_options)
+    try:
+        target_list, target_source = resolve_targets(panel, targets, src, storage_options)
+        table = target_table(target_list, ppm)
+        _check_targets(table, src)
+        pick = src.spectrum_type == "profile" and (peaks or features)
+        parameters = {
+            "targets_from": target_source, "ppm": float(ppm), "peaks": bool(peaks),
+            "features": bool(features), "normalize": normalize,
+            "snr": float(snr) if pick else None,
+            "feature_ppm": float(feature_ppm or ppm) if features else None,
+            "analyzer": analyzer if features else None,
+            "min_fraction": float(min_fraction) if features else None,
+            "axis_sample": axis_sample if features else None,
+        }
+        source = {
+            "path": in_url, "uuid": src.uuid, "size": int(src.ibd_size),
+            "n_spectra": int(src.n_spectra), "mode": src.mode,
+            "spectrum_type": src.spectrum_type, "polarity": src.polarity,
+        }
+        store, previous = st.prepare_output(out_url, out_options, resume=resume,
+                                            overwrite=overwrite)
+        if previous is not None:
+            _check_same_run(out_url, previous, source, parameters, table)
+            if previous.get("complete"):
+                return open_result(out_url, out_options)
 
-    lo, hi = window_bounds([t["mz"] for t in table], [t["ppm"] for t in table])
-    ex = Extraction(lo=lo, hi=hi, peaks=bool(peaks), pick=pick, snr=float(snr),
-                    feature_ppm=float(feature_ppm or ppm), analyzer=analyzer,
-                    normalize=normalize)
-    token = uuidlib.uuid4().hex[:12]  # unique task keys per run
-    with ProgressBar(progress) as bar, scheduler_client(scheduler) as client:
-        src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
-        if previous is None:
-            axis = None
-            if features:
-                axis = _build_axis(src, src_d, ex, bar, client, workers, token, axis_sample,
-                                   dict(ppm=ex.feature_ppm, analyzer=analyzer,
-                                        min_fraction=float(min_fraction)))
-            n_planes = len(table) + 3 + (0 if axis is None else len(axis))
-            rows = band_rows or choose_band_rows(src.shape, n_planes, int(src.ibd_size))
-            layout = Layout(tuple(src.shape), int(rows))
-            attrs = _root_attrs(source, parameters, table, src, layout)
-            if axis is not None:
-                attrs["features"] = {"n_features": int(len(axis))}
-            st.create_result(store, attrs, layout, [t["name"] for t in table],
-                             src.pixel_size_um, normalized=normalize != "none", axis=axis)
-        else:
-            attrs = previous
-            layout = Layout(tuple(attrs["shape"]), int(attrs["layout"]["band_rows"]))
-            axis = _stored_axis(out_url, store, attrs) if features else None
-        ex = replace(ex, axis=axis)
-        checkpoint = st.Checkpoint(store, attrs)
-        try:
-            _run_bands(src, src_d, ex, layout, checkpoint, out_url, out_options, bar, client,
-                       workers, token)
-        except BaseException:
-            try:  # keep the bands finished so far; report the first failure, not this one
-                checkpoint.flush()
-            except StorageError:
-                pass
-            raise
-        checkpoint.flush()
-        _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
-                features=axis is not None)
-    return open_result(out_url, out_options)
+        lo, hi = window_bounds([t["mz"] for t in table], [t["ppm"] for t in table])
+        ex = Extraction(lo=lo, hi=hi, peaks=bool(peaks), pick=pick, snr=float(snr),
+                        feature_ppm=float(feature_ppm or ppm), analyzer=analyzer,
+                        normalize=normalize)
+        token = uuidlib.uuid4().hex[:12]  # unique task keys per run
+        with ProgressBar(progress) as bar, scheduler_client(scheduler) as client:
+            src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
+            if previous is None:
+                axis = None
+                if features:
+                    axis = _build_axis(src, src_d, ex, bar, client, workers, token, axis_sample,
+                                       dict(ppm=ex.feature_ppm, analyzer=analyzer,
+                                            min_fraction=float(min_fraction)))
+                n_planes = len(table) + 3 + (0 if axis is None else len(axis))
+                rows = band_rows or choose_band_rows(src.shape, n_planes, int(src.ibd_size))
+                layout = Layout(tuple(src.shape), int(rows))
+                attrs = _root_attrs(source, parameters, table, src, layout)
+                if axis is not None:
+                    attrs["features"] = {"n_features": int(len(axis))}
+                st.create_result(store, attrs, layout, [t["name"] for t in table],
+                                 src.pixel_size_um, normalized=normalize != "none", axis=axis)
+            else:
+                attrs = previous
+                layout = Layout(tuple(attrs["shape"]), int(attrs["layout"]["band_rows"]))
+                axis = _stored_axis(out_url, store, attrs) if features else None
+            ex = replace(ex, axis=axis)
+            checkpoint = st.Checkpoint(store, attrs)
+            try:
+                _run_bands(src, src_d, ex, layout, checkpoint, out_url, out_options, bar, client,
+                           workers, token)
+            except BaseException:
+                try:  # keep the bands finished so far; report the first failure, not this one
+                    checkpoint.flush()
+                except StorageError:
+                    pass
+                raise
+            checkpoint.flush()
+            _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
+                    features=axis is not None)
+        return open_result(out_url, out_options)
+    finally:  # the source's file handles; workers reopen their own
+        src.close()
 
 
 def _stored_axis(url: str, store: Any, attrs: dict) -> np.ndarray:

@@ -18,6 +18,7 @@ from scipy import ndimage
 from skimage.measure import find_contours, points_in_poly
 
 from ..errors import StorageError
+from .register import apply_affine
 
 #: Outline colours (RGB) by immune class: Okabe–Ito palette, safe for colour blindness.
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {
@@ -60,10 +61,6 @@ def _area(ring: np.ndarray) -> float:
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
-def _apply(matrix: np.ndarray, ring: np.ndarray) -> np.ndarray:
-    return ring @ matrix[:2, :2].T + matrix[:2, 2]
-
-
 def hotspots_geojson(labels: Mapping[str, np.ndarray], rows: Sequence[Mapping], *,
                      matrix: np.ndarray | None = None, decimals: int = 3) -> dict:
     """A QuPath-style FeatureCollection of hotspot annotations.
@@ -81,7 +78,7 @@ def hotspots_geojson(labels: Mapping[str, np.ndarray], rows: Sequence[Mapping], 
         polys = shapes.get(row["map"], {}).get(int(row["id"]))
         if not polys:
             continue
-        rings = [[(_apply(matrix, r) if matrix is not None else r) for r in p] for p in polys]
+        rings = [[(apply_affine(matrix, r) if matrix is not None else r) for r in p] for p in polys]
         coords = [[np.round(r, decimals).tolist() for r in p] for p in rings]
         geometry = ({"type": "Polygon", "coordinates": coords[0]} if len(coords) == 1
                     else {"type": "MultiPolygon", "coordinates": coords})

@@ -222,7 +222,7 @@ def immune_context(
                                       n_total, n_focus, float(areas[k, 0]),
                                       float(areas[k, 1]), n_permutations, rng),
         })
-    curves = _curves(sd, owner, tissue, labels > 0, ix, iy, codes, types, present, bin_um,
+    curves = _curves(sd, owner, tissue, ix, iy, codes, types, present, bin_um,
                      reach, pixel_mm2)
     params = {"cell_type": cell_type, "rim_um": rim_um, "edge_guard_um": guard,
               "scarce_ratio": scarce_ratio, "rim_ratio": rim_ratio,
@@ -290,9 +290,9 @@ def _permutation_p(score: float, n_in: int, n_rim: int, n_total: int, n_focus: i
     return (1 + hits) / (1 + n_permutations)
 
 
-def _curves(sd: np.ndarray, owner: np.ndarray, tissue: np.ndarray, in_any: np.ndarray,
-            ix: np.ndarray, iy: np.ndarray, codes: np.ndarray, types: np.ndarray,
-            present: np.ndarray, bin_um: float, reach: float, pixel_mm2: float) -> list[dict]:
+def _curves(sd: np.ndarray, owner: np.ndarray, tissue: np.ndarray, ix: np.ndarray,
+            iy: np.ndarray, codes: np.ndarray, types: np.ndarray, present: np.ndarray,
+            bin_um: float, reach: float, pixel_mm2: float) -> list[dict]:
     """Density per (hotspot, signed-distance bin, type), by pixel centre distance."""
     if present.size == 0:
         return []

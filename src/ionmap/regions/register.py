@@ -62,11 +62,11 @@ class Registration:
 
     def to_annotation(self, xy: np.ndarray) -> np.ndarray:
         """(n, 2) MSI pixel (x, y) -> (n, 2) annotation-frame (x, y)."""
-        return _apply(self.matrix, xy)
+        return apply_affine(self.matrix, xy)
 
     def to_msi(self, xy: np.ndarray) -> np.ndarray:
         """(n, 2) annotation-frame (x, y) -> (n, 2) MSI pixel (x, y), 0-based centres."""
-        return _apply(self.inverse, xy)
+        return apply_affine(self.inverse, xy)
 
     def parameters(self) -> dict:
         """Rotation (degrees, counter-clockwise as seen with y up), scale(s) and shift."""
@@ -90,7 +90,7 @@ class Registration:
                 "score": self.score, "notes": list(self.notes)}
 
 
-def _apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
+def apply_affine(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     # Element-wise, not a matrix product: BLAS threads would fight over busy cores for
     # a 2 x 2 product repeated hundreds of times by the optimiser.
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
@@ -175,7 +175,7 @@ def fit_landmarks(
             m = _estimate(model, msi[keep], ann[keep])
             if _spread(msi[keep], model) and m is not None \
                     and abs(np.linalg.det(m[:2, :2])) > 1e-12:
-                errors.append(_apply(np.linalg.inv(m), ann[i]) - msi[i])
+                errors.append(apply_affine(np.linalg.inv(m), ann[i]) - msi[i])
         loo = _rms(np.concatenate(errors)) if errors else None
     notes = [] if loo is not None else [
         f"only {n} landmarks: the residual of an exact fit says nothing about its error; "
@@ -214,12 +214,12 @@ class _AutoProblem:
         self.tt = float(np.einsum("i,i->", self.tissue, self.tissue)) or 1.0
 
     def ncc(self, matrix: np.ndarray) -> float:
-        q = _apply(matrix, self.points)
+        q = apply_affine(matrix, self.points)
         idx = (q - self.origin) / self.step - 0.5  # raster pixel centres are at +0.5
         c = ndimage.map_coordinates(self.density, [idx[:, 1], idx[:, 0]], order=1,
                                     mode="constant", cval=0.0, prefilter=False)
         c = c - c.mean()
-        # einsum rather than BLAS dot, for the same reason as in _apply
+        # einsum rather than BLAS dot, for the same reason as in apply_affine
         cc = float(np.einsum("i,i->", c, c))
         return float(np.einsum("i,i->", c, self.tissue)) / math.sqrt(cc * self.tt) if cc else 0.0
 
@@ -358,14 +358,14 @@ def _point_likelihood(tissue: np.ndarray, xy: np.ndarray, matrix_of, params: np.
     """
     t = ndimage.gaussian_filter(tissue.astype(np.float64), 0.5, mode="constant")
     edge = ndimage.distance_transform_edt(tissue) + ndimage.distance_transform_edt(~tissue)
-    q0 = _apply(np.linalg.inv(matrix_of(params)), xy)
+    q0 = apply_affine(np.linalg.inv(matrix_of(params)), xy)
     near = ndimage.map_coordinates(edge, [q0[:, 1], q0[:, 0]], order=0, mode="nearest") \
         <= band_px
     band, n = xy[near], len(xy)
 
     def nll(p: np.ndarray) -> float:
         m = matrix_of(p)
-        q = _apply(np.linalg.inv(m), band)
+        q = apply_affine(np.linalg.inv(m), band)
         v = ndimage.map_coordinates(t, [q[:, 1], q[:, 0]], order=1, mode="constant",
                                     cval=0.0, prefilter=False)
         return -float(np.sum(np.log(outliers + (1 - outliers) * v))) / n + math.log(
@@ -415,7 +415,7 @@ def _coarse_search(tissue: np.ndarray, xy: np.ndarray, scale: float, center: np.
     for theta in angles:
         c, s = math.cos(theta), math.sin(theta)
         # Inverse rotation (R transposed): annotation offsets -> MSI offsets.
-        p = _apply(np.array([[c, s, 0.0], [-s, c, 0.0]]), rel)
+        p = apply_affine(np.array([[c, s, 0.0], [-s, c, 0.0]]), rel)
         lo = p.min(axis=0)
         ij = np.floor((p - lo) / f).astype(np.int64)
         shape = ij.max(axis=0) + 1

@@ -76,10 +76,13 @@ def mean_spectrum(mz: np.ndarray, intensity: np.ndarray,
 def read_mean_spectrum(imzml: str, storage_options: Mapping | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Mean spectrum of up to :data:`MEAN_SPECTRUM_SPECTRA` spectra spread over the file,
-    summed into log-spaced m/z bins; returns (bin centre m/z, mean intensity per spectrum)."""
+    summed into log-spaced m/z bins; returns (bin centre m/z, mean intensity per spectrum),
+    both empty when every spectrum is empty."""
     from ..imzml import open_imzml
 
     with open_imzml(imzml, storage_options) as f:
+        if f.mz_range is None:  # every spectrum is empty
+            return np.zeros(0), np.zeros(0)
         index = np.unique(np.linspace(0, f.n_spectra - 1,
                                       min(MEAN_SPECTRUM_SPECTRA, f.n_spectra)).astype(np.int64))
         batch = f.read_batch(index)

@@ -99,8 +99,9 @@ def write_report(path: str | os.PathLike, result: Any, *, hotspots: Any = None,
     imzml = imzml or source.get("path")
     if imzml:
         mz, mean = figures.read_mean_spectrum(imzml, storage_options)
-        sections.append("<h2>Mean spectrum</h2>" + _img(
-            figures.mean_spectrum(mz, mean, result.targets), "mean spectrum"))
+        sections.append("<h2>Mean spectrum</h2>" + (_img(
+            figures.mean_spectrum(mz, mean, result.targets), "mean spectrum") if len(mz) else
+            '<p class="note">Every spectrum of the file is empty.</p>'))
 
     images = {n: np.asarray(result.ion_image(n)) for n in result.target_names}
     sections.append(f"<h2>Ion images ({len(images)} targets)</h2>" + _img(
@@ -137,7 +138,8 @@ def write_report(path: str | os.PathLike, result: Any, *, hotspots: Any = None,
         from ..regions.run import HOTSPOT_COLUMNS
 
         sections.append("<h2>Hotspot table</h2>" + (_table(
-            hotspots.hotspots, HOTSPOT_COLUMNS[:13]) if hotspots.hotspots else
+            hotspots.hotspots, HOTSPOT_COLUMNS[:HOTSPOT_COLUMNS.index("p_value") + 1])
+            if hotspots.hotspots else
             '<p class="note">No hotspot passed the FDR and area thresholds.</p>'))
         if hotspots.curves:
             sections.append("<h2>Density against distance from the edge</h2>" + _img(
