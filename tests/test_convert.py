@@ -203,6 +203,13 @@ def test_features_equal_reference(mode, kind, samples, tmp_path):
     for x, y, mz, intensity in peak_lists:
         cube[:, y - 1, x - 1] = kernels.bin_to_axis(_one(mz, intensity), axis, ppm=10)[0]
     np.testing.assert_array_equal(res.features.compute(), cube)
+    # Planted truth, independent of the kernels: every panel metabolite is a feature within
+    # a few ppm of its formula m/z, and its feature image follows its ion image.
+    for t in res.targets:
+        k = int(np.argmin(np.abs(axis - t["mz"])))
+        assert abs(axis[k] - t["mz"]) / t["mz"] < 5e-6, t["name"]
+        ion, feature = res.ion_image(t["name"]), cube[k]
+        assert np.corrcoef(ion[res.mask], feature[res.mask])[0, 1] > 0.9, t["name"]
 
 
 def test_axis_from_a_sample_of_spectra(samples, tmp_path):

@@ -69,7 +69,9 @@ def test_ratio_masks_low_denominator():
     r = ratio(num, den, tissue, noise_floor=0.01)
     assert r[1, 1] == pytest.approx(60.0)
     maps = build_maps({"kynurenine": num, "tryptophan": den}, tissue, ["kyn_trp"])
-    np.testing.assert_array_equal(maps["kyn_trp"], ratio(num, den, tissue))  # NaN == NaN
+    expected = np.full((4, 5), 3.0)
+    expected[0, 0] = expected[1, 1] = expected[2, 2] = np.nan  # off tissue, below the floor
+    np.testing.assert_array_equal(maps["kyn_trp"], expected)  # NaN == NaN
 
 
 def test_sparse_channel_baseline_is_its_mean():

@@ -216,6 +216,15 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
     return row
 
 
+def _describe(row: Mapping[str, Any]) -> str:
+    """One line of a sample's cohort row: hotspots per class."""
+    if "n_hotspots" not in row:
+        return "converted (no cells: immune context not assessed)"
+    classes = ", ".join(f"{v} {k[2:].replace('_', '-')}" for k, v in row.items()
+                        if k.startswith("n_") and k != "n_hotspots" and v)
+    return f"{row['n_hotspots']} hotspot(s)" + (f": {classes}" if classes else "")
+
+
 def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
                  output_dir: str | os.PathLike, *, scheduler: Any = None, resume: bool = False,
                  storage_options: Mapping[str, Any] | None = None, progress: bool = True,
@@ -250,6 +259,7 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
             row = run_sample(sample, config, out / sample.name, scheduler=scheduler,
                              resume=resume, storage_options=storage_options, progress=progress)
             outcomes.append(SampleOutcome(sample.name, "ok", time.perf_counter() - t0, cohort=row))
+            echo(f"  {_describe(row)} ({outcomes[-1].seconds:.1f} s)")
         except Exception as exc:  # a bad sample never stops the others
             message = (str(exc) if isinstance(exc, IonmapError)
                        else f"{type(exc).__name__}: {exc}")

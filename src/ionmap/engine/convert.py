@@ -365,7 +365,8 @@ def _finish(store, layout, checkpoint, url, options, bar, client, workers, token
     method = attrs["parameters"]["normalize"]
     n_steps = (layout.n_bands if method != "none" else 0) + sum(
         2 * Layout(shape, layout.band_rows).n_bands for shape in levels[1:])
-    bar.phase("finishing (tasks)", n_steps)
+    if n_steps:  # a small image has no pyramid level and nothing to normalise
+        bar.phase("finishing (tasks)", n_steps)
     advance = lambda i, _: bar.advance(1)  # noqa: E731
     if method != "none" and not attrs["progress"].get("normalized"):
         norm = st.read_norm(store)

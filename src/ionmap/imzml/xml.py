@@ -2,13 +2,14 @@
 
 The small header (fileDescription, referenceableParamGroupList, scanSettingsList, ...) is
 parsed with a real XML parser. The large ``<spectrumList>`` is read in blocks of whole
-spectra; each block is scanned with two compiled regular expressions whose hits are turned
-into columns with vectorised NumPy, checked against a *template* learned from the first
-spectrum. The template is itself verified against an XML-parser reading of that spectrum,
-and every later spectrum must show exactly the template's sequence of relevant parameters
-(and array group references). Any block where that cannot be confirmed (comments, CDATA,
-other attribute orders, extra or missing parameters, per-spectrum overrides, ...) is parsed
-spectrum by spectrum with ElementTree instead; both paths give identical results.
+spectra; each block is scanned in one pass by a compiled scanner (``ionmap._xmlscan``)
+whose hits are turned into columns with vectorised NumPy, checked against a *template*
+learned from the first spectrum. The template is itself verified against an XML-parser
+reading of that spectrum, and every later spectrum must show exactly the template's
+sequence of relevant parameters (and array group references). Any block where that cannot
+be confirmed (comments, CDATA, other attribute orders, extra or missing parameters,
+per-spectrum overrides, ...) is parsed spectrum by spectrum with ElementTree instead; both
+paths give identical results.
 
 No DOCTYPE or ENTITY declaration is accepted, so no entity is ever expanded or resolved;
 only ASCII-based encodings (UTF-8, ISO-8859-x, ...) are read, so no declaration can hide
@@ -26,6 +27,7 @@ from typing import IO
 
 import numpy as np
 
+from .. import _xmlscan
 from ..errors import ImzMLFormatError, UnsupportedImzMLError
 
 BLOCK_BYTES = 8 * 2**20  # XML scanned per step: bounds memory, whatever the file size
@@ -68,31 +70,13 @@ _SCANNED = sorted(a for a, t in _TERM_BY_ACCESSION.items()
                   if t not in ("continuous", "processed", "uuid", "encoded_length")
                   and not t.startswith(("max_count", "pixel_size")))
 _SCANNED_SET = {a.encode() for a in _SCANNED}
-
-
-def _trie(words: list[str]) -> str:
-    """A regex matching exactly ``words``, factored on common prefixes (much faster in
-    ``re`` than a flat alternation)."""
-    heads: dict[str, list[str]] = {}
-    for w in sorted(set(words)):
-        heads.setdefault(w[:1], []).append(w[1:])
-    alts = []
-    for head, tails in heads.items():
-        if head == "":
-            continue
-        alts.append(re.escape(head) + (_trie(tails) if tails != [""] else ""))
-    body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-    return f"(?:{body})?" if "" in heads else body
-
-
-# One token per relevant cvParam: the rest of its tag from the accession on. Values are
-# found in the tokens with NumPy at the offset the template shows (cheaper than letting
-# ``re`` search for them).
-_TOKEN = re.compile(rb'accession="((?:' + _trie(_SCANNED).encode() + rb')"[^>]*)')
+# The scanner takes one token per relevant cvParam: the rest of its tag from the accession
+# on. Values are found in the tokens with NumPy at the offset the template shows. It also
+# lists the group references in document order, where ``<!`` (comment, CDATA) counts as an
+# empty reference, so a block holding one never agrees with the template (the XML parser
+# reads it).
+_SCANNED_BYTES = tuple(sorted(_SCANNED_SET))
 _VALUE_ATTR = re.compile(rb'\svalue="')
-# Group references in document order. ``<!`` (comment, CDATA) also matches, as an empty
-# reference, so a block holding one never agrees with the template (the XML parser reads it).
-_REF = re.compile(rb'<(?:referenceableParamGroupRef\s+ref="([^"]*)"|!)')
 _FORBIDDEN = re.compile(rb"<!(?:DOCTYPE|ENTITY)")
 _ENCODING = re.compile(rb'^(?:\xef\xbb\xbf)?\s*<\?xml[^>]*encoding=["\']([A-Za-z0-9._-]+)["\']')
 _SPECTRUM_END = re.compile(rb"</spectrum>")
@@ -366,8 +350,11 @@ class _Parser:
                     walk(child, context)
 
         walk(first, "spectrum")
-        tokens = _TOKEN.findall(text)
-        if (not tokens or len(tokens) != len(expected) or _REF.findall(text) != refs
+        found = _xmlscan.scan(text, _SCANNED_BYTES, tuple(refs), 0)
+        if found is None:
+            return None
+        tokens = [bytes(row[:size]) for row, size in zip(*found[:2])]
+        if (not tokens or len(tokens) != len(expected) or found[2] != len(refs)
                 or any(t.partition(b'"')[0].decode() != acc
                        for t, (acc, _) in zip(tokens, expected))):
             return None
@@ -401,8 +388,8 @@ class _Parser:
             fixed = t if s is None else t[:s]
             prefix[j, : len(fixed)] = np.frombuffer(fixed, np.uint8)
             mask[j, : len(fixed) if s is not None else width] = True
-        tpl = {"k": len(tokens), "cols": cols, "refs": refs, "prefix": prefix, "mask": mask,
-               "value_at": starts}
+        tpl = {"k": len(tokens), "cols": cols, "refs": tuple(refs), "prefix": prefix,
+               "mask": mask, "value_at": starts}
         row, kind = self.row(rec, 0)
         got = self.fast_block(text, tpl)
         want = {name: np.array([value]) for name, value in zip(_RECORD_FIELDS, row)}
@@ -415,20 +402,19 @@ class _Parser:
 
     def fast_block(self, chunk: bytes, tpl: dict) -> dict[str, np.ndarray] | None:
         """Columns of a block of whole spectra, or None when it differs from the template."""
-        tokens = _TOKEN.findall(chunk)
+        prefix, mask = tpl["prefix"], tpl["mask"]
+        found = _xmlscan.scan(chunk, _SCANNED_BYTES, tpl["refs"], prefix.shape[1])
+        if found is None:
+            return None  # a group reference differs from the template's
+        tokens, _, n_refs = found
         k = tpl["k"]
         n, extra = divmod(len(tokens), k)
         if extra or n == 0:
             return None
-        arr = np.array(tokens)
-        prefix, mask = tpl["prefix"], tpl["mask"]
-        width = max(arr.dtype.itemsize, prefix.shape[1])
-        if arr.dtype.itemsize < width:
-            arr = arr.astype(f"S{width}")
-        raw = arr.view(np.uint8).reshape(n, k, width)
+        raw = tokens.reshape(n, k, tokens.shape[1])
         if not ((raw[:, :, : prefix.shape[1]] == prefix) | ~mask).all():
             return None
-        if _REF.findall(chunk) != tpl["refs"] * n:
+        if n_refs != len(tpl["refs"]) * n:
             return None
         out: dict[str, np.ndarray] = {}
         try:
