@@ -120,13 +120,18 @@ def _windows(panel_name: str, ppm: float) -> tuple[np.ndarray, np.ndarray]:
     return mz * (1 - ppm * 1e-6), mz * (1 + ppm * 1e-6)
 
 
-def job_baseline_a(imzml: str, ppm: float) -> dict:
-    start = time.perf_counter()
+def _baseline_start(imzml: str, ppm: float):
+    """What every baseline does first: parse with pyimzML, windows, empty images."""
     p = _parser(imzml)
     lo, hi = _windows("tme-negative", ppm)
     ny = int(p.imzmldict["max count of pixels y"])
     nx = int(p.imzmldict["max count of pixels x"])
-    images = np.zeros((len(lo), ny, nx), np.float32)
+    return p, lo, hi, np.zeros((len(lo), ny, nx), np.float32)
+
+
+def job_baseline_a(imzml: str, ppm: float) -> dict:
+    start = time.perf_counter()
+    p, lo, hi, images = _baseline_start(imzml, ppm)
     for i, (x, y, _) in enumerate(p.coordinates):
         mz, intensity = p.getspectrum(i)
         cs = np.concatenate(([0.0], np.cumsum(intensity, dtype=np.float64)))
@@ -139,11 +144,7 @@ def job_baseline_b(imzml: str, ppm: float, min_fraction: float = 0.01) -> dict:
     import pyopenms as oms
 
     start = time.perf_counter()
-    p = _parser(imzml)
-    lo, hi = _windows("tme-negative", ppm)
-    ny = int(p.imzmldict["max count of pixels y"])
-    nx = int(p.imzmldict["max count of pixels x"])
-    images = np.zeros((len(lo), ny, nx), np.float32)
+    p, lo, hi, images = _baseline_start(imzml, ppm)
     picker = oms.PeakPickerHiRes()
     peak_mz, peak_int, peak_pix = [], [], []
     for i, (x, y, _) in enumerate(p.coordinates):
@@ -175,7 +176,7 @@ def job_baseline_b(imzml: str, ppm: float, min_fraction: float = 0.01) -> dict:
     keep = spectra_per_group >= min_fraction * n_total
     axis = centres[keep]
     # bin every peak to the nearest kept feature within tolerance
-    cube = np.zeros((len(axis), ny, nx), np.float32)
+    cube = np.zeros((len(axis), *images.shape[1:]), np.float32)
     if len(axis):
         idx = np.clip(np.searchsorted(axis, all_mz), 1, len(axis) - 1)
         left = np.where(np.abs(all_mz - axis[idx - 1]) <= np.abs(all_mz - axis[idx]), idx - 1, idx)

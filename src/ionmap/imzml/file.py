@@ -170,7 +170,6 @@ class ImzMLFile:
     def _detect_spectrum_type(self) -> str:
         if self.mode == "continuous":
             mz = self.shared_mz()
-            starts = np.zeros(1, np.int64)
             ends = np.array([len(mz)])
         else:
             candidates = np.flatnonzero(self.intensity_lengths >= _DETECT_MIN_POINTS)
@@ -179,7 +178,7 @@ class ImzMLFile:
             pick = candidates[np.linspace(0, len(candidates) - 1,
                                           min(_DETECT_SPECTRA, len(candidates))).astype(int)]
             batch = self.read_batch(np.unique(pick))
-            mz, starts, ends = batch.mz, batch.offsets[:-1], batch.offsets[1:]
+            mz, ends = batch.mz, batch.offsets[1:]
         step = np.diff(mz.astype(np.float64))
         ratio_ok = np.abs(step[1:] / np.where(step[:-1] == 0, np.nan, step[:-1]) - 1) < _REGULAR_STEP
         # pairs of steps inside one spectrum: step i spans points i..i+1, pair i uses i..i+2
