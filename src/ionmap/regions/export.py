@@ -144,6 +144,19 @@ def write_json(path: str | os.PathLike, data) -> Path:
     return path
 
 
+def draw_map(fig, ax, values: np.ndarray, *, label: str = "") -> None:
+    """Draw a (ny, nx) map on a matplotlib axis in the MSI pixel frame: viridis from 0 to
+    the 99.5th percentile, NaN (off tissue, masked) light grey, with a colour bar."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e6e6e6")
+    finite = values[np.isfinite(values)]
+    vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=vmax or 1.0,
+                   interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=label)
+
+
 def overlay_png(path: str | os.PathLike, values: np.ndarray, labels: np.ndarray,
                 rows: Sequence[Mapping], cells_xy: np.ndarray | None = None, *,
                 title: str = "", cell_label: str = "cells", max_cells: int = 200_000,
@@ -154,19 +167,13 @@ def overlay_png(path: str | os.PathLike, values: np.ndarray, labels: np.ndarray,
     hotspot table (``id``, ``class``); ``cells_xy``: (n, 2) cell positions in MSI pixels
     (a random ``max_cells`` are drawn if there are more).
     """
-    import matplotlib
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     ny, nx = values.shape
     fig = Figure(figsize=(6.4, 6.4 * ny / nx + 0.8), dpi=120, layout="constrained")
     ax = fig.add_subplot()
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e6e6e6")
-    finite = values[np.isfinite(values)]
-    vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
-    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=vmax or 1.0,
-                   interpolation="nearest")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=title)
+    draw_map(fig, ax, values, label=title)
     if cells_xy is not None and len(cells_xy):
         xy = np.asarray(cells_xy)
         if len(xy) > max_cells:

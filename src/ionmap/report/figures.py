@@ -29,15 +29,9 @@ def _figure(width: float, height: float):
 
 
 def _show(ax, image: np.ndarray, mask: np.ndarray | None, title: str, fig) -> None:
-    import matplotlib
+    from ..regions.export import draw_map
 
-    values = np.where(mask, image, np.nan) if mask is not None else image
-    finite = values[np.isfinite(values)]
-    vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e6e6e6")
-    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=vmax or 1.0,
-                   interpolation="nearest")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    draw_map(fig, ax, np.where(mask, image, np.nan) if mask is not None else image)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
