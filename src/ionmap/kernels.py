@@ -64,7 +64,7 @@ def _arrays(batch: SpectrumBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
         raise ValueError("SpectrumBatch: offsets must rise from 0 to len(intensity)")
     if n and ((starts < 0).any() or (starts + lengths > mz.size).any()):
         raise ValueError("SpectrumBatch: mz_starts point outside the mz array")
-    return mz, intensity, offsets, starts, bool(n) and not starts.any()
+    return mz, intensity, offsets, starts, bool(n) and batch.shared_mz
 
 
 def _unsorted(batch: SpectrumBatch, position: int) -> None:
