@@ -24,7 +24,7 @@ from ionmap.engine import store as st
 from ionmap.errors import InputError, StorageError
 from ionmap.synth import make_sample
 
-CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*/*") if p.suffix.lower() == ".imzml")
 SMALL = (36, 44)  # small, yet the generator fits its three niches (with a 10 µm rim)
 

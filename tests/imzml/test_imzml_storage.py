@@ -15,7 +15,7 @@ from ionmap import storage
 from ionmap.errors import MissingIbdError, StorageError
 from ionmap.imzml import file as imzml_file
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
 
 def test_url_helpers(tmp_path):

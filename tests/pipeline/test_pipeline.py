@@ -16,7 +16,7 @@ from ionmap import synth
 from ionmap.errors import InputError
 from ionmap.pipeline import PipelineConfig, discover_samples, load_config, run_pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(shape=(40, 48), spectrum_type="centroid")
 
 

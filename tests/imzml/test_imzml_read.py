@@ -15,7 +15,7 @@ import ionmap
 from ionmap.imzml import binary, xml
 from ionmap.imzml.file import _parse
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*/*") if p.suffix.lower() == ".imzml")
 
 
