@@ -211,8 +211,10 @@ def _run_demo(args) -> int:
 def _add_hotspots(sub) -> None:
     p = sub.add_parser(
         "hotspots", help="metabolic hotspots and their immune context (CD8 exclusion)",
-        description="Find hotspots of metabolite maps of a result (Getis-Ord Gi* in the "
-        "tissue, Benjamini-Hochberg FDR, connected regions) and classify each as inflamed, "
+        description="Find hotspots of metabolite maps of a result (clusters of Getis-Ord "
+        "Gi* in the tissue, each tested against surrogate maps with the map's own spatial "
+        "autocorrelation; Benjamini-Hochberg q-values over the clusters of all maps) and "
+        "classify each significant one as inflamed, "
         "immune-excluded or immune-desert (undetermined if too thin to measure) from the "
         "cell densities inside, in a rim outside its edge and in the rest of the tissue. "
         "Writes hotspots.csv, cell_densities.csv, "
@@ -241,7 +243,19 @@ def _add_hotspots(sub) -> None:
     p.add_argument("--rim-um", type=float, default=60.0,
                    help="rim width outside a hotspot's edge, um (default 60)")
     p.add_argument("--fdr", type=float, default=0.05,
-                   help="Benjamini-Hochberg false discovery rate over pixels (default 0.05)")
+                   help="a hotspot is significant at q <= FDR (Benjamini-Hochberg over the "
+                   "candidate clusters of all maps; default 0.05)")
+    p.add_argument("--cluster-z", type=float, default=3.09, metavar="Z",
+                   help="cluster-forming threshold on Gi* scaled to unit SD under the map's "
+                   "autocorrelation (default 3.09, one-sided p = 0.001)")
+    p.add_argument("--surrogates", type=int, default=199, metavar="N",
+                   help="surrogate maps per map for the cluster p-values (default 199)")
+    p.add_argument("--transform", choices=("log", "none"), default="log",
+                   help="scale on which maps are tested (default log: ionisation effects "
+                   "are multiplicative)")
+    p.add_argument("--candidates", action="store_true",
+                   help="also list the candidate clusters that are not significant (class "
+                   "not-significant, never counted)")
     p.add_argument("--min-area-px", type=int, default=9, metavar="N",
                    help="smallest hotspot in pixels (default 9)")
     p.add_argument("--radius-px", type=int, default=1, metavar="R",
@@ -260,7 +274,7 @@ def _add_hotspots(sub) -> None:
                    "an MSI pixel)")
     p.add_argument("--permutations", type=int, default=999, metavar="N",
                    help="permutations for the exclusion p-value (default 999)")
-    p.add_argument("--seed", type=int, default=0, help="permutation seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutations and surrogate maps (default 0)")
     p.add_argument("--cells-units", choices=("um", "px"), help="unit of the cell "
                    "coordinates (default: from the format; plain CSV is um)")
     p.add_argument("--cells-pixel-size-um", type=float, metavar="UM",
@@ -290,7 +304,8 @@ def _run_hotspots(args) -> int:
         args.result, cells, args.landmarks or args.register, args.out, maps=args.maps,
         cell_type=args.cell_type, rim_um=args.rim_um, fdr=args.fdr,
         min_area_px=args.min_area_px, radius_px=args.radius_px, extent=args.extent,
-        noise_floor=args.noise_floor, scarce_ratio=args.scarce_ratio,
+        cluster_z=args.cluster_z, n_surrogates=args.surrogates, transform=args.transform,
+        candidates=args.candidates, noise_floor=args.noise_floor, scarce_ratio=args.scarce_ratio,
         rim_ratio=args.rim_ratio, edge_guard_um=args.edge_guard_um,
         n_permutations=args.permutations, seed=args.seed, model=args.model,
         pixel_size_um=args.pixel_size_um, write_labels=not args.no_labels,

@@ -161,10 +161,12 @@ class SampleOutcome:
 
 def cohort_row(name: str, hotspots: list[dict], labels: Mapping[str, np.ndarray],
                tissue: np.ndarray, pixel_mm2: float) -> dict[str, Any]:
-    """Per-sample cohort numbers: hotspot counts per class and the share of tissue area
-    inside immune-excluded hotspots (union over maps)."""
+    """Per-sample cohort numbers: significant hotspots per class and the share of tissue
+    area inside immune-excluded hotspots (union over maps). Candidates that are not
+    significant on their own (``significant`` false) are never counted."""
     from .regions.immune import CLASSES
 
+    hotspots = [h for h in hotspots if h.get("significant", True)]
     row: dict[str, Any] = {"sample": name, "n_hotspots": len(hotspots),
                            "tissue_mm2": float(tissue.sum() * pixel_mm2)}
     for cls in CLASSES:

@@ -1,14 +1,18 @@
-"""Hotspots: Gi* against a brute-force NumPy computation, BH against its definition, and
-detection of planted niches (found, centred, sized) with few false positives on noise."""
+"""Hotspots: Gi* against a brute-force NumPy computation, BH against its definition,
+surrogate maps against the map's own autocorrelation, calibration on signal-free maps
+(i.i.d., smooth, multiplicative ionisation fields) and detection of planted niches (found,
+centred, sized)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from scipy.stats import norm
 
 from ionmap.errors import InputError
 from ionmap.regions import bh_qvalues, find_hotspots, gi_star
-from ionmap.regions.hotspots import window
+from ionmap.regions.hotspots import robust_standardise, window
+from ionmap.regions.surrogates import SurrogateField
 
 
 def gi_star_brute(values, mask, weights):
@@ -120,7 +124,11 @@ def test_planted_niches_found(seed):
         assert h["max_value"] == pytest.approx(values[sel].max())
     assert [h["max_z"] for h in hs.table] == sorted((h["max_z"] for h in hs.table),
                                                      reverse=True)
-    assert np.all(hs.q[hs.labels > 0] <= 0.05)
+    assert all(h["significant"] and h["hotspot_q"] <= 0.05 for h in hs.table)
+    # max-statistic p-value: its cluster's mass against the surrogates' largest masses
+    for h in hs.table:
+        expected = (1 + np.sum(hs.null_max_mass >= h["cluster_mass"])) / (1 + 199)
+        assert h["hotspot_p"] == pytest.approx(expected)
 
 
 def test_untrimmed_region_bleeds_by_the_window():
@@ -146,7 +154,8 @@ def test_min_area_and_parameters():
     assert len(small) == 2  # the r=3.5 disk (~38 px) is dropped
     assert small.params["min_area_px"] == 60 and small.params["n_tested"] == tissue.sum()
     assert len(find_hotspots(np.ones((20, 20)), np.ones((20, 20), bool))) == 0
-    for bad in ({"fdr": 0}, {"fdr": 1.5}, {"min_area_px": 0}, {"extent": 1.0}):
+    for bad in ({"fdr": 0}, {"fdr": 1.5}, {"min_area_px": 0}, {"extent": 1.0},
+                {"cluster_z": 0}, {"n_surrogates": 5}, {"transform": "sqrt"}, {"keep": "x"}):
         with pytest.raises(InputError):
             find_hotspots(values, tissue, **bad)
 
@@ -158,3 +167,76 @@ def test_z_scores_are_standard_normal_under_the_null():
     z = gi_star(values, np.ones(values.shape, bool))
     assert abs(np.mean(z)) < 0.02 and abs(np.std(z) - 1) < 0.02
     assert abs(np.mean(z > norm.ppf(0.95)) - 0.05) < 0.005
+
+
+def smooth_field(rng, shape, corr_px):
+    """Stationary Gaussian field (unit SD) of correlation length ``corr_px``: white noise
+    through a Gaussian filter on a larger periodic grid, cropped (no edge effects)."""
+    pad = int(4 * corr_px) + 1
+    big = rng.standard_normal((shape[0] + 2 * pad, shape[1] + 2 * pad))
+    f = ndimage.gaussian_filter(big, corr_px, mode="wrap")[pad:-pad, pad:-pad]
+    return f / f.std()
+
+
+def null_map(seed, kind, shape=(48, 60)):
+    """A signal-free map of one kind on the tissue ellipse of :func:`planted_map`."""
+    rng = np.random.default_rng(seed)
+    _, tissue = planted_map(seed, [], shape=shape)
+    noise = rng.normal(0, 0.1, shape)
+    if kind == "iid":
+        values = 1.0 + rng.normal(0, 0.25, shape)
+    elif kind == "smooth":  # correlation lengths 2-6 px
+        values = np.exp(0.3 * smooth_field(rng, shape, 2.0 + seed % 5) + noise)
+    else:  # ionisation: multiplicative line and pixel effects on a smooth field
+        rows = np.exp(0.15 * rng.standard_normal(shape[0]))[:, None]
+        values = rows * np.exp(0.25 * smooth_field(rng, shape, 3.0) + 0.3 * noise)
+    values[~tissue] = np.nan
+    return values, tissue
+
+
+def test_surrogates_keep_the_maps_autocorrelation():
+    """Correlation at lags 1-6 px of the surrogates (measured by brute force on pixel
+    pairs inside the mask) against the same measure on the map."""
+    rng = np.random.default_rng(3)
+    values, tissue = null_map(3, "smooth", shape=(70, 90))
+    u = robust_standardise(np.log(values), tissue & np.isfinite(values))
+    field = SurrogateField(u, tissue)
+
+    def corr(a, lag):
+        both = tissue[:, :-lag] & tissue[:, lag:]
+        return np.corrcoef(a[:, :-lag][both], a[:, lag:][both])[0, 1]
+
+    surrogates = list(field.draw(rng, 60))
+    for lag in (1, 2, 4, 6):
+        mine = np.mean([corr(g, lag) for g in surrogates])
+        assert mine == pytest.approx(corr(u, lag), abs=0.05), lag
+    assert np.mean([g[tissue].std() for g in surrogates]) == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("kind", ["iid", "smooth", "ionisation"])
+def test_null_maps_rarely_give_hotspots(kind):
+    """Signal-free maps: the realised rate of maps with any hotspot stays near the FDR
+    (pixel-level BH on Gi* gives several per smooth map). 40 maps: ≤ 5 with a hotspot
+    (binomial(40, 0.05) exceeds 5 with probability 0.05)."""
+    hit = sum(len(find_hotspots(*null_map(seed, kind), seed=seed)) > 0 for seed in range(40))
+    assert hit <= 5
+
+
+def test_smooth_gradient_is_not_a_hotspot_but_a_niche_on_it_is():
+    rng = np.random.default_rng(11)
+    values, tissue = planted_map(11, [(40.0, 30.0, 5.0)], shape=(60, 80), contrast=2.0)
+    background = np.exp(0.3 * smooth_field(rng, values.shape, 6.0))
+    hs = find_hotspots(values * background, tissue)
+    assert len(hs) == 1
+    assert np.hypot(hs.table[0]["centroid_x"] - 40, hs.table[0]["centroid_y"] - 30) < 2
+    assert hs.params["kappa"] > 1.0  # correlated noise inflates Gi*'s SD
+
+
+def test_inflation_is_one_for_white_noise_and_keep_all():
+    """On the untransformed scale, Gi*/κ of white noise is standard normal."""
+    values, tissue = planted_map(2, [])
+    hs = find_hotspots(values, tissue, keep="all", transform="none")
+    assert hs.params["kappa"] == pytest.approx(1.0, abs=0.05)
+    assert all(0 < h["hotspot_p"] <= 1 for h in hs.table)
+    z = hs.z[np.isfinite(hs.z)]
+    assert abs(z.mean()) < 0.1 and abs(z.std() - 1) < 0.1

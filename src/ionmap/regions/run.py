@@ -29,7 +29,8 @@ import numpy as np
 from ..errors import InputError, StorageError
 from . import export
 from .cells import Cells, read_cells
-from .hotspots import (DEFAULT_EXTENT, DEFAULT_FDR, DEFAULT_MIN_AREA_PX, DEFAULT_RADIUS_PX,
+from .hotspots import (DEFAULT_CLUSTER_Z, DEFAULT_EXTENT, DEFAULT_FDR, DEFAULT_MIN_AREA_PX,
+                       DEFAULT_RADIUS_PX, DEFAULT_SURROGATES, Hotspots, bh_qvalues,
                        find_hotspots)
 from .immune import (DEFAULT_PERMUTATIONS, DEFAULT_RIM_RATIO, DEFAULT_RIM_UM,
                      DEFAULT_SCARCE_RATIO, immune_context)
@@ -41,7 +42,8 @@ from .register import Registration, fit_landmarks, register_auto
 HOTSPOT_COLUMNS = (
     "id", "map", "class", "centroid_x", "centroid_y", "area_px", "area_mm2", "mean_value",
     "inside_density", "rim_density", "outside_density", "exclusion_score", "p_value",
-    "max_value", "max_z", "min_q", "inside_count", "rim_count", "rim_area_mm2",
+    "hotspot_p", "hotspot_q", "significant", "max_value", "max_z", "cluster_mass",
+    "inside_count", "rim_count", "rim_area_mm2",
     "centroid_annotation_x", "centroid_annotation_y",
 )
 
@@ -143,6 +145,10 @@ def run_hotspots(
     radius_px: int = DEFAULT_RADIUS_PX,
     window: str = "square",
     extent: float | None = DEFAULT_EXTENT,
+    cluster_z: float = DEFAULT_CLUSTER_Z,
+    n_surrogates: int = DEFAULT_SURROGATES,
+    transform: str = "log",
+    candidates: bool = False,
     noise_floor: float = DEFAULT_NOISE_FLOOR,
     scarce_ratio: float = DEFAULT_SCARCE_RATIO,
     rim_ratio: float = DEFAULT_RIM_RATIO,
@@ -165,9 +171,17 @@ def run_hotspots(
     ``write_labels``: also write the labels into the result store (if ``source`` is one);
     ``overlays``: also draw the PNGs (a fraction of a second per map). The other options
     are those of :func:`find_hotspots` (``fdr``, ``min_area_px``, ``radius_px``,
-    ``window``, ``extent``), :func:`build_maps` (``noise_floor``) and
-    :func:`immune_context` (``cell_type``, ``rim_um``, ``scarce_ratio``, ``rim_ratio``,
-    ``edge_guard_um``, ``n_permutations``, ``seed``). Hotspot ids are unique over maps.
+    ``window``, ``extent``, ``cluster_z``, ``n_surrogates``, ``transform``; the
+    surrogates of map k are seeded by ``(seed, k)``), :func:`build_maps`
+    (``noise_floor``) and :func:`immune_context` (``cell_type``, ``rim_um``,
+    ``scarce_ratio``, ``rim_ratio``, ``edge_guard_um``, ``n_permutations``, ``seed``).
+
+    Significance is decided over the whole sample: the q-values (``hotspot_q``) are
+    Benjamini–Hochberg over the candidate clusters of every map, and a hotspot is
+    ``significant`` when q ≤ ``fdr``. Only significant hotspots get an immune context and
+    a class; the others are left out of every output, or, with ``candidates``, listed
+    with class ``not-significant`` (no densities) and never counted as hotspots of a
+    class. Hotspot ids are unique over maps.
     """
     if isinstance(source, MSIData):
         data = source
@@ -201,18 +215,31 @@ def run_hotspots(
     cells_msi = reg.to_msi(cells.xy)
     rows, densities, curves, labels = [], [], [], {}
     pixel_mm2 = px[0] * px[1] * 1e-6
-    for name in maps:
-        hs = find_hotspots(values[name], tissue, fdr=fdr, min_area_px=min_area_px,
-                           radius=radius_px, shape=window, extent=extent)
-        ctx = immune_context(hs.labels, cells_msi, cells.cell_type, tissue, px, rim_um=rim_um,
+    found = [find_hotspots(values[name], tissue, fdr=fdr, min_area_px=min_area_px,
+                           radius=radius_px, shape=window, extent=extent, cluster_z=cluster_z,
+                           n_surrogates=n_surrogates, transform=transform,
+                           seed=np.random.SeedSequence([seed, k]), keep="all")
+             for k, name in enumerate(maps)]
+    significant = _sample_significance(found, fdr)
+    n_candidates = sum(len(hs) for hs in found)
+    for name, hs, sig in zip(maps, found, significant):
+        shown = hs.subset(sig)
+        ctx = immune_context(shown.labels, cells_msi, cells.cell_type, tissue, px, rim_um=rim_um,
                              cell_type=cell_type, edge_guard_um=edge_guard_um,
                              scarce_ratio=scarce_ratio, rim_ratio=rim_ratio,
                              n_permutations=n_permutations, seed=seed)
+        table, contexts = shown.table, ctx.table
+        if candidates:  # the others after the significant ones, without a context
+            rest = hs.subset(~sig)
+            lab = np.where(rest.labels > 0, rest.labels + len(shown), shown.labels)
+            shown = Hotspots(lab, [], shown.z, shown.null_max_mass, shown.params)
+            table = table + [{**h, "label": h["label"] + len(contexts)} for h in rest.table]
+            contexts = contexts + [_NOT_SIGNIFICANT] * len(rest.table)
         offset = len(rows)  # ids are unique over all maps
-        labels[name] = np.where(hs.labels > 0, hs.labels + offset, 0).astype(np.int32)
-        ann = reg.to_annotation(np.array([[h["centroid_x"], h["centroid_y"]] for h in hs.table])
-                                ) if hs.table else np.zeros((0, 2))
-        for h, c, a in zip(hs.table, ctx.table, ann):
+        labels[name] = np.where(shown.labels > 0, shown.labels + offset, 0).astype(np.int32)
+        ann = reg.to_annotation(np.array([[h["centroid_x"], h["centroid_y"]] for h in table])
+                                ) if table else np.zeros((0, 2))
+        for h, c, a in zip(table, contexts, ann):
             rows.append({"id": h["label"] + offset, "map": name, **h, **c,
                          "area_mm2": h["area_px"] * pixel_mm2,
                          "centroid_annotation_x": float(a[0]),
@@ -226,7 +253,11 @@ def run_hotspots(
 
     params = {"maps": list(maps), "cell_type": cell_type, "rim_um": rim_um, "fdr": fdr,
               "min_area_px": min_area_px, "radius_px": radius_px, "window": window,
-              "extent": extent, "noise_floor": noise_floor, "scarce_ratio": scarce_ratio,
+              "extent": extent, "cluster_z": cluster_z, "n_surrogates": n_surrogates,
+              "transform": transform, "candidates": candidates,
+              "n_candidates": n_candidates,
+              "n_significant": int(sum(int(s.sum()) for s in significant)),
+              "noise_floor": noise_floor, "scarce_ratio": scarce_ratio,
               "rim_ratio": rim_ratio, "edge_guard_um": edge_guard_um,
               "n_permutations": n_permutations, "seed": seed, "pixel_size_um": list(px),
               "n_cells": len(cells), "tissue_px": int(tissue.sum())}
@@ -234,6 +265,27 @@ def run_hotspots(
                            densities, curves, params, cell_type, write_labels, overlays,
                            storage_options)
     return HotspotRun(rows, densities, curves, reg, tissue, values, labels, files, params)
+
+
+#: Immune fields of a candidate that is not significant: never classified.
+_NOT_SIGNIFICANT = {"class": "not-significant", "inside_density": float("nan"),
+                    "rim_density": float("nan"), "outside_density": float("nan"),
+                    "exclusion_score": float("nan"), "p_value": float("nan"),
+                    "inside_count": 0, "rim_count": 0, "rim_area_mm2": float("nan")}
+
+
+def _sample_significance(found: list[Hotspots], fdr: float) -> list[np.ndarray]:
+    """Per map, which candidates have q ≤ ``fdr``, with the q-values (BH over every
+    candidate of the sample) written into their rows as ``hotspot_q``."""
+    q = bh_qvalues(np.array([h["hotspot_p"] for hs in found for h in hs.table]))
+    out, i = [], 0
+    for hs in found:
+        for h in hs.table:
+            h["hotspot_q"] = float(q[i])
+            h["significant"] = bool(q[i] <= fdr)
+            i += 1
+        out.append(np.array([h["significant"] for h in hs.table], dtype=bool))
+    return out
 
 
 def _annotation_output(reg: Registration, cells: Cells) -> tuple[np.ndarray, str]:
@@ -300,15 +352,19 @@ def summary(run: HotspotRun) -> str:
     lines = [f"registration: {reg.method} ({reg.model}), rotation {p['rotation_deg']:.2f} deg, "
              f"scale {p['scale']:.4g} per MSI pixel; {quality}"]
     lines += [f"  note: {n}" for n in reg.notes]
-    lines.append(f"{len(run.hotspots)} hotspot(s) in {len(run.maps)} map(s) "
-                 f"({', '.join(run.maps)}); {run.params['cell_type']} per mm2 inside / rim / "
-                 "outside:")
+    n_sig = run.params.get("n_significant", len(run.hotspots))
+    n_other = run.params.get("n_candidates", n_sig) - n_sig
+    lines.append(f"{n_sig} hotspot(s) significant at q <= {run.params['fdr']:g} in "
+                 f"{len(run.maps)} map(s) ({', '.join(run.maps)}); {n_other} candidate "
+                 f"cluster(s) not significant{' (listed)' if run.params.get('candidates') else ''}"
+                 f"; {run.params['cell_type']} per mm2 inside / rim / outside:")
     for h in run.hotspots:
         lines.append(
             f"  {h['id']:>3} {h['map']:<12} {h['class']:<16} at ({h['centroid_x']:.1f}, "
             f"{h['centroid_y']:.1f}) px, {h['area_px']} px; {h['inside_density']:.0f} / "
             f"{h['rim_density']:.0f} / {h['outside_density']:.0f}, exclusion "
-            f"{h['exclusion_score']:+.2f} (p = {h['p_value']:.3g})")
+            f"{h['exclusion_score']:+.2f} (p = {h['p_value']:.3g}); hotspot q = "
+            f"{h['hotspot_q']:.3g}")
     folder = run.files[0].parent if run.files else None
     lines.append(f"wrote {len(run.files)} files to {folder}")
     return "\n".join(lines)
