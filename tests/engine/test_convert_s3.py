@@ -6,7 +6,7 @@ import pytest
 
 import ionmap
 from ionmap.cli import main
-from ionmap.engine import store as st
+from ionmap import store as st
 from ionmap.errors import StorageError
 from ionmap.synth import make_sample
 

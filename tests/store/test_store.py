@@ -9,8 +9,9 @@ import pytest
 import zarr
 
 from ionmap import StorageError, open_result
-from ionmap.engine import store as st
-from ionmap.engine.plan import Layout, choose_band_rows, level_shapes, plan_bands
+from ionmap import store as st
+from ionmap.engine.plan import choose_band_rows, plan_bands
+from ionmap.store import Layout, level_shapes
 
 
 def _fake_result(path, shape=(300, 520), k=3, band_rows=64, pixel=(10.0, 12.5), seed=0):
@@ -35,7 +36,7 @@ def _fake_result(path, shape=(300, 520), k=3, band_rows=64, pixel=(10.0, 12.5), 
         for group in (st.ION, st.TIC):
             for b in range(lay.n_bands):
                 st.pyramid_band(store, group, level, *lay.band_range(b))
-    st.write_channel_windows(store, names)
+    st.write_display_ranges(store, names)
     checkpoint = st.Checkpoint(store, attrs)
     checkpoint.finish()
     return store, names, images, tic, mask
