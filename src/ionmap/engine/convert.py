@@ -25,7 +25,7 @@ from ..storage import open_input
 from ..store import Layout, Result, level_shapes, open_result
 from .compute import Extraction, axis_part, compute_band, window_bounds
 from .plan import Band, choose_band_rows, plan_bands
-from .run import ProgressBar, n_threads, run_tasks, scheduler_client
+from .run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
 
 #: Spectrum payload per task of the m/z-axis pass (bytes).
 AXIS_TASK_BYTES = 256 * 2**20
@@ -43,7 +43,7 @@ def convert(
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
     output_storage_options: Mapping[str, Any] | None = None,
-    progress: bool = True,
+    progress: bool = False,
     **overrides: Any,
 ) -> Result:
     """Convert an imzML file to ion images in an OME-Zarr (NGFF 0.5, Zarr v3) store.
@@ -71,13 +71,15 @@ def convert(
         output: store path or URL (``s3://bucket/prefix.zarr``).
         recalibration: m/z recalibration (:class:`~ionmap.params.RecalibrationParams`).
         scheduler: None (``DASK_SCHEDULER_ADDRESS`` if set, else local threads), a
-            ``distributed`` scheduler address or Client, ``"threads"`` or ``"sync"``.
+            ``distributed`` scheduler address with its port or a Client, or a Dask local
+            scheduler name: ``"threads"``, ``"processes"``, ``"synchronous"``.
         workers: local threads (default: all cores).
         resume: continue an interrupted run into the same output, skipping finished bands.
         overwrite: replace an existing result at ``output``.
         storage_options: fsspec options for the input (and the output unless
             ``output_storage_options`` is given), e.g. ``{"endpoint_url": ...}``.
-        progress: show a progress bar on stderr.
+        progress: show a progress bar on stderr (the command line does; library calls
+            stay quiet unless asked).
 
     Returns the opened :class:`ionmap.store.Result`. Bad parameters raise
     :class:`~ionmap.errors.InputError` naming them.
@@ -91,6 +93,7 @@ def convert(
     ppm, peaks, features, normalize, snr = p.ppm, p.peaks, p.features, p.normalize, p.snr
     analyzer, feature_ppm, min_fraction = p.analyzer, p.feature_ppm, p.min_fraction
     axis_sample, band_rows = p.axis_sample, p.band_rows
+    check_scheduler(scheduler)
     in_url, out_url = os.fspath(input), os.fspath(output)
     out_options = storage_options if output_storage_options is None else output_storage_options
     src = open_imzml(in_url, storage_options=storage_options)
@@ -125,7 +128,7 @@ def convert(
                         feature_ppm=float(feature_ppm or ppm), analyzer=analyzer,
                         normalize=normalize)
         token = uuidlib.uuid4().hex[:12]  # unique task keys per run
-        with ProgressBar(progress) as bar, scheduler_client(scheduler) as client:
+        with scheduler_client(scheduler) as client, ProgressBar(progress) as bar:
             src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
             if previous is None:
                 axis = None
@@ -169,7 +172,7 @@ def _stored_axis(url: str, store: Any, attrs: dict) -> np.ndarray:
         return Result(url, store, attrs).features_mz
     except Exception:  # noqa: BLE001 - interrupted while the store was being created
         raise StorageError(url, "cannot resume: the store was interrupted while being "
-                           "created; use --overwrite to start again") from None
+                           "created; use overwrite=True to start again") from None
 
 
 def _check_recalibration(recalibration: RecalibrationParams) -> None:
@@ -227,13 +230,18 @@ def target_table(targets: Sequence[chem.Target], ppm: float) -> list[dict]:
 
 
 def _check_targets(table: list[dict], src: Any) -> None:
-    """Warn about targets that cannot show signal (outside the m/z range, wrong polarity)."""
+    """Refuse targets that all lie outside the file's m/z range; warn about some outside
+    it or of the wrong polarity (their images cannot show signal)."""
     if src.mz_range is None:
         warnings.warn(f"{src.url}: every spectrum is empty (all images are zero)",
                       stacklevel=3)
         return
     lo, hi = src.mz_range
     outside = [t["name"] for t in table if t["window"][1] < lo or t["window"][0] > hi]
+    if len(outside) == len(table):
+        raise InputError(src.url, f"every target lies outside the file's m/z range "
+                         f"{lo:.4f}-{hi:.4f} (wrong panel or polarity?); all images would "
+                         "be zero")
     if outside:
         warnings.warn(f"{src.url}: targets outside the file's m/z range {lo:.4f}-{hi:.4f} "
                       f"(their images are zero): {', '.join(outside)}", stacklevel=3)
@@ -268,10 +276,10 @@ def _check_same_run(url: str, previous: dict, source: dict, parameters: dict,
     if (old.get("uuid"), old.get("size"), old.get("n_spectra")) != (
             source["uuid"], source["size"], source["n_spectra"]):
         raise StorageError(url, "cannot resume: the store was made from a different input "
-                           f"({old.get('path')}); use --overwrite to start again")
+                           f"({old.get('path')}); use overwrite=True to start again")
     if previous.get("parameters") != parameters or previous.get("targets") != table:
         raise StorageError(url, "cannot resume: the store was made with different targets "
-                           "or parameters; use --overwrite to start again")
+                           "or parameters; use overwrite=True to start again")
 
 
 # -- passes ----------------------------------------------------------------------------------
