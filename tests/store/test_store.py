@@ -171,7 +171,7 @@ def test_incomplete_store_is_not_mistaken_for_complete(tmp_path):
     with pytest.raises(StorageError, match="incomplete"):
         open_result(path)
     assert not open_result(path, allow_incomplete=True).complete
-    with pytest.raises(StorageError, match="--resume"):
+    with pytest.raises(StorageError, match="resume=True"):
         st.prepare_output(str(path), None, resume=False, overwrite=False)
     _, previous = st.prepare_output(str(path), None, resume=True, overwrite=False)
     assert previous["complete"] is False
@@ -180,7 +180,7 @@ def test_incomplete_store_is_not_mistaken_for_complete(tmp_path):
 def test_existing_outputs_are_protected(tmp_path):
     path = tmp_path / "r.zarr"
     _fake_result(path, shape=(20, 20))
-    with pytest.raises(StorageError, match="--overwrite"):
+    with pytest.raises(StorageError, match="overwrite=True"):
         st.prepare_output(str(path), None, resume=False, overwrite=False)
     store, previous = st.prepare_output(str(path), None, resume=False, overwrite=True)
     assert previous is None and st.read_root_attrs(store) is None
