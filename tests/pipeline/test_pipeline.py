@@ -42,9 +42,9 @@ def cohort(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", ["tme-negative", "tme-positive"])
 def test_shipped_configs_load(name):
     config = load_config(ROOT / "pipelines" / f"{name}.toml")
-    assert config.convert["panel"] == name
-    assert config.hotspots["rim_um"] == 60.0
-    assert config.registration == "landmarks-or-auto"
+    assert config.convert.panel == name
+    assert config.immune.rim_um == 60.0
+    assert config.registration.method == "landmarks-or-auto"
 
 
 def test_config_errors_name_file_and_key(tmp_path):
@@ -53,7 +53,7 @@ def test_config_errors_name_file_and_key(tmp_path):
     with pytest.raises(InputError, match=r"bad\.toml: \[convert\] unknown key 'ppmm'"):
         load_config(bad)
     bad.write_text("[hotspots]\nfdr = 'low'\n")
-    with pytest.raises(InputError, match=r"\[hotspots\] fdr = 'low': expected a float"):
+    with pytest.raises(InputError, match=r"\[hotspots\] fdr = 'low': expected a number"):
         load_config(bad)
     bad.write_text("[convert\n")
     with pytest.raises(InputError, match="not valid TOML"):
@@ -140,3 +140,28 @@ def test_demo_command(tmp_path):
     report = Path(proc.stdout.strip().splitlines()[-1].removeprefix("report: "))
     assert report.is_file() and report.parent.name == "demo"
     assert len(_report_images(report)) >= 6
+    # Every reported hotspot is a planted niche (no spurious edge hotspot), with its class,
+    # significant on its own, and cohort.csv counts exactly those.
+    truth = json.loads((tmp_path / "input" / "demo.truth.json").read_text())
+    hotspots = _read_csv(report.parent / "hotspots" / "hotspots.csv")
+    for h in hotspots:
+        near = [n for n in truth["niches"] if h["map"] in n["maps"] and np.hypot(
+            float(h["centroid_x"]) - n["center_x"], float(h["centroid_y"]) - n["center_y"])
+            < n["radius_px"]]
+        assert len(near) == 1, h
+        assert h["class"] == near[0]["immune_class"] and h["significant"] == "True"
+        assert float(h["hotspot_q"]) <= 0.05
+    assert len(hotspots) == sum(len(n["maps"]) for n in truth["niches"])
+    cohort = _read_csv(tmp_path / "output" / "cohort.csv")[0]
+    assert int(cohort["n_hotspots"]) == len(hotspots)
+
+
+def test_cohort_counts_only_significant_hotspots():
+    from ionmap.pipeline import cohort_row
+
+    labels = {"lactate": np.array([[1, 2], [0, 0]], np.int32)}
+    hotspots = [{"id": 1, "map": "lactate", "class": "immune-excluded", "significant": True},
+                {"id": 2, "map": "lactate", "class": "not-significant", "significant": False}]
+    row = cohort_row("s", hotspots, labels, np.ones((2, 2), bool), 1.0)
+    assert row["n_hotspots"] == 1 and row["n_immune_excluded"] == 1
+    assert row["excluded_area_fraction"] == 0.25

@@ -51,15 +51,16 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..params import HotspotParams
 from .surrogates import SurrogateField
 
-#: Defaults, all options of :func:`find_hotspots` and the ``hotspots`` command.
-DEFAULT_FDR = 0.05
-DEFAULT_RADIUS_PX = 1
-DEFAULT_MIN_AREA_PX = 9
-DEFAULT_EXTENT = 0.5
-DEFAULT_CLUSTER_Z = 3.09
-DEFAULT_SURROGATES = 199
+#: Defaults of :func:`find_hotspots` (from :class:`ionmap.params.HotspotParams`).
+DEFAULT_FDR = HotspotParams.fdr
+DEFAULT_RADIUS_PX = HotspotParams.radius_px
+DEFAULT_MIN_AREA_PX = HotspotParams.min_area_px
+DEFAULT_EXTENT = HotspotParams.extent
+DEFAULT_CLUSTER_Z = HotspotParams.cluster_z
+DEFAULT_SURROGATES = HotspotParams.n_surrogates
 TRANSFORMS = ("log", "none")
 #: Offset of the log transform, as a fraction of the tissue median.
 LOG_OFFSET = 0.01

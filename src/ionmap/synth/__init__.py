@@ -49,12 +49,13 @@ from .cells import (
 )
 from .layout import NICHE_MAPS, Layout, make_layout
 from .spectra import (
-    MATRIX_IONS, NOISE_SIGMA, POINTS_PER_FWHM, Pixels, Renderer, available_kinds, make_peaks,
+    MATRIX_IONS, NOISE_SIGMA, POINTS_PER_FWHM, Confounders, Pixels, Renderer, available_kinds,
+    make_peaks,
     make_pixels, mz_range, niche_folds,
 )
 from .writer import SynthWriter
 
-__all__ = ["SampleFiles", "make_sample", "summary", "parse_size", "parse_shape"]
+__all__ = ["Confounders", "SampleFiles", "make_sample", "summary", "parse_size", "parse_shape"]
 
 MODES = ("processed", "continuous")
 SPECTRUM_TYPES = ("profile", "centroid")
@@ -79,6 +80,11 @@ class SampleFiles:
     truth_dict: dict
 
 
+#: Files of a sample NAME in its folder (NAME + suffix), whichever cell format it has.
+SAMPLE_SUFFIXES = (".imzML", ".ibd", ".cells.csv", ".cells.geojson", ".landmarks.csv",
+                   ".truth.json")
+
+
 def make_sample(
     outdir: str | Path,
     name: str = "sample",
@@ -100,6 +106,8 @@ def make_sample(
     dense_axis: bool = False,
     rim_um: float = 60.0,
     landmark_noise_px: float = 0.2,
+    confounders: Confounders | None = None,
+    overwrite: bool = False,
 ) -> SampleFiles:
     """Write a synthetic tumour section (imzML, cells, landmarks, truth) into ``outdir``.
 
@@ -126,13 +134,20 @@ def make_sample(
             niches); continuous profile spectra then carry ~1000 ions (> 20k points).
             The same generator runs, in blocks of spectra: memory does not grow with size.
         off_tissue: "absent" (no spectra off tissue) or "matrix" (matrix-only spectra).
-        n_niches: number of niches (default: 3–4 on small grids, more on large ones).
+        n_niches: number of niches (default: 3–4 on small grids, more on large ones); 0
+            makes a null section (no niche at all).
         n_background: number of unassigned background ions, plus their isotopes (default
             40; 450 for continuous profile files made with ``target_bytes``).
         dense_axis: store the whole m/z grid of profile spectra (raw TOF-like, ~260k points
             per spectrum) instead of only the points within ±2 FWHM of some ion.
         rim_um: width (µm) of the rim outside each niche where excluded niches gather CD8.
         landmark_noise_px: Gaussian placement error (MSI pixels) of the landmarks.
+        confounders: nuisance effects of real sections (:class:`Confounders`: ionisation
+            fields, smooth background abundance, bright matrix off tissue); drawn from
+            their own random stream, so a sample without them is unchanged.
+        overwrite: replace the files of an earlier sample ``NAME`` in ``outdir`` (all of
+            them, so no stale cell file of the other format stays); without it an
+            existing one is an error.
 
     Returns:
         SampleFiles with the paths and the truth dictionary.
@@ -154,16 +169,23 @@ def make_sample(
         n_background = 450 if big_profile else 40
 
     out = Path(outdir)
+    earlier = [out / f"{name}{suffix}" for suffix in SAMPLE_SUFFIXES
+               if (out / f"{name}{suffix}").exists()]
+    if earlier and not overwrite:
+        raise InputError(earlier[0], "exists (an earlier sample); pass overwrite=True to "
+                         "replace it")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for old in earlier:
+            old.unlink()
     except OSError as exc:
         raise StorageError(out, f"cannot create output folder ({exc.strerror})") from None
 
     def streams() -> list[np.random.Generator]:
         # Independent streams, so e.g. the cells do not change with the spectrum type.
-        return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7)]
+        return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]
 
-    rng_peaks, _, _, rng_spectra, rng_cells, rng_marks, rng_geo = streams()
+    rng_peaks, _, _, rng_spectra, rng_cells, rng_marks, rng_geo, _ = streams()
     panel_name = f"tme-{polarity}"
     targets = panel(panel_name)
     kinds = available_kinds(targets)
@@ -174,13 +196,15 @@ def make_sample(
     isize, msize = np.dtype(intensity_dtype).itemsize, np.dtype(mz_dtype).itemsize
 
     def build(grid: tuple[int, int]) -> tuple[Layout, list[dict], Pixels]:
-        r_layout, r_pixels = streams()[1:3]  # fresh: a grid tried while sizing leaves no trace
+        rngs = streams()  # fresh: a grid tried while sizing leaves no trace
+        r_layout, r_pixels, r_confounders = rngs[1], rngs[2], rngs[7]
         lay = make_layout(grid, kinds, rim_px, r_layout, n_niches)
         if lay is None:
             raise InputError(None, f"grid {grid[0]}x{grid[1]} is too small for three niches "
                              f"with a {rim_um:g} µm rim; use a larger shape")
         fl = [niche_folds(targets, n.kind, r_pixels) for n in lay.niches]
-        return lay, fl, make_pixels(lay, targets, fl, off_tissue, pixel_size_um, r_pixels)
+        return lay, fl, make_pixels(lay, targets, fl, off_tissue, pixel_size_um, r_pixels,
+                                    confounders, r_confounders)
 
     layout, folds, pixels = build(shape)
     if target_bytes:
@@ -196,7 +220,8 @@ def make_sample(
                     mz_dtype=mz_dtype, intensity_dtype=intensity_dtype, polarity=polarity,
                     shape=list(shape), pixel_size_um=pixel_size_um,
                     resolving_power=resolving_power, off_tissue=off_tissue,
-                    n_background=n_background, dense_axis=dense_axis, n_niches=n_niches)
+                    n_background=n_background, dense_axis=dense_axis, n_niches=n_niches,
+                    **({"confounders": confounders.to_dict()} if confounders else {}))
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).digest()
     file_uuid = uuid.UUID(bytes=digest[:16], version=4)
     n_points = _write_imzml(imzml, renderer, pixels, shape, pixel_size_um, file_uuid,
@@ -236,6 +261,7 @@ def make_sample(
         "msi_to_cells": matrix.tolist(),
         "transform": transform,
         "rim_um": rim_um,
+        "confounders": (confounders or Confounders()).to_dict(),
         "niches": [
             {
                 "id": n.id, "kind": n.kind, "maps": NICHE_MAPS[n.kind],

@@ -117,7 +117,10 @@ def place_niches(
     n_niches: int | None = None,
 ) -> list[Niche] | None:
     """Disjoint niches (with their rims) inside the tissue, at least one of each kind and
-    a mix of immune classes; None if fewer than three fit."""
+    a mix of immune classes; None if fewer than three fit. ``n_niches=0``: none (a
+    null section)."""
+    if n_niches == 0:
+        return []
     tissue_px = int(mask.sum())
     if n_niches is None:
         n_niches = int(np.clip(tissue_px // 1000 + rng.integers(0, 2), 3, 40))

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import sparse
 
 from ..chem import Target, mz, parse_adduct
+from ..errors import InputError
 from .layout import Layout, smooth_field
 
 #: 13C − 12C mass difference (u), for isotope peaks.
@@ -165,6 +166,39 @@ def make_peaks(
 
 
 @dataclass(frozen=True)
+class Confounders:
+    """Nuisance effects of real sections, all off by default (seeded with the sample).
+
+    ``ionisation_sd``: SD of the log of a smooth multiplicative ionisation field over the
+    whole section (every ion and so the TIC; e.g. matrix crystal size, laser energy), of
+    correlation length ``ionisation_corr_px`` (Gaussian kernel SD, MSI pixels);
+    ``pixel_ionisation_sd``: extra i.i.d. log-normal pixel-to-pixel scatter of the same
+    kind; ``background_sd``: SD of the log of an independent smooth abundance field on
+    every panel target (biology without a niche), of correlation length
+    ``background_corr_px``; ``matrix_level``: matrix and background ions off the tissue ×
+    this factor (bright matrix off tissue: TIC there exceeds the tissue's).
+    """
+
+    ionisation_sd: float = 0.0
+    ionisation_corr_px: float = 3.0
+    pixel_ionisation_sd: float = 0.0
+    background_sd: float = 0.0
+    background_corr_px: float = 5.0
+    matrix_level: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("ionisation_sd", "pixel_ionisation_sd", "background_sd"):
+            if not getattr(self, name) >= 0:
+                raise InputError(None, f"{name} must be >= 0, not {getattr(self, name)}")
+        for name in ("ionisation_corr_px", "background_corr_px", "matrix_level"):
+            if not getattr(self, name) > 0:
+                raise InputError(None, f"{name} must be > 0, not {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class Pixels:
     """The pixels written, in acquisition (raster) order, and their per-pixel quantities.
 
@@ -186,10 +220,16 @@ def make_pixels(
     off_tissue: str,
     pixel_size_um: float,
     rng: np.random.Generator,
+    confounders: Confounders | None = None,
+    rng_confounders: np.random.Generator | None = None,
 ) -> Pixels:
     """Per-pixel abundances: panel targets at baseline with smooth variation, times each
     niche's fold (soft edge); background ions on smooth fields; matrix suppressed on tissue.
-    ``off_tissue`` "absent" writes tissue pixels only, "matrix" the whole grid."""
+    ``off_tissue`` "absent" writes tissue pixels only, "matrix" the whole grid.
+    ``confounders`` (drawn from ``rng_confounders``, so the rest does not change) add
+    ionisation fields, background abundance fields and bright off-tissue matrix."""
+    conf = confounders or Confounders()
+    rc = rng_confounders if rng_confounders is not None else np.random.default_rng(0)
     written = layout.mask if off_tissue == "absent" else np.ones(layout.shape, bool)
     y, x = np.nonzero(written)  # raster order: row by row, left to right
     on = layout.mask[y, x]
@@ -203,14 +243,23 @@ def make_pixels(
         for w, f in zip(weights, folds):
             if t.name in f:
                 col *= 1.0 + (f[t.name] - 1.0) * w
+        if conf.background_sd > 0:
+            col *= np.exp(conf.background_sd
+                          * smooth_field(layout.shape, conf.background_corr_px, rc)[y, x])
         ab[:, i] = col * on
-    ab[:, n_t] = np.where(on, 0.5, 1.0) * np.exp(0.1 * smooth_field(layout.shape, scale, rng)[y, x])
+    ab[:, n_t] = np.where(on, 0.5, conf.matrix_level) * np.exp(
+        0.1 * smooth_field(layout.shape, scale, rng)[y, x])
     for j in range(N_BACKGROUND_FIELDS):
         field = np.exp(0.35 * smooth_field(layout.shape, scale, rng)[y, x])
-        ab[:, n_t + 1 + j] = field * np.where(on, 1.0, 0.03)
+        ab[:, n_t + 1 + j] = field * np.where(on, 1.0, 0.03 * conf.matrix_level)
     # Acquisition effects: line-to-line and pixel TIC variation, slow calibration drift.
     row = 1.0 + 0.08 * np.sin(2 * np.pi * rng.uniform(0.05, 0.2) * y + rng.uniform(0, 6.3))
     tic = row * np.exp(rng.normal(0.0, 0.12, len(x)))
+    if conf.ionisation_sd > 0:
+        tic *= np.exp(conf.ionisation_sd
+                      * smooth_field(layout.shape, conf.ionisation_corr_px, rc)[y, x])
+    if conf.pixel_ionisation_sd > 0:
+        tic *= np.exp(rc.normal(0.0, conf.pixel_ionisation_sd, len(x)))
     t = np.arange(len(x)) / max(1, len(x) - 1)
     cycles, phase = rng.uniform(0.5, 1.5), rng.uniform(0, 6.3)
     drift = rng.uniform(1.0, 2.5) * np.sin(2 * np.pi * cycles * t + phase)
