@@ -79,6 +79,11 @@ class SampleFiles:
     truth_dict: dict
 
 
+#: Files of a sample NAME in its folder (NAME + suffix), whichever cell format it has.
+SAMPLE_SUFFIXES = (".imzML", ".ibd", ".cells.csv", ".cells.geojson", ".landmarks.csv",
+                   ".truth.json")
+
+
 def make_sample(
     outdir: str | Path,
     name: str = "sample",
@@ -100,6 +105,7 @@ def make_sample(
     dense_axis: bool = False,
     rim_um: float = 60.0,
     landmark_noise_px: float = 0.2,
+    overwrite: bool = False,
 ) -> SampleFiles:
     """Write a synthetic tumour section (imzML, cells, landmarks, truth) into ``outdir``.
 
@@ -133,6 +139,9 @@ def make_sample(
             per spectrum) instead of only the points within ±2 FWHM of some ion.
         rim_um: width (µm) of the rim outside each niche where excluded niches gather CD8.
         landmark_noise_px: Gaussian placement error (MSI pixels) of the landmarks.
+        overwrite: replace the files of an earlier sample ``NAME`` in ``outdir`` (all of
+            them, so no stale cell file of the other format stays); without it an
+            existing one is an error.
 
     Returns:
         SampleFiles with the paths and the truth dictionary.
@@ -154,8 +163,15 @@ def make_sample(
         n_background = 450 if big_profile else 40
 
     out = Path(outdir)
+    earlier = [out / f"{name}{suffix}" for suffix in SAMPLE_SUFFIXES
+               if (out / f"{name}{suffix}").exists()]
+    if earlier and not overwrite:
+        raise InputError(earlier[0], "exists (an earlier sample); pass overwrite=True to "
+                         "replace it")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for old in earlier:
+            old.unlink()
     except OSError as exc:
         raise StorageError(out, f"cannot create output folder ({exc.strerror})") from None
 
