@@ -317,7 +317,8 @@ def _add_hotspots(sub) -> None:
                    help="MSI pixel size in um when the result does not record it")
     p.add_argument("--no-labels", action="store_true",
                    help="do not write hotspot labels into the result store")
-    p.add_argument("--no-png", action="store_true", help="skip the PNG overlays")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG overlays (drawn "
+                   "from the stored labels, so --no-labels skips them too)")
     _add_storage_option(p, "an s3:// result")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(run=_run_hotspots)
@@ -325,6 +326,7 @@ def _add_hotspots(sub) -> None:
 
 def _run_hotspots(args) -> int:
     from . import regions
+    from .report import CLASS_RGB, write_overlays
     options = _storage_options(args)
     cells = regions.read_cells(args.cells, units=args.cells_units,
                                pixel_size_um=args.cells_pixel_size_um,
@@ -338,8 +340,10 @@ def _run_hotspots(args) -> int:
         rim_ratio=args.rim_ratio, edge_guard_um=args.edge_guard_um,
         n_permutations=args.permutations, seed=args.seed, model=args.model,
         pixel_size_um=args.pixel_size_um, write_labels=not args.no_labels,
-        overlays=not args.no_png, storage_options=options,
+        colors=CLASS_RGB, storage_options=options,
     )
+    if not args.no_png and not args.no_labels:
+        run.files += write_overlays(args.result, args.out, storage_options=options)
     print(regions.summary(run))
     return 0
 

@@ -30,7 +30,7 @@ from .errors import InputError, IonmapError, StorageError
 _CONVERT_FIXED = {"input", "output", "scheduler", "workers", "resume", "overwrite",
                   "storage_options", "output_storage_options", "progress"}
 _HOTSPOTS_FIXED = {"source", "cells", "registration", "out_dir", "storage_options",
-                   "write_labels", "overlays", "pixel_size_um"}
+                   "write_labels", "colors", "pixel_size_um"}
 _REGISTRATION_METHODS = ("landmarks-or-auto", "landmarks", "auto")
 _DONE = "sample.json"  # written last in OUTPUT/NAME: the sample is complete
 
@@ -186,8 +186,8 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
     there last, so a sample without it is incomplete.
     """
     from .engine.convert import convert
-    from .regions import read_cells, run_hotspots
-    from .report import write_report
+    from .regions import read_cells, run_hotspots, store_maps
+    from .report import CLASS_RGB, write_overlays, write_report
 
     out.mkdir(parents=True, exist_ok=True)
     (out / _DONE).unlink(missing_ok=True)
@@ -204,9 +204,13 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
         registration = ("auto" if method == "auto" or not sample.landmarks
                         else _local_copy(sample.landmarks, inputs, storage_options))
         cells = read_cells(_local_copy(sample.cells, inputs, storage_options))
-        run = run_hotspots(result, cells, registration, out / "hotspots", **config.hotspots)
-    write_report(out / "report.html", result, hotspots=run, imzml=sample.imzml,
-                 storage_options=storage_options)
+        run = run_hotspots(result, cells, registration, out / "hotspots", colors=CLASS_RGB,
+                           **config.hotspots)
+        write_overlays(result, out / "hotspots")
+    else:
+        store_maps(result, config.hotspots.get("maps"),
+                   **{k: v for k, v in config.hotspots.items() if k == "noise_floor"})
+    write_report(out / "report.html", result)
     if run is not None:
         px = run.params["pixel_size_um"]
         row = cohort_row(sample.name, run.hotspots, run.labels, run.tissue, px[0] * px[1] * 1e-6)

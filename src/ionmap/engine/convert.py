@@ -21,9 +21,11 @@ from .. import __version__, chem
 from ..errors import InputError, StorageError
 from ..result import Result, open_result
 from ..storage import open_input
+from ..store import analysis
 from . import store as st
 from .compute import Extraction, axis_part, compute_band, window_bounds
 from .plan import Band, Layout, choose_band_rows, level_shapes, plan_bands
+from .spectrum import mean_spectrum
 from .run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
 
 NORMALIZE = ("none", "tic", "rms")
@@ -167,6 +169,7 @@ def convert(
                     pass
                 raise
             checkpoint.flush()
+            analysis.write_mean_spectrum(store, *mean_spectrum(src))
             _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
                     features=axis is not None)
         return open_result(out_url, out_options)
