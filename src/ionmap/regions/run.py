@@ -1,7 +1,7 @@
 """The whole region analysis in one call: maps, hotspots, immune context, every export.
 
 :func:`run_hotspots` is what ``ionmap hotspots`` calls. It takes a result store (URL or
-an opened :class:`ionmap.result.Result`) or plain arrays (:class:`MSIData`), the cells and
+an opened :class:`ionmap.store.Result`) or plain arrays (:class:`MSIData`), the cells and
 a registration, and writes into ``out_dir``:
 
 - ``hotspots.csv``: one row per hotspot (columns in :data:`HOTSPOT_COLUMNS`);
@@ -27,16 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from .. import store
 from ..errors import InputError, StorageError
+from ..params import HotspotParams, ImmuneParams, RegistrationParams, split_overrides, with_overrides
 from . import export
 from .export import json_ready
 from .cells import Cells, read_cells
-from .hotspots import (DEFAULT_EXTENT, DEFAULT_FDR, DEFAULT_MIN_AREA_PX, DEFAULT_RADIUS_PX,
-                       find_hotspots)
-from .immune import (DEFAULT_PERMUTATIONS, DEFAULT_RIM_RATIO, DEFAULT_RIM_UM,
-                     DEFAULT_SCARCE_RATIO, immune_context)
-from .maps import DEFAULT_MAPS, DEFAULT_NOISE_FLOOR, build_maps, map_channels, map_info, \
-    resolve_map, tissue_mask
+from .hotspots import find_hotspots
+from .immune import immune_context
+from .maps import DEFAULT_MAPS, build_maps, map_channels, map_info, resolve_map, tissue_mask
 from .register import Registration, fit_landmarks, register_auto
 
 #: Columns of hotspots.csv: the documented ones first, then extra measurements.
@@ -76,9 +75,7 @@ def load_result(result: Any, maps: Sequence[str] | None = None,
     :data:`DEFAULT_MAPS` that the result's channels allow.
     """
     if isinstance(result, (str, os.PathLike)):
-        from ..result import open_result
-
-        result = open_result(result, storage_options)
+        result = store.open_result(result, storage_options)
     channels = list(result.target_names)
     groups = {t["name"]: t.get("group") for t in result.targets}
     if maps is None:
@@ -103,7 +100,7 @@ def load_result(result: Any, maps: Sequence[str] | None = None,
 
 
 def store_maps(result: Any, maps: Sequence[str] | None = None, *,
-               noise_floor: float = DEFAULT_NOISE_FLOOR,
+               noise_floor: float = HotspotParams.noise_floor,
                storage_options: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Build the tissue mask and the maps of a result (no cells needed) and store them in
     it, for the report and viewers of a sample without cell annotations. Returns the maps."""
@@ -157,44 +154,39 @@ def run_hotspots(
     cells: Cells | str | os.PathLike,
     registration: Registration | str | os.PathLike,
     out_dir: str | os.PathLike,
+    hotspots: HotspotParams | None = None,
+    immune: ImmuneParams | None = None,
     *,
-    maps: Sequence[str] | None = None,
-    cell_type: str = "CD8",
-    rim_um: float = DEFAULT_RIM_UM,
-    fdr: float = DEFAULT_FDR,
-    min_area_px: int = DEFAULT_MIN_AREA_PX,
-    radius_px: int = DEFAULT_RADIUS_PX,
-    window: str = "square",
-    extent: float | None = DEFAULT_EXTENT,
-    noise_floor: float = DEFAULT_NOISE_FLOOR,
-    scarce_ratio: float = DEFAULT_SCARCE_RATIO,
-    rim_ratio: float = DEFAULT_RIM_RATIO,
-    edge_guard_um: float | None = None,
-    n_permutations: int = DEFAULT_PERMUTATIONS,
-    seed: int = 0,
-    model: str = "similarity",
+    model: str = RegistrationParams.model,
     pixel_size_um: float | tuple[float, float] | None = None,
     write_labels: bool = True,
     colors: Mapping[str, Sequence[int]] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> HotspotRun:
     """Find metabolic hotspots and their immune context; write every output to ``out_dir``.
 
     ``source``: a result URL/path, an opened Result, or :class:`MSIData`. ``cells``:
     :class:`Cells` or a cell file (read with defaults; use :func:`read_cells` for options).
     ``registration``: a :class:`Registration`, "auto", or a landmarks CSV (fitted with
-    ``model``). ``maps``: map names (default: those of lactate, kynurenine, kyn_trp, lipids
-    the channels allow). ``pixel_size_um`` overrides the MSI pixel size (µm).
-    ``write_labels``: also store the labels, maps, tissue, hotspot tables and cells in the
-    result store (if ``source`` is one), for viewers, the report and the exports;
-    ``colors``: immune class -> RGB (0-255) for the GeoJSON classifications and label
-    colours (the command line passes the report's palette, :mod:`ionmap.report.palette`;
-    None: no colours, QuPath and napari choose their own). The other options
-    are those of :func:`find_hotspots` (``fdr``, ``min_area_px``, ``radius_px``,
-    ``window``, ``extent``), :func:`build_maps` (``noise_floor``) and
-    :func:`immune_context` (``cell_type``, ``rim_um``, ``scarce_ratio``, ``rim_ratio``,
-    ``edge_guard_um``, ``n_permutations``, ``seed``). Hotspot ids are unique over maps.
+    ``model``, similarity or affine). ``hotspots``: a :class:`~ionmap.params.HotspotParams`
+    (maps, Gi* neighbourhood, FDR, size and extent of hotspots, ratio noise floor);
+    ``immune``: an :class:`~ionmap.params.ImmuneParams` (cell type, rim, thresholds,
+    permutations); any of their fields given as keywords replace their values
+    (``run_hotspots(..., fdr=0.01, cell_type="CD3")``). ``maps`` default: those of
+    lactate, kynurenine, kyn_trp, lipids the channels allow. ``pixel_size_um`` overrides
+    the MSI pixel size (µm). ``write_labels``: also store the labels, maps, tissue,
+    hotspot tables and cells in the result store (if ``source`` is one), for viewers, the
+    report and the exports; ``colors``: immune class -> RGB (0-255) for the GeoJSON
+    classifications and label colours (the command line passes the report's palette,
+    :mod:`ionmap.report.palette`; None: no colours, QuPath and napari choose their own).
+    Hotspot ids are unique over maps.
     """
+    hot_over, imm_over = split_overrides(overrides, HotspotParams, ImmuneParams)
+    hp = with_overrides(hotspots, HotspotParams, hot_over)
+    ip = with_overrides(immune, ImmuneParams, imm_over)
+    maps = hp.maps
+    cell_type = ip.cell_type
     if isinstance(source, MSIData):
         data = source
         maps = list(maps) if maps is not None else [
@@ -223,17 +215,18 @@ def run_hotspots(
         reg = fit_landmarks(registration, model, annotation_unit=cells.unit)
 
     values = build_maps(data.images, tissue, maps, data.groups,
-                        tic=None if data.normalized else data.tic, noise_floor=noise_floor)
+                        tic=None if data.normalized else data.tic, noise_floor=hp.noise_floor)
     cells_msi = reg.to_msi(cells.xy)
     rows, densities, curves, labels = [], [], [], {}
     pixel_mm2 = px[0] * px[1] * 1e-6
     for name in maps:
-        hs = find_hotspots(values[name], tissue, fdr=fdr, min_area_px=min_area_px,
-                           radius=radius_px, shape=window, extent=extent)
-        ctx = immune_context(hs.labels, cells_msi, cells.cell_type, tissue, px, rim_um=rim_um,
-                             cell_type=cell_type, edge_guard_um=edge_guard_um,
-                             scarce_ratio=scarce_ratio, rim_ratio=rim_ratio,
-                             n_permutations=n_permutations, seed=seed)
+        hs = find_hotspots(values[name], tissue, fdr=hp.fdr, min_area_px=hp.min_area_px,
+                           radius=hp.radius_px, shape=hp.neighbourhood, extent=hp.extent)
+        ctx = immune_context(hs.labels, cells_msi, cells.cell_type, tissue, px,
+                             rim_um=ip.rim_um, cell_type=cell_type,
+                             edge_guard_um=ip.edge_guard_um, scarce_ratio=ip.scarce_ratio,
+                             rim_ratio=ip.rim_ratio, n_permutations=ip.n_permutations,
+                             seed=ip.seed)
         offset = len(rows)  # ids are unique over all maps
         labels[name] = np.where(hs.labels > 0, hs.labels + offset, 0).astype(np.int32)
         ann = reg.to_annotation(np.array([[h["centroid_x"], h["centroid_y"]] for h in hs.table])
@@ -250,11 +243,7 @@ def run_hotspots(
     for d in densities + curves:
         d.pop("label", None)
 
-    params = {"maps": list(maps), "cell_type": cell_type, "rim_um": rim_um, "fdr": fdr,
-              "min_area_px": min_area_px, "radius_px": radius_px, "window": window,
-              "extent": extent, "noise_floor": noise_floor, "scarce_ratio": scarce_ratio,
-              "rim_ratio": rim_ratio, "edge_guard_um": edge_guard_um,
-              "n_permutations": n_permutations, "seed": seed, "pixel_size_um": list(px),
+    params = {**hp.to_dict(), **ip.to_dict(), "maps": list(maps), "pixel_size_um": list(px),
               "n_cells": len(cells), "tissue_px": int(tissue.sum())}
     infos = [map_info(m, list(data.images), data.groups, normalisation=data.normalisation)
              for m in maps]
@@ -313,8 +302,8 @@ def _write_outputs(out: Path, data: MSIData, cells: Cells, cells_msi: np.ndarray
                     "msi_pixel_size_um": params["pixel_size_um"], "parameters": params}
     files.append(export.write_json(out / "registration.json", registration))
     if write_labels and data.url:
-        _store(data.url, tissue, values, labels, rows, densities, curves, params, infos, registration,
-               cells, cells_msi, colors, storage_options)
+        _store(data.url, tissue, values, labels, rows, densities, curves, params, infos,
+               registration, cells, cells_msi, colors, storage_options)
     return files
 
 
@@ -323,7 +312,6 @@ def _store(url: str, tissue: np.ndarray, values: dict, labels: dict, rows: list,
            cells_msi: np.ndarray, colors: Mapping[str, Sequence[int]], storage_options) -> None:
     """Maps, tissue, hotspot tables and cells into the result; one label image per map
     with its provenance, and no label image left of an earlier run's other maps."""
-    from ..engine.store import write_labels as store_labels
     from ..store import analysis
 
     analysis.write_maps(url, values, tissue, infos, storage_options=storage_options)
@@ -337,7 +325,7 @@ def _store(url: str, tissue: np.ndarray, values: dict, labels: dict, rows: list,
         label_colors = {int(r["id"]): (*colors[r["class"]], 255) for r in mine
                         if r["class"] in colors}
         names.append(label_name(name))
-        store_labels(url, names[-1], lab, colors=label_colors or None, properties=props,
+        store.write_labels(url, names[-1], lab, colors=label_colors or None, properties=props,
                      provenance={"map": name, "parameters": params, "written": stamp},
                      storage_options=storage_options)
     analysis.remove_stale_labels(url, names, prefix="hotspots_",

@@ -52,7 +52,7 @@ class Stored:
 
 def read_stored(result: Any, storage_options: Mapping[str, Any] | None = None) -> Stored:
     """Read what the report shows from a result (URL or opened Result)."""
-    from ..result import open_result
+    from ..store import open_result
 
     if isinstance(result, (str, os.PathLike)):
         result = open_result(result, storage_options)

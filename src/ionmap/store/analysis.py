@@ -27,9 +27,11 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..engine.store import (ION, LABELS, OME_VERSION, _storage_errors, multiscales,
-                            open_store, read_root_attrs)
 from ..errors import StorageError
+from .backend import open_store, read_root_attrs
+from .backend import storage_errors as _storage_errors
+from .layout import ION, LABELS
+from .ngff import OME_VERSION, multiscales
 
 MEAN_SPECTRUM = "mean_spectrum"
 TISSUE = "tissue"
