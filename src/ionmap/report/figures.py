@@ -35,16 +35,27 @@ def figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
 
 
+def bar_length_um(nx: int, pixel_size_um: float | None) -> float | None:
+    """Length (µm) of the scale bar of an image ``nx`` pixels wide, or None (unknown size)."""
+    if not pixel_size_um:
+        return None
+    return max([b for b in _BAR_UM if b <= nx * pixel_size_um / 4] or [_BAR_UM[0]])
+
+
+def bar_label(length_um: float) -> str:
+    """``500 µm`` or ``2 mm``."""
+    return f"{length_um / 1000:g} mm" if length_um >= 1000 else f"{length_um:g} µm"
+
+
 def scale_bar(ax, nx: int, pixel_size_um: float | None) -> None:
     """A white-on-black scale bar (µm) in the lower left, about a quarter of the width."""
-    if not pixel_size_um:
+    length = bar_length_um(nx, pixel_size_um)
+    if length is None:
         return
     from matplotlib.patheffects import withStroke
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
-    width_um = nx * pixel_size_um
-    length = max([b for b in _BAR_UM if b <= width_um / 4] or [_BAR_UM[0]])
-    label = f"{length / 1000:g} mm" if length >= 1000 else f"{length:g} µm"
+    label = bar_label(length)
     bar = AnchoredSizeBar(ax.transData, length / pixel_size_um, label, "lower left",
                           pad=0.4, color="white", frameon=False, size_vertical=max(nx / 150, 0.4),
                           fontproperties={"size": 7, "weight": "bold"})

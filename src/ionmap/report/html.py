@@ -102,7 +102,14 @@ def _figures(s: Stored) -> dict[str, Any]:
     if s.maps:
         out["maps"] = _data_uri(figures.image_grid(s.maps, s.map_units, pixel_size_um=px))
     if s.hotspots is not None:
-        out["overlays"] = {name: _data_uri(png) for name, png in overlay_pngs(s).items()}
+        out["overlays"] = {}
+        for name, data in overlay_pngs(s).items():
+            rows = [r for r in s.hotspots["hotspots"] if r["map"] == name]
+            numbers = ", ".join(f"{r['id']} ({r['class']})" for r in rows) or "none"
+            out["overlays"][name] = {
+                "src": _data_uri(data),
+                "caption": f"{name} ({s.map_units.get(name, '')}). Hotspots numbered as in "
+                           f"the table: {numbers}. {s.cell_type} cells: white dots."}
         if s.hotspots.get("curves"):
             out["curves"] = _data_uri(figures.distance_curves(
                 s.hotspots["curves"], s.hotspots["hotspots"], s.cell_type))
@@ -167,7 +174,10 @@ def render_report(result: Any, *, storage_options: Mapping[str, Any] | None = No
         info = s.mean_spectrum[2]
         note = (f"Mean of {info.get('spectra')} spectra spread evenly over the file, in "
                 f"{info.get('bins')} log-spaced m/z bins; red lines: panel targets.")
+    bar = figures.bar_length_um(s.tic.shape[1], px)
     context = {
+        "scale_bar": (f"Scale bars: {figures.bar_label(bar)}." if bar else
+                      "No scale bar: the file does not record its pixel size."),
         "name": Path(str(source.get("path", "sample"))).stem,
         "stamp": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "url": s.url, "sample": sample, "figures": _figures(s), "spectrum_note": note,

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from ..regions.run import label_name
-from ..store import analysis
 
 
 @dataclass
@@ -56,10 +55,9 @@ def read_stored(result: Any, storage_options: Mapping[str, Any] | None = None) -
 
     if isinstance(result, (str, os.PathLike)):
         result = open_result(result, storage_options)
-    store = result._store
-    stored_maps = analysis.read_maps(store)
+    stored_maps = result.maps
     maps, info = stored_maps if stored_maps is not None else ({}, [])
-    hotspots = analysis.read_hotspots(store)
+    hotspots = result.hotspots
     have = set(result.label_names)
     labels = {m: result.labels(label_name(m)) for m in (hotspots or {}).get("maps", [])
               if label_name(m) in have}
@@ -69,5 +67,5 @@ def read_stored(result: Any, storage_options: Mapping[str, Any] | None = None) -
         mask=np.asarray(result.mask, bool), targets=result.targets,
         ion_images={n: np.asarray(result.ion_image(n)) for n in result.target_names},
         pixel_size_um=None if px is None else float(px[0]),
-        mean_spectrum=analysis.read_mean_spectrum(store), tissue=analysis.read_tissue(store),
+        mean_spectrum=result.mean_spectrum, tissue=result.tissue,
         maps=maps, map_info=info, hotspots=hotspots, hotspot_labels=labels)
