@@ -302,6 +302,21 @@ def find_hotspots(
     return hs.subset([r["significant"] for r in table]) if keep == "significant" else hs
 
 
+def sample_significance(found: list[Hotspots], fdr: float = DEFAULT_FDR) -> list[np.ndarray]:
+    """Significance over a sample: q-values by Benjamini–Hochberg over every candidate of
+    every map in ``found`` (each from ``find_hotspots(..., keep="all")``), written into
+    their rows (``hotspot_q``, ``significant``: q ≤ ``fdr``); returns, per map, the flags."""
+    q = bh_qvalues(np.array([h["hotspot_p"] for hs in found for h in hs.table]))
+    out, i = [], 0
+    for hs in found:
+        for h in hs.table:
+            h["hotspot_q"] = float(q[i])
+            h["significant"] = bool(q[i] <= fdr)
+            i += 1
+        out.append(np.array([h["significant"] for h in hs.table], dtype=bool))
+    return out
+
+
 def _trim(regions: np.ndarray, n: int, values: np.ndarray, valid: np.ndarray,
           extent: float) -> tuple[np.ndarray, int]:
     """Keep each region's pixels at or above its half-way level; relabel the pieces."""
