@@ -84,6 +84,11 @@ def _add_convert(sub) -> None:
     p.add_argument("--normalize", choices=("none", "tic", "rms"), default="none",
                    help="divide each pixel by its TIC or RMS, times the median over pixels "
                    "(default none)")
+    p.add_argument("--recalibrate", default="auto", metavar="auto|none|FILE.csv",
+                   help="mass recalibration before extraction: auto (reference ions: the "
+                   "targets with their isotopes and the usual matrix ions), none (the "
+                   "recorded m/z axis), or a lock-mass CSV (name and mz, or name, formula "
+                   "and adduct) (default auto)")
     _add_scheduler(p)
     p.add_argument("--workers", type=int, metavar="N", help="local threads (default: all cores)")
     p.add_argument("--resume", action="store_true",
@@ -109,13 +114,19 @@ def _run_convert(args) -> int:
             peaks=args.peaks, features=args.features, normalize=args.normalize,
             scheduler=args.scheduler, workers=args.workers, resume=args.resume,
             overwrite=args.overwrite, storage_options=options, progress=not args.quiet,
-            snr=args.snr,
+            snr=args.snr, recalibrate=args.recalibrate,
         )
     ny, nx = result.shape
     n_features = result.attrs.get("features", {}).get("n_features")
     extra = f", {n_features} features" if n_features is not None else ""
     print(f"{result.url}: {len(result.target_names)} ion images of {ny} x {nx} pixels{extra} "
           f"({time.perf_counter() - start:.1f} s)")
+    rec = result.recalibration or {}
+    if rec.get("applied"):
+        hist = rec.get("histogram", {})
+        print(f"{rec['message']}; median |error| of the reference ions "
+              f"{hist.get('before_median_abs_ppm')} ppm before, "
+              f"{hist.get('after_median_abs_ppm')} ppm after")
     return 0
 
 
@@ -165,6 +176,11 @@ def _add_synth(sub) -> None:
     p.add_argument("--off-tissue", choices=("absent", "matrix"), default="absent",
                    help="pixels off the tissue: no spectrum, or matrix-only spectra "
                    "(default absent)")
+    p.add_argument("--drift-ppm", type=float, default=0.0, metavar="PPM",
+                   help="calibration error added to every peak (default 0)")
+    p.add_argument("--drift-gradient-ppm", type=float, default=0.0, metavar="PPM",
+                   help="calibration gradient: change of the error from one edge of the "
+                   "grid to the other, seeded direction (default 0)")
     p.set_defaults(run=_run_synth)
 
 
@@ -179,7 +195,8 @@ def _run_synth(args) -> int:
         spectrum_type=args.spectrum_type, mz_dtype=args.mz_dtype,
         intensity_dtype=args.intensity_dtype, polarity=args.polarity, shape=args.shape,
         pixel_size_um=args.pixel_size, cells_format=args.cells_format,
-        target_bytes=args.size, off_tissue=args.off_tissue,
+        target_bytes=args.size, off_tissue=args.off_tissue, drift_ppm=args.drift_ppm,
+        drift_gradient_ppm=args.drift_gradient_ppm,
     )
     print(synth.summary(sample))
     print(f"({time.perf_counter() - start:.1f} s)")

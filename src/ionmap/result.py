@@ -103,6 +103,23 @@ class Result:
         return self._dask(f"{st.FEATURES}/0") if "features" in self.attrs else None
 
     @property
+    def recalibration(self) -> dict | None:
+        """What recalibration did: method, applied, message, model and per-reference
+        errors (see :mod:`ionmap.recal`), or None for results made before it existed."""
+        rec = self.attrs.get("recalibration")
+        return None if rec is None else dict(rec)
+
+    @property
+    def mass_error(self) -> dict[str, np.ndarray] | None:
+        """Per-pixel mass error maps (y, x) float32 in ppm when the run was recalibrated:
+        ``before`` (median reference error on the recorded axis), ``after`` (after the
+        model) and ``model`` (the offset field a); NaN where no reference was found."""
+        if not (self.recalibration or {}).get("applied"):
+            return None
+        planes = self._zarr(st.MASS_ERROR)[...]
+        return {"before": planes[0], "after": planes[1], "model": planes[2]}
+
+    @property
     def label_names(self) -> list[str]:
         """Names of the label images under ion_images/labels."""
         try:

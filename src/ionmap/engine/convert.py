@@ -17,7 +17,7 @@ from typing import Any
 import dask
 import numpy as np
 
-from .. import __version__, chem
+from .. import __version__, chem, kernels, recal
 from ..errors import InputError, StorageError
 from ..result import Result, open_result
 from ..storage import open_input
@@ -57,6 +57,8 @@ def convert(
     min_fraction: float = 0.01,
     axis_sample: int | None = AXIS_SAMPLE,
     band_rows: int | None = None,
+    recalibrate: str | os.PathLike = "auto",
+    recalibration: recal.RecalibrationParams | None = None,
 ) -> Result:
     """Convert an imzML file to ion images in an OME-Zarr (NGFF 0.5, Zarr v3) store.
 
@@ -91,6 +93,14 @@ def convert(
         snr: peak-picking signal-to-noise threshold.
         band_rows: override the rows per band (= shard height); normally chosen from the
             image and file size.
+        recalibrate: ``"auto"`` (reference ions: the targets with their isotopes and the
+            usual matrix ions of the polarity), ``"none"`` (the recorded m/z axis; images
+            bit for bit as without recalibration) or the path of a lock-mass CSV (targets
+            format: name and mz, or name, formula and adduct; only those ions). The model
+            δ(x, y, m) = a(x, y) + b·(m − m0)/1000 ppm (:mod:`ionmap.recal`) moves each
+            spectrum's windows before extraction; with too few reference ions the axis is
+            kept and a warning says so. Feature cubes use the recorded axis.
+        recalibration: settings of the fit (:class:`ionmap.recal.RecalibrationParams`).
 
     Returns the opened :class:`ionmap.result.Result`.
     """
@@ -98,6 +108,8 @@ def convert(
 
     _check_options(ppm, normalize, workers, snr, analyzer, feature_ppm, min_fraction,
                    axis_sample, band_rows)
+    rp = recalibration or recal.RecalibrationParams()
+    recalibrate = os.fspath(recalibrate)
     in_url, out_url = os.fspath(input), os.fspath(output)
     out_options = storage_options if output_storage_options is None else output_storage_options
     src = open_imzml(in_url, storage_options=storage_options)
@@ -114,6 +126,8 @@ def convert(
             "analyzer": analyzer if features else None,
             "min_fraction": float(min_fraction) if features else None,
             "axis_sample": axis_sample if features else None,
+            "recalibrate": recalibrate,
+            "recalibration": rp.as_dict() if recalibrate != "none" else None,
         }
         source = {
             "path": in_url, "uuid": src.uuid, "size": int(src.ibd_size),
@@ -128,9 +142,13 @@ def convert(
                 return open_result(out_url, out_options)
 
         lo, hi = window_bounds([t["mz"] for t in table], [t["ppm"] for t in table])
+        model, rec_attrs = _calibrate(src, recalibrate, rp, table, storage_options)
         ex = Extraction(lo=lo, hi=hi, peaks=bool(peaks), pick=pick, snr=float(snr),
                         feature_ppm=float(feature_ppm or ppm), analyzer=analyzer,
-                        normalize=normalize)
+                        normalize=normalize, recal=model,
+                        references=None if model is None else model.ref_mz,
+                        residual_ppm=rp.residual_ppm,
+                        profile=src.spectrum_type != "centroid")
         token = uuidlib.uuid4().hex[:12]  # unique task keys per run
         with ProgressBar(progress) as bar, scheduler_client(scheduler) as client:
             src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
@@ -144,10 +162,12 @@ def convert(
                 rows = band_rows or choose_band_rows(src.shape, n_planes, int(src.ibd_size))
                 layout = Layout(tuple(src.shape), int(rows))
                 attrs = _root_attrs(source, parameters, table, src, layout)
+                attrs["recalibration"] = rec_attrs
                 if axis is not None:
                     attrs["features"] = {"n_features": int(len(axis))}
                 st.create_result(store, attrs, layout, [t["name"] for t in table],
-                                 src.pixel_size_um, normalized=normalize != "none", axis=axis)
+                                 src.pixel_size_um, normalized=normalize != "none", axis=axis,
+                                 mass_error=model is not None)
             else:
                 attrs = previous
                 layout = Layout(tuple(attrs["shape"]), int(attrs["layout"]["band_rows"]))
@@ -164,11 +184,48 @@ def convert(
                     pass
                 raise
             checkpoint.flush()
+            if model is not None:
+                attrs["recalibration"]["histogram"] = recal.error_histogram(
+                    st.read_mass_error(store))
             _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
                     features=axis is not None)
         return open_result(out_url, out_options)
     finally:  # the source's file handles; workers reopen their own
         src.close()
+
+
+def _calibrate(src, recalibrate: str, rp: recal.RecalibrationParams, table: list[dict],
+               storage_options) -> tuple[recal.Model | None, dict]:
+    """Pass 0: the mass error model from a lattice of spectra, or None (axis kept)."""
+    base = {"method": recalibrate, "applied": False, "model": recal.MODEL}
+    if recalibrate == "none":
+        return None, {**base, "message": "recalibration: off (--recalibrate none)"}
+    mz_range = None if src.mz_range is None else tuple(src.mz_range)
+    if recalibrate == "auto":
+        refs = recal.reference_ions(table, src.polarity, rp.resolving_power, mz_range)
+    else:
+        refs = recal.read_lock_masses(_read_text(recalibrate, storage_options, "lock masses"),
+                                      recalibrate)
+    coords = src.coordinates
+    x, y = coords[:, 0].astype(np.intp) - 1, coords[:, 1].astype(np.intp) - 1
+    step = recal.lattice_step(int(src.n_spectra), rp.max_sample)
+    chosen = np.flatnonzero((x % step == 0) & (y % step == 0) & (src.intensity_lengths > 0))
+    model, message = None, "recalibration: no reference ion in the m/z range; m/z axis " \
+        "kept as recorded"
+    if refs.mz.size and chosen.size:
+        errs = []
+        for batch in src.iter_batches(chosen, max_bytes=64 * 2**20):
+            errs.append(kernels.reference_errors(batch, refs.mz, rp.search_ppm,
+                                                 profile=src.spectrum_type != "centroid"))
+        err = np.concatenate([e for e, _, _ in errs])
+        height = np.concatenate([h for _, h, _ in errs])
+        model, message = recal.fit_model(err, height, refs, x[chosen], y[chosen],
+                                         tuple(src.shape), step, rp)
+    if model is None:
+        warnings.warn(f"{src.url}: {message}", stacklevel=3)
+        return None, {**base, "message": message}
+    return model, {**base, **model.summary(refs), "applied": True, "message": message,
+                   "lattice_step": step}
 
 
 def _stored_axis(url: str, store: Any, attrs: dict) -> np.ndarray:
@@ -222,12 +279,13 @@ def resolve_targets(
     return chem.panel(panel), f"panel {panel}"
 
 
-def _read_text(path: str, storage_options: Mapping[str, Any] | None) -> str:
+def _read_text(path: str, storage_options: Mapping[str, Any] | None,
+               what: str = "targets") -> str:
     try:
         with open_input(path, storage_options) as fh:
             return fh.read().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read targets: {getattr(exc, 'strerror', None) or exc}"
+        raise InputError(path, f"cannot read {what}: {getattr(exc, 'strerror', None) or exc}"
                          ) from None
 
 
@@ -327,7 +385,8 @@ def _build_axis(src, src_d, ex, bar, client, workers, token, sample, options) ->
 def _band_task(src, band: Band, nx: int, ex: Extraction, url: str, options) -> int:
     block = compute_band(src, band, nx, ex)
     st.write_band(st.worker_store(url, options), band.y0, images=block.images, tic=block.tic,
-                  mask=block.mask, norm=block.norm, features=block.features)
+                  mask=block.mask, norm=block.norm, features=block.features,
+                  mass_error=block.mass_error)
     return len(band.spectra)
 
 

@@ -11,6 +11,9 @@ Layout (paths relative to the store root)::
     mask                 bool (y, x): the pixel has a spectrum
     features/            only with features: ``mz`` (F,) float64 axis in Th and
         0                float32 (F, y, x) feature cube (an OME-NGFF image, one level)
+    mass_error           only when recalibrated: float32 (3, y, x), per pixel the median
+                         error (ppm) of the reference ions on the recorded axis, after the
+                         model, and the model offset a(x, y) (NaN: no reference found)
     _work/               scratch space of an unfinished normalised run (deleted at the end)
 
 Pixel (x, y) of the imzML file (1-based) is image[..., y - 1, x - 1]. Every banded array is
@@ -43,6 +46,7 @@ ION = "ion_images"
 TIC = "tic"
 MASK = "mask"
 FEATURES = "features"
+MASS_ERROR = "mass_error"
 WORK = "_work"
 LABELS = "labels"
 OME_VERSION = "0.5"
@@ -256,10 +260,11 @@ def _compressor() -> zarr.codecs.BloscCodec:
 def create_result(
     store: zarr.abc.store.Store, attrs: dict, layout: Layout, channel_names: Sequence[str],
     pixel_size_um: Sequence[float] | None, *, normalized: bool,
-    axis: np.ndarray | None = None,
+    axis: np.ndarray | None = None, mass_error: bool = False,
 ) -> None:
     """Create the root (attrs with complete = false), ion_images, tic, mask, the scratch
-    group of a normalised run and, given a feature ``axis`` (m/z, Th), the features."""
+    group of a normalised run, given a feature ``axis`` (m/z, Th) the features, and with
+    ``mass_error`` the recalibration maps."""
     root = zarr.open_group(store, mode="w", zarr_format=3, attributes={"ionmap": attrs})
     ny, nx = layout.shape
     levels = level_shapes(layout.shape)
@@ -278,6 +283,9 @@ def create_result(
                       planes_per_chunk=ION_PLANES_PER_CHUNK)
         _create_array(tic, str(level), (ly, lx), "float32", layout, "yx")
     _create_array(root, MASK, (ny, nx), "bool", layout, "yx", fill=False)
+    if mass_error:
+        _create_array(root, MASS_ERROR, (3, ny, nx), "float32", layout, "cyx",
+                      fill=float("nan"), planes_per_chunk=3)
     if normalized:
         work = root.create_group(WORK)
         _create_array(work, ION, (k, ny, nx), "float32", layout, "cyx",
@@ -324,6 +332,7 @@ def _array(store: zarr.abc.store.Store, path: str, mode: str = "r+") -> zarr.Arr
 def write_band(
     store: zarr.abc.store.Store, y0: int, *, images: np.ndarray, tic: np.ndarray,
     mask: np.ndarray, norm: np.ndarray | None = None, features: np.ndarray | None = None,
+    mass_error: np.ndarray | None = None,
 ) -> None:
     """Write one band (rows y0 .. y0 + rows, full width) of every level-0 array.
 
@@ -337,6 +346,8 @@ def write_band(
         _array(store, path)[:, y0:y1, :] = features
     if norm is not None:
         _array(store, f"{WORK}/norm")[y0:y1, :] = norm
+    if mass_error is not None:
+        _array(store, MASS_ERROR)[:, y0:y1, :] = mass_error
     _array(store, f"{TIC}/0")[y0:y1, :] = tic
     _array(store, MASK)[y0:y1, :] = mask
 
@@ -345,6 +356,12 @@ def write_band(
 def read_norm(store: zarr.abc.store.Store) -> np.ndarray:
     """The per-pixel normaliser (float64 TIC or RMS) written by the bands."""
     return _array(store, f"{WORK}/norm", "r")[...]
+
+
+@_storage_errors
+def read_mass_error(store: zarr.abc.store.Store) -> np.ndarray:
+    """The (3, y, x) float32 mass error maps (before, after, model offset; ppm)."""
+    return _array(store, MASS_ERROR, "r")[...]
 
 
 @_storage_errors
