@@ -88,16 +88,25 @@ class Target:
     group: str | None = None
 
 
+#: Columns a targets CSV may have; any other column is an error (a typo would be ignored).
+TARGET_COLUMNS = ("name", "mz", "formula", "adduct", "ppm", "group")
+
+
 def read_targets(text: str, source: str = "<targets>") -> list[Target]:
     """Targets from CSV text with columns ``name`` and ``mz`` or ``formula`` + ``adduct``.
 
     Optional columns: ``ppm`` (window half-width, else the run's default) and ``group``
-    (free-form class such as ``lipid``, used by composite maps). Errors name ``source``.
+    (free-form class such as ``lipid``, used by composite maps); other columns are an
+    error. Errors name ``source``.
     """
     rows = list(csv.DictReader(io.StringIO(text)))
     if not rows:
         raise InputError(source, "no targets (expected a header line and one row per target)")
     cols = set(rows[0])
+    unknown = sorted(str(c) for c in cols - set(TARGET_COLUMNS) if c and str(c).strip())
+    if unknown:
+        raise InputError(source, f"unknown column(s) {', '.join(map(repr, unknown))} "
+                         f"(columns: {', '.join(TARGET_COLUMNS)})")
     if "name" not in cols or not ({"mz"} <= cols or {"formula", "adduct"} <= cols):
         raise InputError(source, "targets CSV needs columns name and mz, or name, formula and adduct")
     targets: list[Target] = []

@@ -1,12 +1,17 @@
 """The ``ionmap`` command. Thin: parse arguments, call the API, map errors to exit codes.
 
 Exit codes: 0 success, 1 some work failed (bulk runs), 2 bad input or usage (one line on
-stderr naming the file and the problem, no traceback).
+stderr naming the file and the problem, no traceback), 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM). Errors of the Python API name keyword arguments (``overwrite=True``);
+the command line shows them as its flags (``--overwrite``).
 """
 from __future__ import annotations
 
 import argparse
+import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from . import __version__
@@ -26,17 +31,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so that it unwinds like Ctrl-C: progress bars
+    restore the cursor and an interrupted conversion records the bands it finished."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ionmap`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         return int(args.run(args) or 0)
     except IonmapError as exc:
-        print(f"ionmap: error: {exc}", file=sys.stderr)
+        print(f"ionmap: error: {cli_wording(str(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ionmap: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"ionmap: {how}{_resume_hint(args)}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+_KEYWORD = re.compile(r"\b([a-z][a-z0-9_]*)=(?:True|\.\.\.)")
+
+
+def cli_wording(message: str) -> str:
+    """An API error message with keyword arguments (``overwrite=True``,
+    ``pixel_size_um=...``) named as the command line's flags (``--overwrite``)."""
+    return _KEYWORD.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
+def _resume_hint(args) -> str:
+    """What an interrupted command leaves behind and how to finish it."""
+    if args.command == "convert":
+        return (f"; {args.output} is incomplete (never taken for a finished result): run the "
+                "same command with --resume to finish it")
+    if args.command == "run":
+        return "; run the same command with --resume to finish the remaining samples"
+    return ""
 
 
 # Each command is a pair: _add_NAME(subparsers) declares it and sets ``run`` to _run_NAME.
@@ -56,7 +95,8 @@ def _storage_options(args) -> dict | None:
 
 def _add_scheduler(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler "
-                   "address (default: $DASK_SCHEDULER_ADDRESS, else local threads)")
+                   "address with its port (tcp://HOST:8786), or a local scheduler: threads, "
+                   "processes, synchronous (default: $DASK_SCHEDULER_ADDRESS, else threads)")
 
 
 def _add_convert(sub) -> None:
@@ -181,6 +221,8 @@ def _add_synth(sub) -> None:
     p.add_argument("--drift-gradient-ppm", type=float, default=0.0, metavar="PPM",
                    help="calibration gradient: change of the error from one edge of the "
                    "grid to the other, seeded direction (default 0)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier sample NAME in OUTDIR")
     p.set_defaults(run=_run_synth)
 
 
@@ -195,8 +237,8 @@ def _run_synth(args) -> int:
         spectrum_type=args.spectrum_type, mz_dtype=args.mz_dtype,
         intensity_dtype=args.intensity_dtype, polarity=args.polarity, shape=args.shape,
         pixel_size_um=args.pixel_size, cells_format=args.cells_format,
-        target_bytes=args.size, off_tissue=args.off_tissue, drift_ppm=args.drift_ppm,
-        drift_gradient_ppm=args.drift_gradient_ppm,
+        target_bytes=args.size, off_tissue=args.off_tissue, overwrite=args.overwrite,
+        drift_ppm=args.drift_ppm, drift_gradient_ppm=args.drift_gradient_ppm,
     )
     print(synth.summary(sample))
     print(f"({time.perf_counter() - start:.1f} s)")
@@ -213,6 +255,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="ionmap-demo", metavar="DIR",
                    help="output folder (default ./ionmap-demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_run_demo)
 
@@ -220,7 +263,8 @@ def _add_demo(sub) -> None:
 def _run_demo(args) -> int:
     from .pipeline import run_demo
 
-    report = run_demo(args.out, seed=args.seed, progress=not args.quiet)
+    report = run_demo(args.out, seed=args.seed, overwrite=args.overwrite,
+                      progress=not args.quiet)
     print(f"report: {report.resolve()}")
     return 0
 

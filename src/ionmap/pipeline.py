@@ -179,7 +179,7 @@ def cohort_row(name: str, hotspots: list[dict], labels: Mapping[str, np.ndarray]
 
 def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: Any = None,
                resume: bool = False, storage_options: Mapping[str, Any] | None = None,
-               progress: bool = True) -> dict[str, Any]:
+               progress: bool = False) -> dict[str, Any]:
     """Convert one sample, find its hotspots (when it has cells) and write its report.
 
     Returns the sample's cohort row. ``out`` is ``OUTPUT/NAME``; ``sample.json`` is written
@@ -227,7 +227,7 @@ def _describe(row: Mapping[str, Any]) -> str:
 
 def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
                  output_dir: str | os.PathLike, *, scheduler: Any = None, resume: bool = False,
-                 storage_options: Mapping[str, Any] | None = None, progress: bool = True,
+                 storage_options: Mapping[str, Any] | None = None, progress: bool = False,
                  echo: Callable[[str], None] = print) -> list[SampleOutcome]:
     """Run a pipeline over every sample of ``input_dir``; write ``summary.csv`` and
     ``cohort.csv`` to ``output_dir`` (a local folder).
@@ -235,10 +235,12 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
     A sample that fails is recorded with its error and the others go on. With ``resume``,
     complete samples are skipped and interrupted ones finished.
     """
+    from .engine.run import check_scheduler
     from .regions import write_csv
 
     if not isinstance(config, PipelineConfig):
         config = load_config(config)
+    check_scheduler(scheduler)
     samples = discover_samples(str(input_dir), storage_options)
     out = Path(output_dir)
     try:
@@ -279,14 +281,18 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
 
 
 def run_demo(out_dir: str | os.PathLike = "ionmap-demo", *, seed: int = 0,
-             progress: bool = True, echo: Callable[[str], None] = print) -> Path:
+             overwrite: bool = False, progress: bool = False,
+             echo: Callable[[str], None] = print) -> Path:
     """The embedded default job: synthesize a tumour section into ``OUT/input``, run the
     default pipeline (tme-negative panel, landmarks registration, hotspots with CD8 context)
-    into ``OUT/output`` and return the path of its ``report.html``."""
+    into ``OUT/output`` and return the path of its ``report.html``. An earlier demo in
+    ``OUT`` is an error unless ``overwrite``."""
     from . import synth
 
     out = Path(out_dir)
-    sample = synth.make_sample(out / "input", "demo", seed=seed)
+    if (out / "output").exists() and not overwrite:
+        raise InputError(out, "holds an earlier demo; pass overwrite=True to replace it")
+    sample = synth.make_sample(out / "input", "demo", seed=seed, overwrite=overwrite)
     echo(synth.summary(sample))
     outcome = run_pipeline(PipelineConfig("<defaults>"), str(out / "input"), out / "output",
                            progress=progress, echo=echo)[0]

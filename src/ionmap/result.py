@@ -163,5 +163,5 @@ def open_result(
         raise StorageError(url, "not an ionmap result (no root 'ionmap' attribute)")
     if not attrs.get("complete") and not allow_incomplete:
         raise StorageError(url, "incomplete result: the conversion was interrupted "
-                           "(finish it with ionmap convert --resume)")
+                           "(finish it with resume=True)")
     return Result(url, store, attrs)

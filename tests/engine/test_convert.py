@@ -251,7 +251,7 @@ def test_resume_after_interruption_equals_uninterrupted(samples, tmp_path, monke
         ionmap.open_result(out)
     done = st.read_root_attrs(st.open_store(out))["progress"]["bands_done"]
     assert done == sorted(calls[:2])
-    with pytest.raises(StorageError, match="--resume"):
+    with pytest.raises(StorageError, match="resume=True"):
         ionmap.convert(sample.imzml, out, **options)
     calls.clear()
     res = ionmap.convert(sample.imzml, out, resume=True, **options)

@@ -198,7 +198,8 @@ def test_s3_restart_then_resume_identical(sample, undisturbed, private_s3, monke
 
     private_s3.start()  # same ports, same data folder
     so = private_s3.server.storage_options
-    assert set(_bands_done(url, so)) <= {0, 1, 2}  # the checkpoint may trail the writes
+    # the checkpoint may trail the writes; Dask need not run bands in index order
+    assert set(_bands_done(url, so)) <= set(started[:3])
     with pytest.raises(StorageError, match="incomplete"):
         ionmap.open_result(url, so)
     proc = _cli("convert", str(sample.imzml), url, "--resume", "--quiet", "--storage-option",

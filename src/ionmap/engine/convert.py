@@ -24,7 +24,7 @@ from ..storage import open_input
 from . import store as st
 from .compute import Extraction, axis_part, compute_band, window_bounds
 from .plan import Band, Layout, choose_band_rows, level_shapes, plan_bands
-from .run import ProgressBar, n_threads, run_tasks, scheduler_client
+from .run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
 
 NORMALIZE = ("none", "tic", "rms")
 ANALYZERS = ("tof", "orbitrap", "fticr")
@@ -50,7 +50,7 @@ def convert(
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
     output_storage_options: Mapping[str, Any] | None = None,
-    progress: bool = True,
+    progress: bool = False,
     snr: float = 3.0,
     analyzer: str = "tof",
     feature_ppm: float | None = None,
@@ -83,13 +83,15 @@ def convert(
             intensities)); medians over pixels with a non-zero normaliser; pixels whose
             normaliser is 0 become 0. Applies to ion images and features, not to ``tic``.
         scheduler: None (``DASK_SCHEDULER_ADDRESS`` if set, else local threads), a
-            ``distributed`` scheduler address or Client, ``"threads"`` or ``"sync"``.
+            ``distributed`` scheduler address with its port or a Client, or a Dask local
+            scheduler name: ``"threads"``, ``"processes"``, ``"synchronous"``.
         workers: local threads (default: all cores).
         resume: continue an interrupted run into the same output, skipping finished bands.
         overwrite: replace an existing result at ``output``.
         storage_options: fsspec options for the input (and the output unless
             ``output_storage_options`` is given), e.g. ``{"endpoint_url": ...}``.
-        progress: show a progress bar on stderr.
+        progress: show a progress bar on stderr (the command line does; library calls
+            stay quiet unless asked).
         snr: peak-picking signal-to-noise threshold.
         band_rows: override the rows per band (= shard height); normally chosen from the
             image and file size.
@@ -110,6 +112,7 @@ def convert(
                    axis_sample, band_rows)
     rp = recalibration or recal.RecalibrationParams()
     recalibrate = os.fspath(recalibrate)
+    check_scheduler(scheduler)
     in_url, out_url = os.fspath(input), os.fspath(output)
     out_options = storage_options if output_storage_options is None else output_storage_options
     src = open_imzml(in_url, storage_options=storage_options)
@@ -142,15 +145,12 @@ def convert(
                 return open_result(out_url, out_options)
 
         lo, hi = window_bounds([t["mz"] for t in table], [t["ppm"] for t in table])
-        model, rec_attrs = _calibrate(src, recalibrate, rp, table, storage_options)
-        ex = Extraction(lo=lo, hi=hi, peaks=bool(peaks), pick=pick, snr=float(snr),
-                        feature_ppm=float(feature_ppm or ppm), analyzer=analyzer,
-                        normalize=normalize, recal=model,
-                        references=None if model is None else model.ref_mz,
-                        residual_ppm=rp.residual_ppm,
-                        profile=src.spectrum_type != "centroid")
         token = uuidlib.uuid4().hex[:12]  # unique task keys per run
-        with ProgressBar(progress) as bar, scheduler_client(scheduler) as client:
+        with scheduler_client(scheduler) as client, ProgressBar(progress) as bar:
+            ex = Extraction(lo=lo, hi=hi, peaks=bool(peaks), pick=pick, snr=float(snr),
+                            feature_ppm=float(feature_ppm or ppm), analyzer=analyzer,
+                            normalize=normalize, residual_ppm=rp.residual_ppm,
+                            profile=src.spectrum_type != "centroid")
             src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
             if previous is None:
                 axis = None
@@ -162,17 +162,21 @@ def convert(
                 rows = band_rows or choose_band_rows(src.shape, n_planes, int(src.ibd_size))
                 layout = Layout(tuple(src.shape), int(rows))
                 attrs = _root_attrs(source, parameters, table, src, layout)
-                attrs["recalibration"] = rec_attrs
                 if axis is not None:
                     attrs["features"] = {"n_features": int(len(axis))}
                 st.create_result(store, attrs, layout, [t["name"] for t in table],
                                  src.pixel_size_um, normalized=normalize != "none", axis=axis,
-                                 mass_error=model is not None)
+                                 mass_error=recalibrate != "none")
             else:
                 attrs = previous
                 layout = Layout(tuple(attrs["shape"]), int(attrs["layout"]["band_rows"]))
                 axis = _stored_axis(out_url, store, attrs) if features else None
-            ex = replace(ex, axis=axis)
+            # pass 0 (after the store exists, so a bad spectrum leaves an incomplete store);
+            # deterministic, so a resumed run fits the same model again
+            model, attrs["recalibration"] = _calibrate(src, recalibrate, rp, table,
+                                                       storage_options)
+            ex = replace(ex, axis=axis, recal=model,
+                         references=None if model is None else model.ref_mz)
             checkpoint = st.Checkpoint(store, attrs)
             try:
                 _run_bands(src, src_d, ex, layout, checkpoint, out_url, out_options, bar, client,
@@ -233,7 +237,7 @@ def _stored_axis(url: str, store: Any, attrs: dict) -> np.ndarray:
         return Result(url, store, attrs).features_mz
     except Exception:  # noqa: BLE001 - interrupted while the store was being created
         raise StorageError(url, "cannot resume: the store was interrupted while being "
-                           "created; use --overwrite to start again") from None
+                           "created; use overwrite=True to start again") from None
 
 
 def _check_options(ppm, normalize, workers, snr, analyzer, feature_ppm, min_fraction,
@@ -306,13 +310,18 @@ def target_table(targets: Sequence[chem.Target], ppm: float) -> list[dict]:
 
 
 def _check_targets(table: list[dict], src: Any) -> None:
-    """Warn about targets that cannot show signal (outside the m/z range, wrong polarity)."""
+    """Refuse targets that all lie outside the file's m/z range; warn about some outside
+    it or of the wrong polarity (their images cannot show signal)."""
     if src.mz_range is None:
         warnings.warn(f"{src.url}: every spectrum is empty (all images are zero)",
                       stacklevel=3)
         return
     lo, hi = src.mz_range
     outside = [t["name"] for t in table if t["window"][1] < lo or t["window"][0] > hi]
+    if len(outside) == len(table):
+        raise InputError(src.url, f"every target lies outside the file's m/z range "
+                         f"{lo:.4f}-{hi:.4f} (wrong panel or polarity?); all images would "
+                         "be zero")
     if outside:
         warnings.warn(f"{src.url}: targets outside the file's m/z range {lo:.4f}-{hi:.4f} "
                       f"(their images are zero): {', '.join(outside)}", stacklevel=3)
@@ -347,10 +356,10 @@ def _check_same_run(url: str, previous: dict, source: dict, parameters: dict,
     if (old.get("uuid"), old.get("size"), old.get("n_spectra")) != (
             source["uuid"], source["size"], source["n_spectra"]):
         raise StorageError(url, "cannot resume: the store was made from a different input "
-                           f"({old.get('path')}); use --overwrite to start again")
+                           f"({old.get('path')}); use overwrite=True to start again")
     if previous.get("parameters") != parameters or previous.get("targets") != table:
         raise StorageError(url, "cannot resume: the store was made with different targets "
-                           "or parameters; use --overwrite to start again")
+                           "or parameters; use overwrite=True to start again")
 
 
 # -- passes ----------------------------------------------------------------------------------

@@ -166,10 +166,10 @@ def prepare_output(
         if resume:
             return store, attrs
         raise StorageError(url, "a finished ionmap result already exists here "
-                           "(use --overwrite to replace it)")
+                           "(use overwrite=True to replace it)")
     if not resume:
-        raise StorageError(url, "holds an interrupted conversion (use --resume to continue "
-                           "it or --overwrite to start again)")
+        raise StorageError(url, "holds an interrupted conversion (use resume=True to continue "
+                           "it or overwrite=True to start again)")
     return store, attrs
 
 

@@ -179,8 +179,8 @@ def run_hotspots(
         raise InputError(data.url, "no maps to analyse")
     px = pixel_size_um if pixel_size_um is not None else data.pixel_size_um
     if px is None:
-        raise InputError(data.url, "the MSI pixel size is unknown; give it (pixel_size_um, "
-                                   "--pixel-size-um)")
+        raise InputError(data.url, "the MSI pixel size is unknown; give it "
+                                   "(pixel_size_um=...)")
     px = (float(px), float(px)) if np.isscalar(px) else (float(px[0]), float(px[1]))
     if not isinstance(cells, Cells):
         cells = read_cells(cells)
