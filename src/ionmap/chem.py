@@ -38,11 +38,11 @@ def formula_mass(formula: str) -> float:
     """Monoisotopic mass (u) of a neutral formula such as ``C3H6O3``."""
     f = formula.replace(" ", "")
     if not f or "".join(m.group(0) for m in _ELEMENT.finditer(f)) != f:
-        raise ValueError(f"not a molecular formula: {formula!r}")
+        raise InputError(None, f"not a molecular formula: {formula!r}")
     mass = 0.0
     for symbol, count in _ELEMENT.findall(f):
         if symbol not in ELEMENT_MASS:
-            raise ValueError(f"unknown element {symbol!r} in formula {formula!r}")
+            raise InputError(None, f"unknown element {symbol!r} in formula {formula!r}")
         mass += ELEMENT_MASS[symbol] * (int(count) if count else 1)
     return mass
 
@@ -52,7 +52,7 @@ def adduct_terms(adduct: str) -> tuple[int, list[tuple[int, str]], int]:
     ``[2M+Na-H2O]+`` → (2, [(1, "Na"), (-1, "H2O")], 1). Element symbols are not checked."""
     m = _ADDUCT.match(adduct.replace(" ", ""))
     if not m:
-        raise ValueError(f"not an adduct: {adduct!r} (expected e.g. [M-H]- or [M+Na]+)")
+        raise InputError(None, f"not an adduct: {adduct!r} (expected e.g. [M-H]- or [M+Na]+)")
     terms = [((1 if sign == "+" else -1) * int(mult or 1), formula)
              for sign, mult, formula in _ADDUCT_TERM.findall(m.group(2))]
     z = int(m.group(3) or 1)

@@ -40,6 +40,7 @@ from scipy import ndimage, stats
 
 from . import chem
 from .isotopes import isotope_pattern
+from .params import RecalibrationParams
 
 #: Usual MALDI matrix ions per polarity: (matrix, formula, adduct). DHB = 2,5-dihydroxy-
 #: benzoic acid, 9-AA = 9-aminoacridine, DAN = 1,5-diaminonaphthalene, NEDC =
@@ -65,48 +66,6 @@ MATRIX_REFERENCES: dict[str, list[tuple[str, str, str]]] = {
 
 #: The model, in words (stored with every result).
 MODEL = "delta(x, y, m) = a(x, y) + b * (m - m0) / 1000 ppm; observed m/z = m * (1 + delta * 1e-6)"
-
-
-@dataclass(frozen=True)
-class RecalibrationParams:
-    """Settings of the recalibration fit.
-
-    Attributes:
-        search_ppm: half-width (ppm) of the search for each reference ion on the recorded
-            axis (must cover the largest drift).
-        inlier_ppm: a reference within this many ppm of a spectrum's consensus offset is
-            an inlier (RANSAC tolerance).
-        residual_ppm: half-width (ppm) of the search around the model's prediction when
-            the residual error is measured in every spectrum.
-        smooth_px: σ (pixels) of the spatial smoothing of the offset field.
-        max_sample: about this many spectra (a spatial lattice) are read for the fit.
-        min_presence: a reference must be an inlier in this fraction of the lattice.
-        min_references: fewer references found: the recorded axis is kept.
-        resolving_power: R used for the isotope peaks of the references.
-    """
-
-    search_ppm: float = 40.0
-    inlier_ppm: float = 3.0
-    residual_ppm: float = 10.0
-    smooth_px: float = 2.0
-    max_sample: int = 4000
-    min_presence: float = 0.3
-    min_references: int = 2
-    resolving_power: float = 20000.0
-
-    def __post_init__(self) -> None:
-        from .errors import InputError
-
-        if not (self.search_ppm > 0 and self.inlier_ppm > 0 and self.residual_ppm > 0
-                and self.smooth_px >= 0 and self.max_sample >= 1
-                and 0 < self.min_presence <= 1 and self.min_references >= 1
-                and self.resolving_power > 0):
-            raise InputError(None, f"invalid recalibration settings: {self}")
-
-    def as_dict(self) -> dict:
-        from dataclasses import asdict
-
-        return asdict(self)
 
 
 @dataclass(frozen=True)

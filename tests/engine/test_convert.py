@@ -20,7 +20,7 @@ from ionmap import kernels
 from ionmap.batch import SpectrumBatch
 from ionmap.chem import Target, panel
 from ionmap.cli import main
-from ionmap.engine import store as st
+from ionmap import store as st
 from ionmap.errors import InputError, StorageError
 from ionmap.synth import make_sample
 

@@ -37,7 +37,7 @@ from distributed import WorkerPlugin
 import ionmap
 from ionmap.cli import main
 from ionmap.engine import convert as engine_convert
-from ionmap.engine import store as st
+from ionmap import store as st
 from ionmap.errors import StorageError
 from ionmap.synth import make_sample
 
@@ -211,7 +211,8 @@ def test_s3_restart_then_resume_identical(sample, undisturbed, private_s3, monke
 # ---- the convert process killed ------------------------------------------------------------
 _SLOW_CONVERT = """
 import sys, time
-from ionmap.engine import convert as c, store as st
+from ionmap import store as st
+from ionmap.engine import convert as c
 write = st.write_band
 def slow_write(*args, **kwargs):  # a slow disk: each band takes a while to write
     time.sleep(0.15)

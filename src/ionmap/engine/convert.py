@@ -18,18 +18,15 @@ import dask
 import numpy as np
 
 from .. import __version__, chem, kernels, recal
-from ..errors import InputError, StorageError
-from ..result import Result, open_result
+from .. import store as st
+from ..errors import InputError, IonmapError, StorageError
+from ..params import ConvertParams, RecalibrationParams, split_overrides, with_overrides
 from ..storage import open_input
-from . import store as st
+from ..store import Layout, Result, level_shapes, open_result
 from .compute import Extraction, axis_part, compute_band, window_bounds
-from .plan import Band, Layout, choose_band_rows, level_shapes, plan_bands
+from .plan import Band, choose_band_rows, plan_bands
 from .run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
 
-NORMALIZE = ("none", "tic", "rms")
-ANALYZERS = ("tof", "orbitrap", "fticr")
-#: Spectra sampled to build the feature m/z axis (all when the file has fewer).
-AXIS_SAMPLE = 20_000
 #: Spectrum payload per task of the m/z-axis pass (bytes).
 AXIS_TASK_BYTES = 256 * 2**20
 
@@ -37,13 +34,9 @@ AXIS_TASK_BYTES = 256 * 2**20
 def convert(
     input: str | os.PathLike,
     output: str | os.PathLike,
+    params: ConvertParams | None = None,
     *,
-    panel: str | None = None,
-    targets: Sequence[chem.Target] | str | os.PathLike | None = None,
-    ppm: float = 10.0,
-    peaks: bool = False,
-    features: bool = False,
-    normalize: str = "none",
+    recalibration: RecalibrationParams | None = None,
     scheduler: Any = None,
     workers: int | None = None,
     resume: bool = False,
@@ -51,37 +44,40 @@ def convert(
     storage_options: Mapping[str, Any] | None = None,
     output_storage_options: Mapping[str, Any] | None = None,
     progress: bool = False,
-    snr: float = 3.0,
-    analyzer: str = "tof",
-    feature_ppm: float | None = None,
-    min_fraction: float = 0.01,
-    axis_sample: int | None = AXIS_SAMPLE,
-    band_rows: int | None = None,
-    recalibrate: str | os.PathLike = "auto",
-    recalibration: recal.RecalibrationParams | None = None,
+    **overrides: Any,
 ) -> Result:
     """Convert an imzML file to ion images in an OME-Zarr (NGFF 0.5, Zarr v3) store.
+
+    What is extracted is a :class:`~ionmap.params.ConvertParams` (``params``), with any of
+    its fields (or of :class:`~ionmap.params.RecalibrationParams`) given as keywords
+    replacing its values (``convert(a, b, ppm=5, recalibrate="none")``), e.g.:
+
+    - ``panel`` / ``targets``: a built-in panel (default: the one matching the file's
+      polarity), or a list of :class:`ionmap.chem.Target` or a targets CSV path;
+    - ``ppm``: window half-width in ppm for targets without their own. A pixel's value is
+      the sum of the intensities of its spectrum's points with m/z in
+      [mz·(1 − ppm·1e-6), mz·(1 + ppm·1e-6)] (inclusive);
+    - ``peaks`` / ``snr``: sum picked peaks instead of raw points (profile spectra);
+    - ``features``: also build a dataset-wide m/z axis from picked peaks (of up to
+      ``axis_sample`` spectra, keeping features seen in at least ``min_fraction`` of
+      them) and write the feature cube (peaks binned within ``feature_ppm``, default
+      ``ppm``, scaled by the ``analyzer`` peak-width law);
+    - ``normalize``: 'none'; 'tic': each pixel's values × median TIC / the pixel's TIC;
+      'rms': × median RMS / the pixel's RMS (RMS = sqrt(mean of squared intensities));
+      medians over pixels with a non-zero normaliser; pixels whose normaliser is 0
+      become 0. Applies to ion images and features, not to ``tic``.
 
     Args:
         input: ``.imzML`` path or URL (``s3://bucket/key.imzML``), the .ibd beside it.
         output: store path or URL (``s3://bucket/prefix.zarr``).
-        panel: built-in panel name (``tme-negative``, ``tme-positive``); default: the one
-            matching the file's polarity (``tme-negative`` when unknown).
-        targets: instead of a panel, a list of :class:`ionmap.chem.Target` or the path of
-            a targets CSV (columns name and mz, or name, formula and adduct; optional ppm).
-        ppm: window half-width in ppm for targets without their own. A pixel's value is
-            the sum of the intensities of its spectrum's points with m/z in
-            [mz·(1 − ppm·1e-6), mz·(1 + ppm·1e-6)] (inclusive).
-        peaks: sum picked peaks instead of raw points (profile spectra; centroid spectra
-            are used as they are).
-        features: also build a dataset-wide m/z axis from picked peaks (of up to
-            ``axis_sample`` spectra, keeping features seen in at least ``min_fraction`` of
-            them) and write the feature cube (peaks binned within ``feature_ppm``, default
-            ``ppm``, scaled by the ``analyzer`` peak-width law).
-        normalize: 'none'; 'tic': each pixel's values × median TIC / the pixel's TIC;
-            'rms': × median RMS / the pixel's RMS (RMS = sqrt(mean of squared
-            intensities)); medians over pixels with a non-zero normaliser; pixels whose
-            normaliser is 0 become 0. Applies to ion images and features, not to ``tic``.
+        recalibration: m/z recalibration (:class:`~ionmap.params.RecalibrationParams`):
+            ``recalibrate="auto"`` (default; reference ions: the targets with their
+            isotopes and the usual matrix ions of the polarity), ``"none"`` (the recorded
+            m/z axis; images bit for bit as without recalibration) or the path of a
+            lock-mass CSV (targets format; only those ions). The model δ(x, y, m) =
+            a(x, y) + b·(m − m0)/1000 ppm (:mod:`ionmap.recal`) moves each spectrum's
+            windows before extraction; with too few reference ions the axis is kept and a
+            warning says so. Feature cubes use the recorded axis.
         scheduler: None (``DASK_SCHEDULER_ADDRESS`` if set, else local threads), a
             ``distributed`` scheduler address with its port or a Client, or a Dask local
             scheduler name: ``"threads"``, ``"processes"``, ``"synchronous"``.
@@ -92,32 +88,27 @@ def convert(
             ``output_storage_options`` is given), e.g. ``{"endpoint_url": ...}``.
         progress: show a progress bar on stderr (the command line does; library calls
             stay quiet unless asked).
-        snr: peak-picking signal-to-noise threshold.
-        band_rows: override the rows per band (= shard height); normally chosen from the
-            image and file size.
-        recalibrate: ``"auto"`` (reference ions: the targets with their isotopes and the
-            usual matrix ions of the polarity), ``"none"`` (the recorded m/z axis; images
-            bit for bit as without recalibration) or the path of a lock-mass CSV (targets
-            format: name and mz, or name, formula and adduct; only those ions). The model
-            δ(x, y, m) = a(x, y) + b·(m − m0)/1000 ppm (:mod:`ionmap.recal`) moves each
-            spectrum's windows before extraction; with too few reference ions the axis is
-            kept and a warning says so. Feature cubes use the recorded axis.
-        recalibration: settings of the fit (:class:`ionmap.recal.RecalibrationParams`).
 
-    Returns the opened :class:`ionmap.result.Result`.
+    Returns the opened :class:`ionmap.store.Result`. Bad parameters raise
+    :class:`~ionmap.errors.InputError` naming them.
     """
     from ..imzml import open_imzml
 
-    _check_options(ppm, normalize, workers, snr, analyzer, feature_ppm, min_fraction,
-                   axis_sample, band_rows)
-    rp = recalibration or recal.RecalibrationParams()
-    recalibrate = os.fspath(recalibrate)
+    convert_over, recal_over = split_overrides(overrides, ConvertParams, RecalibrationParams)
+    p = with_overrides(params, ConvertParams, convert_over)
+    rp = with_overrides(recalibration, RecalibrationParams, recal_over)
+    recalibrate = os.fspath(rp.recalibrate)
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise InputError(None, f"workers must be at least 1, not {workers}")
+    ppm, peaks, features, normalize, snr = p.ppm, p.peaks, p.features, p.normalize, p.snr
+    analyzer, feature_ppm, min_fraction = p.analyzer, p.feature_ppm, p.min_fraction
+    axis_sample, band_rows = p.axis_sample, p.band_rows
     check_scheduler(scheduler)
     in_url, out_url = os.fspath(input), os.fspath(output)
     out_options = storage_options if output_storage_options is None else output_storage_options
     src = open_imzml(in_url, storage_options=storage_options)
     try:
-        target_list, target_source = resolve_targets(panel, targets, src, storage_options)
+        target_list, target_source = resolve_targets(p.panel, p.targets, src, storage_options)
         table = target_table(target_list, ppm)
         _check_targets(table, src)
         pick = src.spectrum_type == "profile" and (peaks or features)
@@ -129,8 +120,7 @@ def convert(
             "analyzer": analyzer if features else None,
             "min_fraction": float(min_fraction) if features else None,
             "axis_sample": axis_sample if features else None,
-            "recalibrate": recalibrate,
-            "recalibration": rp.as_dict() if recalibrate != "none" else None,
+            "recalibration": rp.to_dict() if recalibrate != "none" else None,
         }
         source = {
             "path": in_url, "uuid": src.uuid, "size": int(src.ibd_size),
@@ -145,12 +135,12 @@ def convert(
                 return open_result(out_url, out_options)
 
         lo, hi = window_bounds([t["mz"] for t in table], [t["ppm"] for t in table])
+        ex = Extraction(lo=lo, hi=hi, peaks=bool(peaks), pick=pick, snr=float(snr),
+                        feature_ppm=float(feature_ppm or ppm), analyzer=analyzer,
+                        normalize=normalize, residual_ppm=rp.residual_ppm,
+                        profile=src.spectrum_type != "centroid")
         token = uuidlib.uuid4().hex[:12]  # unique task keys per run
         with scheduler_client(scheduler) as client, ProgressBar(progress) as bar:
-            ex = Extraction(lo=lo, hi=hi, peaks=bool(peaks), pick=pick, snr=float(snr),
-                            feature_ppm=float(feature_ppm or ppm), analyzer=analyzer,
-                            normalize=normalize, residual_ppm=rp.residual_ppm,
-                            profile=src.spectrum_type != "centroid")
             src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
             if previous is None:
                 axis = None
@@ -198,12 +188,20 @@ def convert(
         src.close()
 
 
-def _calibrate(src, recalibrate: str, rp: recal.RecalibrationParams, table: list[dict],
+def _stored_axis(url: str, store: Any, attrs: dict) -> np.ndarray:
+    try:
+        return Result(url, store, attrs).features_mz
+    except Exception:  # noqa: BLE001 - interrupted while the store was being created
+        raise StorageError(url, "cannot resume: the store was interrupted while being "
+                           "created; use overwrite=True to start again") from None
+
+
+def _calibrate(src, recalibrate: str, rp: RecalibrationParams, table: list[dict],
                storage_options) -> tuple[recal.Model | None, dict]:
     """Pass 0: the mass error model from a lattice of spectra, or None (axis kept)."""
     base = {"method": recalibrate, "applied": False, "model": recal.MODEL}
     if recalibrate == "none":
-        return None, {**base, "message": "recalibration: off (--recalibrate none)"}
+        return None, {**base, "message": "recalibration: off (recalibrate none)"}
     mz_range = None if src.mz_range is None else tuple(src.mz_range)
     if recalibrate == "auto":
         refs = recal.reference_ions(table, src.polarity, rp.resolving_power, mz_range)
@@ -232,36 +230,6 @@ def _calibrate(src, recalibrate: str, rp: recal.RecalibrationParams, table: list
                    "lattice_step": step}
 
 
-def _stored_axis(url: str, store: Any, attrs: dict) -> np.ndarray:
-    try:
-        return Result(url, store, attrs).features_mz
-    except Exception:  # noqa: BLE001 - interrupted while the store was being created
-        raise StorageError(url, "cannot resume: the store was interrupted while being "
-                           "created; use overwrite=True to start again") from None
-
-
-def _check_options(ppm, normalize, workers, snr, analyzer, feature_ppm, min_fraction,
-                   axis_sample, band_rows) -> None:
-    problems = []
-    if normalize not in NORMALIZE:
-        problems.append(f"normalize must be one of {', '.join(NORMALIZE)}, not {normalize!r}")
-    if analyzer not in ANALYZERS:
-        problems.append(f"analyzer must be one of {', '.join(ANALYZERS)}, not {analyzer!r}")
-    for name, value in (("ppm", ppm), ("feature_ppm", feature_ppm)):
-        if value is not None and not value > 0:
-            problems.append(f"{name} must be positive, not {value}")
-    if not snr >= 0:
-        problems.append(f"snr must be >= 0, not {snr}")
-    if not 0 <= min_fraction <= 1:
-        problems.append(f"min_fraction must be within 0..1, not {min_fraction}")
-    for name, value in (("workers", workers), ("axis_sample", axis_sample),
-                        ("band_rows", band_rows)):
-        if value is not None and value < 1:
-            problems.append(f"{name} must be at least 1, not {value}")
-    if problems:
-        raise InputError(None, "; ".join(problems))
-
-
 # -- targets ---------------------------------------------------------------------------------
 
 
@@ -288,6 +256,8 @@ def _read_text(path: str, storage_options: Mapping[str, Any] | None,
     try:
         with open_input(path, storage_options) as fh:
             return fh.read().decode("utf-8-sig")
+    except IonmapError:
+        raise
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read {what}: {getattr(exc, 'strerror', None) or exc}"
                          ) from None
@@ -459,5 +429,5 @@ def _finish(store, layout, checkpoint, url, options, bar, client, workers, token
             dask_key_name=f"ionmap-pyramid-{token}-{group}-{level}-{b}")
             for group in (st.ION, st.TIC) for b in range(lay.n_bands)]
         run_tasks(tasks, advance, client=client, workers=workers)
-    st.write_channel_windows(store, [t["name"] for t in attrs["targets"]])
+    st.write_display_ranges(store, [t["name"] for t in attrs["targets"]])
     checkpoint.finish()

@@ -41,12 +41,13 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..params import ImmuneParams
 
 #: Defaults, all options of :func:`immune_context` and the ``hotspots`` command.
-DEFAULT_RIM_UM = 60.0
-DEFAULT_SCARCE_RATIO = 0.5
-DEFAULT_RIM_RATIO = 0.5
-DEFAULT_PERMUTATIONS = 999
+DEFAULT_RIM_UM = ImmuneParams.rim_um
+DEFAULT_SCARCE_RATIO = ImmuneParams.scarce_ratio
+DEFAULT_RIM_RATIO = ImmuneParams.rim_ratio
+DEFAULT_PERMUTATIONS = ImmuneParams.n_permutations
 CLASSES = ("inflamed", "immune-excluded", "immune-desert", "undetermined")
 _SUB = 4  # area samples per pixel side near hotspots
 COMPARTMENTS = ("inside", "rim", "outside")
