@@ -22,9 +22,10 @@ from .. import store as st
 from ..errors import InputError, IonmapError, StorageError
 from ..params import ConvertParams, RecalibrationParams, split_overrides, with_overrides
 from ..storage import open_input
-from ..store import Layout, Result, level_shapes, open_result
+from ..store import Layout, Result, analysis, level_shapes, open_result
 from .compute import Extraction, axis_part, compute_band, window_bounds
 from .plan import Band, choose_band_rows, plan_bands
+from .spectrum import mean_spectrum
 from .run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
 
 #: Spectrum payload per task of the m/z-axis pass (bytes).
@@ -181,6 +182,7 @@ def convert(
             if model is not None:
                 attrs["recalibration"]["histogram"] = recal.error_histogram(
                     st.read_mass_error(store))
+            analysis.write_mean_spectrum(store, *mean_spectrum(src))
             _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
                     features=axis is not None)
         return open_result(out_url, out_options)
