@@ -244,7 +244,7 @@ def _run_synth(args) -> int:
         pixel_size_um=args.pixel_size, cells_format=args.cells_format,
         target_bytes=args.size, off_tissue=args.off_tissue, overwrite=args.overwrite,
     )
-    print(synth.summary(sample))
+    print(synth.sample_summary(sample))
     print(f"({time.perf_counter() - start:.1f} s)")
     return 0
 
@@ -331,6 +331,7 @@ def _add_hotspots(sub) -> None:
 
 def _run_hotspots(args) -> int:
     from . import regions
+    from .regions.run import run_summary
     options = _storage_options(args)
     cells = regions.read_cells(args.cells, units=args.cells_units,
                                pixel_size_um=args.cells_pixel_size_um,
@@ -342,7 +343,7 @@ def _run_hotspots(args) -> int:
         pixel_size_um=args.pixel_size_um, write_labels=not args.no_labels,
         overlays=not args.no_png, storage_options=options,
     )
-    print(regions.summary(run))
+    print(run_summary(run))
     return 0
 
 

@@ -24,8 +24,14 @@ import numpy as np
 
 from . import storage
 from .errors import InputError, IonmapError, StorageError
-from .params import (ConvertParams, HotspotParams, ImmuneParams, Params, RecalibrationParams,
-                     RegistrationParams)
+from .params import (
+    ConvertParams,
+    HotspotParams,
+    ImmuneParams,
+    Params,
+    RecalibrationParams,
+    RegistrationParams,
+)
 
 _DONE = "sample.json"  # written last in OUTPUT/NAME: the sample is complete
 #: TOML section -> the parameter object it is checked against.
@@ -211,7 +217,7 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
     complete samples are skipped and interrupted ones finished.
     """
     from .engine.run import check_scheduler
-    from .regions import write_csv
+    from .regions.export import write_csv
 
     if not isinstance(config, PipelineConfig):
         config = load_config(config)
@@ -268,7 +274,7 @@ def run_demo(out_dir: str | os.PathLike = "ionmap-demo", *, seed: int = 0,
     if (out / "output").exists() and not overwrite:
         raise InputError(out, "holds an earlier demo; pass overwrite=True to replace it")
     sample = synth.make_sample(out / "input", "demo", seed=seed, overwrite=overwrite)
-    echo(synth.summary(sample))
+    echo(synth.sample_summary(sample))
     outcome = run_pipeline(PipelineConfig("<defaults>"), str(out / "input"), out / "output",
                            progress=progress, echo=echo)[0]
     if outcome.status == "failed":

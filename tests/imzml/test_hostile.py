@@ -37,15 +37,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Written, make_imzml
 from pyimzml.compression import ZlibCompression
 from pyimzml.ImzMLWriter import ImzMLWriter
 from test_imzml_validation import edit_spectrum, set_param
 
 import ionmap
+from conftest import Written, make_imzml
 from ionmap.chem import Target
-from ionmap.errors import (ImzMLError, ImzMLFormatError, MissingIbdError, SpectrumDataError,
-                           TruncatedIbdError, UnsupportedImzMLError, UUIDMismatchError)
+from ionmap.errors import (
+    ImzMLError,
+    ImzMLFormatError,
+    MissingIbdError,
+    SpectrumDataError,
+    TruncatedIbdError,
+    UnsupportedImzMLError,
+    UUIDMismatchError,
+)
 
 READ, CLEAR, SILENT, UNCLEAR = "correct read", "clear error", "silent failure", "unclear error"
 

@@ -10,7 +10,8 @@ import pytest
 
 import ionmap
 from ionmap.errors import TruncatedIbdError
-from ionmap.imzml import cache, file as imzml_file
+from ionmap.imzml import cache
+from ionmap.imzml import file as imzml_file
 
 
 @pytest.fixture

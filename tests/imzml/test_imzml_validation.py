@@ -14,8 +14,15 @@ from pyimzml.ImzMLWriter import ImzMLWriter
 
 import ionmap
 from ionmap import cli
-from ionmap.errors import (ImzMLError, ImzMLFormatError, MissingIbdError, SpectrumDataError,
-                           TruncatedIbdError, UnsupportedImzMLError, UUIDMismatchError)
+from ionmap.errors import (
+    ImzMLError,
+    ImzMLFormatError,
+    MissingIbdError,
+    SpectrumDataError,
+    TruncatedIbdError,
+    UnsupportedImzMLError,
+    UUIDMismatchError,
+)
 from ionmap.imzml import xml
 from ionmap.imzml.file import _parse
 

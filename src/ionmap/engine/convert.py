@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import __version__, chem
 from .. import store as st
-from ..errors import InputError, IonmapError, StorageError
+from ..errors import InputError, IonmapError, IonmapWarning, StorageError
 from ..params import ConvertParams, RecalibrationParams, with_overrides
 from ..storage import open_input
 from ..store import Layout, Result, level_shapes, open_result
@@ -234,7 +234,7 @@ def _check_targets(table: list[dict], src: Any) -> None:
     it or of the wrong polarity (their images cannot show signal)."""
     if src.mz_range is None:
         warnings.warn(f"{src.url}: every spectrum is empty (all images are zero)",
-                      stacklevel=3)
+                      IonmapWarning, stacklevel=3)
         return
     lo, hi = src.mz_range
     outside = [t["name"] for t in table if t["window"][1] < lo or t["window"][0] > hi]
@@ -244,12 +244,12 @@ def _check_targets(table: list[dict], src: Any) -> None:
                          "be zero")
     if outside:
         warnings.warn(f"{src.url}: targets outside the file's m/z range {lo:.4f}-{hi:.4f} "
-                      f"(their images are zero): {', '.join(outside)}", stacklevel=3)
+                      f"(their images are zero): {', '.join(outside)}", IonmapWarning, stacklevel=3)
     charges = {t["adduct"].strip()[-1] for t in table if t.get("adduct")}
     wanted = {"positive": "+", "negative": "-"}.get(src.polarity or "")
     if wanted and charges and wanted not in charges:
         warnings.warn(f"{src.url}: the file is {src.polarity} mode but no target is a "
-                      f"{src.polarity} ion", stacklevel=3)
+                      f"{src.polarity} ion", IonmapWarning, stacklevel=3)
 
 
 # -- run state -------------------------------------------------------------------------------

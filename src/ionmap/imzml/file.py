@@ -12,9 +12,16 @@ import numpy as np
 
 from .. import storage
 from ..batch import SpectrumBatch
-from ..errors import (ImzMLError, ImzMLFormatError, MissingIbdError, SpectrumDataError,
-                      StorageError, TruncatedIbdError, UnsupportedImzMLError,
-                      UUIDMismatchError)
+from ..errors import (
+    ImzMLError,
+    ImzMLFormatError,
+    MissingIbdError,
+    SpectrumDataError,
+    StorageError,
+    TruncatedIbdError,
+    UnsupportedImzMLError,
+    UUIDMismatchError,
+)
 from . import binary, xml
 from . import cache as sidecar
 

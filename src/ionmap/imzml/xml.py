@@ -270,7 +270,8 @@ class _Parser:
             except (TypeError, ValueError):
                 parsed = float("nan")
             if not (np.isfinite(parsed) and parsed == int(parsed) and abs(parsed) < 2**53):
-                raise self.error(f"spectrum {index}: {what} {value!r} is not an integer")
+                raise self.error(f"spectrum {index}: {what} {value!r} is not an integer"
+                                 ) from None
             number = int(parsed)
         if not -(2**63) <= number < 2**63:
             raise self.error(f"spectrum {index}: {what} {value!r} is out of range")

@@ -28,7 +28,13 @@ import numpy as np
 
 from .. import store
 from ..errors import InputError, StorageError
-from ..params import HotspotParams, ImmuneParams, RegistrationParams, split_overrides, with_overrides
+from ..params import (
+    HotspotParams,
+    ImmuneParams,
+    RegistrationParams,
+    split_overrides,
+    with_overrides,
+)
 from . import export
 from .cells import Cells, read_cells
 from .hotspots import find_hotspots
@@ -275,7 +281,7 @@ def _write_outputs(out: Path, data: MSIData, cells: Cells, cells_msi: np.ndarray
     return files
 
 
-def summary(run: HotspotRun) -> str:
+def run_summary(run: HotspotRun) -> str:
     """A short text report of a run: registration, one line per hotspot, files."""
     reg = run.registration
     if reg.method == "landmarks":

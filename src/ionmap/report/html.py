@@ -7,7 +7,7 @@ import json
 import os
 import platform
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -153,7 +153,7 @@ def write_report(path: str | os.PathLike, result: Any, *, hotspots: Any = None,
         json.dumps(params, indent=1, default=str)) + "</pre>")
 
     name = Path(str(source.get("path", "sample"))).stem
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     doc = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<title>ionmap report: {html.escape(name)}</title><style>{_CSS}</style></head>"
            f"<body><h1>ionmap report: {html.escape(name)}</h1><p class=\"note\">"

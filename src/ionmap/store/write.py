@@ -17,7 +17,6 @@ from .backend import Store, storage_errors
 from .layout import FEATURES, ION, ION_PLANES_PER_CHUNK, MASK, TIC, WORK, Layout, level_shapes
 from .ngff import OME_VERSION, DisplayRange, multiscales, omero
 
-
 # -- creating a result -----------------------------------------------------------------------
 
 

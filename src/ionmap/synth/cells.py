@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .layout import Layout, smooth_field
+from .layout import Section, smooth_field
 
 CD8 = "CD8"
 #: Tissue baseline densities (cells/mm²).
@@ -40,7 +40,7 @@ _COLORS = {
 
 
 @dataclass(frozen=True)
-class Cells:
+class PlantedCells:
     """Cells in MSI pixel coordinates ``(x, y)`` (0-based pixel centres) and their class."""
 
     x: np.ndarray
@@ -48,7 +48,7 @@ class Cells:
     cell_type: np.ndarray
 
 
-def niche_densities(layout: Layout, rng: np.random.Generator) -> list[dict]:
+def niche_densities(layout: Section, rng: np.random.Generator) -> list[dict]:
     """Planted CD8 multipliers per niche: ``{"inside": f, "rim": f}`` (× baseline)."""
     out = []
     for n in layout.niches:
@@ -60,11 +60,11 @@ def niche_densities(layout: Layout, rng: np.random.Generator) -> list[dict]:
 
 
 def make_cells(
-    layout: Layout,
+    layout: Section,
     cd8: list[dict],
     pixel_size_um: float,
     rng: np.random.Generator,
-) -> Cells:
+) -> PlantedCells:
     """Draw every class by thinning: candidates uniform over the grid at the class's
     highest density, kept with probability density(x, y) / highest density."""
     ny, nx = layout.shape
@@ -97,7 +97,7 @@ def make_cells(
         xs.append(x[keep])
         ys.append(y[keep])
         types.append(np.full(int(keep.sum()), ctype))
-    return Cells(np.concatenate(xs), np.concatenate(ys), np.concatenate(types))
+    return PlantedCells(np.concatenate(xs), np.concatenate(ys), np.concatenate(types))
 
 
 def make_transform(
@@ -127,7 +127,7 @@ def apply(m: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
     return m[0, 0] * x + m[0, 1] * y + m[0, 2], m[1, 0] * x + m[1, 1] * y + m[1, 2]
 
 
-def landmarks(layout: Layout, rng: np.random.Generator, n: int = 8) -> np.ndarray:
+def landmarks(layout: Section, rng: np.random.Generator, n: int = 8) -> np.ndarray:
     """``n`` well-spread points on the tissue outline (0.5 px inside), as MSI ``(x, y)``."""
     theta = 2 * np.pi * np.arange(n) / n + rng.uniform(0, 2 * np.pi / n)
     return layout.tissue.boundary(theta, inset=0.5)
@@ -143,7 +143,7 @@ def write_landmarks(path: Path, msi_xy: np.ndarray, m: np.ndarray, noise_px: flo
     np.savetxt(path, table, fmt="%.3f", delimiter=",", header="msi_x,msi_y,x,y", comments="")
 
 
-def write_csv(path: Path, x: np.ndarray, y: np.ndarray, cell_type: np.ndarray) -> None:
+def write_cells_csv(path: Path, x: np.ndarray, y: np.ndarray, cell_type: np.ndarray) -> None:
     """Plain cell table ``x,y,cell_type`` (µm)."""
     with open(path, "w", newline="") as fh:
         fh.write("x,y,cell_type\n")

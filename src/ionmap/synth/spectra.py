@@ -21,7 +21,7 @@ import numpy as np
 from scipy import sparse
 
 from ..chem import Target, mz, parse_adduct
-from .layout import Layout, smooth_field
+from .layout import Section, smooth_field
 
 #: 13C − 12C mass difference (u), for isotope peaks.
 C13_SHIFT = 1.0033548378
@@ -180,7 +180,7 @@ class Pixels:
 
 
 def make_pixels(
-    layout: Layout,
+    layout: Section,
     targets: list[Target],
     folds: list[dict[str, float]],
     off_tissue: str,
