@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .. import store
-from ..errors import InputError, StorageError
+from ..errors import InputError
 from ..params import (
     HotspotParams,
     ImmuneParams,
@@ -35,6 +35,7 @@ from ..params import (
     split_overrides,
     with_overrides,
 )
+from ..storage import make_dir
 from . import export
 from .cells import Cells, read_cells
 from .hotspots import find_hotspots
@@ -242,10 +243,7 @@ def _write_outputs(out: Path, data: MSIData, cells: Cells, cells_msi: np.ndarray
                    reg: Registration, values: dict, labels: dict, rows: list, densities: list,
                    curves: list, params: dict, cell_type: str, write_labels: bool,
                    overlays: bool, storage_options) -> list[Path]:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(out, f"cannot create output folder: {exc.strerror or exc}") from None
+    make_dir(out)
     files = [
         export.write_csv(out / "hotspots.csv", rows, HOTSPOT_COLUMNS),
         export.write_csv(out / "cell_densities.csv", densities,

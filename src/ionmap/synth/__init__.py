@@ -43,12 +43,12 @@ import numpy as np
 
 from ..chem import panel
 from ..errors import InputError, StorageError
+from ..geometry import apply_affine
 from .cells import (
     BASE_DENSITY,
     CD8,
     CELL_TYPES,
     HISTOLOGY_PIXEL_UM,
-    apply,
     landmarks,
     make_cells,
     make_transform,
@@ -243,7 +243,7 @@ def make_sample(
     cd8 = niche_densities(layout, rng_cells)
     cells = make_cells(layout, cd8, pixel_size_um, rng_cells)
     matrix, transform = make_transform(shape, pixel_size_um / (histo_um or 1.0), rng_cells)
-    cx, cy = apply(matrix, cells.x, cells.y)
+    cx, cy = apply_affine(matrix, np.column_stack([cells.x, cells.y])).T
     if geojson:
         write_geojson(cells_path, cx, cy, cells.cell_type, 1.0 / HISTOLOGY_PIXEL_UM, rng_geo)
     else:

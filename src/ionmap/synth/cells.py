@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..geometry import apply_affine, nearest_pixel
 from .layout import Section, smooth_field
 
 CD8 = "CD8"
@@ -76,8 +77,8 @@ def make_cells(
         n_cand = rng.poisson(peak * px_mm2 * nx * ny)
         x = rng.uniform(-0.5, nx - 0.5, n_cand)
         y = rng.uniform(-0.5, ny - 0.5, n_cand)
-        ix = np.clip(np.rint(x).astype(int), 0, nx - 1)
-        iy = np.clip(np.rint(y).astype(int), 0, ny - 1)
+        ix, iy = nearest_pixel(np.column_stack([x, y]))
+        ix, iy = np.clip(ix, 0, nx - 1), np.clip(iy, 0, ny - 1)
         dens = np.where(layout.mask[iy, ix], base, 0.0)
         if ctype == "Tumor":
             dens *= 2.0 - stroma[iy, ix]
@@ -122,11 +123,6 @@ def make_transform(
     return m, {"rotation_deg": round(angle, 6), "scale": scale, "translation": t.tolist()}
 
 
-def apply(m: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Map points ``(x, y)`` through the 3×3 affine ``m``."""
-    return m[0, 0] * x + m[0, 1] * y + m[0, 2], m[1, 0] * x + m[1, 1] * y + m[1, 2]
-
-
 def landmarks(layout: Section, rng: np.random.Generator, n: int = 8) -> np.ndarray:
     """``n`` well-spread points on the tissue outline (0.5 px inside), as MSI ``(x, y)``."""
     theta = 2 * np.pi * np.arange(n) / n + rng.uniform(0, 2 * np.pi / n)
@@ -138,8 +134,7 @@ def write_landmarks(path: Path, msi_xy: np.ndarray, m: np.ndarray, noise_px: flo
     """``msi_x,msi_y,x,y``: MSI pixel (0-based) → annotation frame, the annotation side
     placed with ``noise_px`` MSI pixels of Gaussian error (like a hand-placed point)."""
     jitter = rng.normal(0.0, noise_px, msi_xy.shape)
-    ax, ay = apply(m, msi_xy[:, 0] + jitter[:, 0], msi_xy[:, 1] + jitter[:, 1])
-    table = np.column_stack([msi_xy, ax, ay])
+    table = np.column_stack([msi_xy, apply_affine(m, msi_xy + jitter)])
     np.savetxt(path, table, fmt="%.3f", delimiter=",", header="msi_x,msi_y,x,y", comments="")
 
 
