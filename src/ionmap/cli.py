@@ -15,6 +15,7 @@ import sys
 import threading
 import types
 import typing
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():  # every command: one line per warning, no source
+            warnings.showwarning = lambda msg, *a, **k: print(
+                f"ionmap: warning: {cli_wording(str(msg))}", file=sys.stderr)
+            return int(args.run(args) or 0)
     except IonmapError as exc:
         print(f"ionmap: error: {cli_wording(str(exc))}", file=sys.stderr)
         return 2
@@ -159,19 +163,15 @@ def _add_convert(sub) -> None:
 
 def _run_convert(args) -> int:
     import time
-    import warnings
 
     from . import convert
     options = _storage_options(args)
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.showwarning = lambda msg, *a, **k: print(f"ionmap: warning: {msg}",
-                                                          file=sys.stderr)
-        result = convert(
-            args.input, args.output, _params(ConvertParams, args), scheduler=args.scheduler,
-            workers=args.workers, resume=args.resume, overwrite=args.overwrite,
-            storage_options=options, progress=not args.quiet,
-        )
+    result = convert(
+        args.input, args.output, _params(ConvertParams, args), scheduler=args.scheduler,
+        workers=args.workers, resume=args.resume, overwrite=args.overwrite,
+        storage_options=options, progress=not args.quiet,
+    )
     ny, nx = result.shape
     n_features = result.attrs.get("features", {}).get("n_features")
     extra = f", {n_features} features" if n_features is not None else ""
@@ -323,7 +323,8 @@ def _add_hotspots(sub) -> None:
                    help="MSI pixel size in um when the result does not record it")
     p.add_argument("--no-labels", action="store_true",
                    help="do not write hotspot labels into the result store")
-    p.add_argument("--no-png", action="store_true", help="skip the PNG overlays")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG overlays (drawn "
+                   "from the stored labels, so --no-labels skips them too)")
     _add_storage_option(p, "an s3:// result")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(run=_run_hotspots)
@@ -332,6 +333,7 @@ def _add_hotspots(sub) -> None:
 def _run_hotspots(args) -> int:
     from . import regions
     from .regions.run import run_summary
+    from .report import CLASS_RGB, write_overlays
     options = _storage_options(args)
     cells = regions.read_cells(args.cells, units=args.cells_units,
                                pixel_size_um=args.cells_pixel_size_um,
@@ -341,8 +343,10 @@ def _run_hotspots(args) -> int:
         args.result, cells, args.landmarks or args.register, args.out,
         _params(HotspotParams, args), _params(ImmuneParams, args), model=args.model,
         pixel_size_um=args.pixel_size_um, write_labels=not args.no_labels,
-        overlays=not args.no_png, storage_options=options,
+        colors=CLASS_RGB, storage_options=options,
     )
+    if not args.no_png and not args.no_labels:
+        run.files += write_overlays(args.result, args.out, storage_options=options)
     print(run_summary(run))
     return 0
 
@@ -431,7 +435,47 @@ def _run_run(args) -> int:
     return 1 if failed else 0
 
 
-_COMMANDS: tuple = (_add_convert, _add_synth, _add_demo, _add_hotspots, _add_info, _add_run)
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export", help="AnnData tables of a result for scanpy/squidpy",
+        description="Export a result store as AnnData (.h5ad): --anndata writes pixels x "
+        "ion images (obs: x, y, tic, tissue, hotspot ids; var: target metadata; "
+        "obsm['spatial'] in um); --cells-table writes cells x ion images, each cell given "
+        "the value of the MSI pixel it falls in, with its type and, per map, hotspot id, "
+        "class and compartment (inside, rim, outside; needs ionmap hotspots first).",
+    )
+    p.add_argument("result", metavar="RESULT.zarr", help="result store (path or s3:// URL)")
+    p.add_argument("--anndata", metavar="OUT.h5ad", help="pixels x ion images")
+    p.add_argument("--features", action="store_true",
+                   help="--anndata: pixels x the feature cube instead of the ion images")
+    p.add_argument("--cells-table", metavar="OUT.h5ad", help="cells x ion images")
+    _add_storage_option(p, "an s3:// result")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> int:
+    from .errors import InputError
+    from .report import scverse
+
+    if not (args.anndata or args.cells_table):
+        raise InputError(args.result, "nothing to export: give --anndata and/or "
+                         "--cells-table")
+    options = _storage_options(args)
+    if args.anndata:
+        adata = scverse.pixel_table(args.result, features=args.features,
+                                    storage_options=options)
+        path = scverse.write_h5ad(adata, args.anndata)
+        print(f"{path}: {adata.n_obs} pixels x {adata.n_vars} "
+              f"{'features' if args.features else 'ion images'}")
+    if args.cells_table:
+        adata = scverse.cell_table(args.result, storage_options=options)
+        path = scverse.write_h5ad(adata, args.cells_table)
+        print(f"{path}: {adata.n_obs} cells x {adata.n_vars} ion images")
+    return 0
+
+
+_COMMANDS: tuple = (_add_convert, _add_synth, _add_demo, _add_hotspots, _add_info, _add_run,
+                    _add_export)
 
 if __name__ == "__main__":
     sys.exit(main())

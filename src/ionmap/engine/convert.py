@@ -22,10 +22,11 @@ from .. import store as st
 from ..errors import InputError, IonmapError, IonmapWarning, StorageError
 from ..params import ConvertParams, RecalibrationParams, with_overrides
 from ..storage import open_input
-from ..store import Layout, Result, level_shapes, open_result
+from ..store import Layout, Result, analysis, level_shapes, open_result
 from .compute import Extraction, axis_part, compute_band, window_bounds
 from .plan import Band, choose_band_rows, plan_bands
 from .run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
+from .spectrum import mean_spectrum
 
 #: Spectrum payload per task of the m/z-axis pass (bytes).
 AXIS_TASK_BYTES = 256 * 2**20
@@ -160,6 +161,7 @@ def convert(
                     pass
                 raise
             checkpoint.flush()
+            analysis.write_mean_spectrum(store, *mean_spectrum(src))
             _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
                     features=axis is not None)
         return open_result(out_url, out_options)

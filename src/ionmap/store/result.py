@@ -120,6 +120,35 @@ class Result:
             raise InputError(self.url, f"no labels {name!r} (have: {self.label_names})")
         return self._zarr(f"{ION}/{LABELS}/{name}/0")[...]
 
+    # -- what the analysis steps stored (None when absent) --------------------------------
+    @property
+    def mean_spectrum(self) -> tuple[np.ndarray, np.ndarray, dict] | None:
+        """(m/z in Th, mean intensity per spectrum, info) stored by convert, or None."""
+        from . import analysis
+
+        return analysis.read_mean_spectrum(self._store)
+
+    @property
+    def tissue(self) -> np.ndarray | None:
+        """(y, x) bool tissue mask stored with the maps, or None."""
+        from . import analysis
+
+        return analysis.read_tissue(self._store)
+
+    @property
+    def maps(self) -> tuple[dict[str, np.ndarray], list[dict]] | None:
+        """(map name -> (y, x) float32 values, per-map name/unit/definition), or None."""
+        from . import analysis
+
+        return analysis.read_maps(self._store)
+
+    @property
+    def hotspots(self) -> dict | None:
+        """The stored hotspot run (tables, registration, parameters, cells), or None."""
+        from . import analysis
+
+        return analysis.read_hotspots(self._store)
+
     def __repr__(self) -> str:
         state = "complete" if self.complete else "INCOMPLETE"
         return (f"Result({self.url!r}, shape={self.shape}, targets={len(self.target_names)},"

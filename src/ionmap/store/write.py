@@ -82,6 +82,8 @@ def _create_features(
     group = root.create_group(FEATURES, overwrite=True, attributes={"ome": {
         "version": OME_VERSION,
         "multiscales": multiscales(FEATURES, "cyx", 1, pixel_size_um, method="mean"),
+        # viewers list the features by their m/z, not as anonymous channels
+        "omero": omero([f"m/z {mz:.4f}" for mz in axis], None),
     }})
     mz = group.create_array("mz", shape=axis.shape, dtype="float64",
                             chunks=(max(1, len(axis)),), dimension_names=["c"], overwrite=True)
