@@ -21,7 +21,8 @@ from typing import Any
 
 from . import __version__
 from .errors import IonmapError
-from .params import ConvertParams, HotspotParams, ImmuneParams, Params, RegistrationParams, describe
+from .params import (ConvertParams, HotspotParams, ImmuneParams, Params, RecalibrationParams,
+                     RegistrationParams, describe)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +152,7 @@ def _add_convert(sub) -> None:
     _param(p, ConvertParams, "snr")
     _param(p, ConvertParams, "features")
     _param(p, ConvertParams, "normalize")
+    _param(p, RecalibrationParams, "recalibrate", metavar="auto|none|FILE.csv")
     _add_scheduler(p)
     p.add_argument("--workers", type=int, metavar="N", help="local threads (default: all cores)")
     p.add_argument("--resume", action="store_true",
@@ -168,7 +170,8 @@ def _run_convert(args) -> int:
     options = _storage_options(args)
     start = time.perf_counter()
     result = convert(
-        args.input, args.output, _params(ConvertParams, args), scheduler=args.scheduler,
+        args.input, args.output, _params(ConvertParams, args),
+        recalibration=_params(RecalibrationParams, args), scheduler=args.scheduler,
         workers=args.workers, resume=args.resume, overwrite=args.overwrite,
         storage_options=options, progress=not args.quiet,
     )
@@ -177,6 +180,12 @@ def _run_convert(args) -> int:
     extra = f", {n_features} features" if n_features is not None else ""
     print(f"{result.url}: {len(result.target_names)} ion images of {ny} x {nx} pixels{extra} "
           f"({time.perf_counter() - start:.1f} s)")
+    rec = result.recalibration or {}
+    if rec.get("applied"):
+        hist = rec.get("histogram", {})
+        print(f"{rec['message']}; median |error| of the reference ions "
+              f"{hist.get('before_median_abs_ppm')} ppm before, "
+              f"{hist.get('after_median_abs_ppm')} ppm after")
     return 0
 
 
@@ -228,6 +237,11 @@ def _add_synth(sub) -> None:
                    "(default absent)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the files of an earlier sample NAME in OUTDIR")
+    p.add_argument("--drift-ppm", type=float, default=0.0, metavar="PPM",
+                   help="calibration error added to every peak (default 0)")
+    p.add_argument("--drift-gradient-ppm", type=float, default=0.0, metavar="PPM",
+                   help="calibration gradient: change of the error from one edge of the "
+                   "grid to the other, seeded direction (default 0)")
     p.set_defaults(run=_run_synth)
 
 
@@ -243,6 +257,7 @@ def _run_synth(args) -> int:
         intensity_dtype=args.intensity_dtype, polarity=args.polarity, shape=args.shape,
         pixel_size_um=args.pixel_size, cells_format=args.cells_format,
         target_bytes=args.size, off_tissue=args.off_tissue, overwrite=args.overwrite,
+        drift_ppm=args.drift_ppm, drift_gradient_ppm=args.drift_gradient_ppm,
     )
     print(synth.sample_summary(sample))
     print(f"({time.perf_counter() - start:.1f} s)")
