@@ -21,8 +21,15 @@ from typing import Any
 
 from . import __version__
 from .errors import IonmapError
-from .params import (ConvertParams, HotspotParams, ImmuneParams, Params, RecalibrationParams,
-                     RegistrationParams, describe)
+from .params import (
+    ConvertParams,
+    HotspotParams,
+    ImmuneParams,
+    Params,
+    RecalibrationParams,
+    RegistrationParams,
+    describe,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

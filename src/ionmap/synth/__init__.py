@@ -59,8 +59,18 @@ from .cells import (
 )
 from .layout import NICHE_MAPS, Section, make_section
 from .spectra import (
-    MATRIX_IONS, NOISE_SIGMA, POINTS_PER_FWHM, Pixels, Renderer, add_impostors,
-    available_kinds, calibration_drift, make_peaks, make_pixels, mz_range, niche_folds,
+    MATRIX_IONS,
+    NOISE_SIGMA,
+    POINTS_PER_FWHM,
+    Pixels,
+    Renderer,
+    add_impostors,
+    available_kinds,
+    calibration_drift,
+    make_peaks,
+    make_pixels,
+    mz_range,
+    niche_folds,
 )
 from .writer import SynthWriter
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import sparse
 
-from ..chem import Target, parse_adduct
+from ..chem import Target
 from ..isotopes import isotope_pattern
 from .layout import Section, smooth_field
 
