@@ -187,6 +187,13 @@ def _run_convert(args) -> int:
     extra = f", {n_features} features" if n_features is not None else ""
     print(f"{result.url}: {len(result.target_names)} ion images of {ny} x {nx} pixels{extra} "
           f"({time.perf_counter() - start:.1f} s)")
+    scored = [t for t in result.targets if t.get("msm") is not None]
+    if scored:
+        print(f"{'target':<24} {'MSM':>6} {'FDR':>6}  spectral spatial  chaos")
+        for t in scored:
+            flag = "" if t["fdr"] <= 0.1 else "  not confidently annotated"
+            print(f"{t['name']:<24} {t['msm']:6.3f} {t['fdr']:6.3f}  {t['rho_spectral']:8.3f} "
+                  f"{t['rho_spatial']:7.3f} {t['rho_chaos']:6.3f}{flag}")
     rec = result.recalibration or {}
     if rec.get("applied"):
         hist = rec.get("histogram", {})
