@@ -13,8 +13,8 @@ import random
 import re
 
 import pytest
-from ionmap._xmlscan import scan
 
+from ionmap._xmlscan import scan
 from ionmap.imzml.cv import SCANNED_BYTES as _SCANNED_BYTES
 
 TOKEN = re.compile(rb'accession="((?:' + b"|".join(

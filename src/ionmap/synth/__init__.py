@@ -43,18 +43,38 @@ import numpy as np
 
 from ..chem import panel
 from ..errors import InputError, StorageError
+from ..geometry import apply_affine
 from .cells import (
-    BASE_DENSITY, CD8, CELL_TYPES, HISTOLOGY_PIXEL_UM, apply, landmarks, make_cells,
-    make_transform, niche_densities, write_csv, write_geojson, write_landmarks,
+    BASE_DENSITY,
+    CD8,
+    CELL_TYPES,
+    HISTOLOGY_PIXEL_UM,
+    landmarks,
+    make_cells,
+    make_transform,
+    niche_densities,
+    write_cells_csv,
+    write_geojson,
+    write_landmarks,
 )
-from .layout import NICHE_MAPS, Layout, make_layout
+from .layout import NICHE_MAPS, Section, make_section
 from .spectra import (
-    MATRIX_IONS, NOISE_SIGMA, POINTS_PER_FWHM, Pixels, Renderer, add_impostors,
-    available_kinds, calibration_drift, make_peaks, make_pixels, mz_range, niche_folds,
+    MATRIX_IONS,
+    NOISE_SIGMA,
+    POINTS_PER_FWHM,
+    Pixels,
+    Renderer,
+    add_impostors,
+    available_kinds,
+    calibration_drift,
+    make_peaks,
+    make_pixels,
+    mz_range,
+    niche_folds,
 )
 from .writer import SynthWriter
 
-__all__ = ["SampleFiles", "make_sample", "summary", "parse_size", "parse_shape"]
+__all__ = ["SampleFiles", "make_sample", "sample_summary", "parse_size", "parse_shape"]
 
 MODES = ("processed", "continuous")
 SPECTRUM_TYPES = ("profile", "centroid")
@@ -205,9 +225,9 @@ def make_sample(
     rim_px = rim_um / pixel_size_um
     isize, msize = np.dtype(intensity_dtype).itemsize, np.dtype(mz_dtype).itemsize
 
-    def build(grid: tuple[int, int]) -> tuple[Layout, list[dict], Pixels]:
+    def build(grid: tuple[int, int]) -> tuple[Section, list[dict], Pixels]:
         r_layout, r_pixels = streams()[1:3]  # fresh: a grid tried while sizing leaves no trace
-        lay = make_layout(grid, kinds, rim_px, r_layout, n_niches)
+        lay = make_section(grid, kinds, rim_px, r_layout, n_niches)
         if lay is None:
             raise InputError(None, f"grid {grid[0]}x{grid[1]} is too small for three niches "
                              f"with a {rim_um:g} µm rim; use a larger shape")
@@ -247,11 +267,11 @@ def make_sample(
     cd8 = niche_densities(layout, rng_cells)
     cells = make_cells(layout, cd8, pixel_size_um, rng_cells)
     matrix, transform = make_transform(shape, pixel_size_um / (histo_um or 1.0), rng_cells)
-    cx, cy = apply(matrix, cells.x, cells.y)
+    cx, cy = apply_affine(matrix, np.column_stack([cells.x, cells.y])).T
     if geojson:
         write_geojson(cells_path, cx, cy, cells.cell_type, 1.0 / HISTOLOGY_PIXEL_UM, rng_geo)
     else:
-        write_csv(cells_path, cx, cy, cells.cell_type)
+        write_cells_csv(cells_path, cx, cy, cells.cell_type)
     marks = landmarks(layout, rng_marks)
     write_landmarks(marks_path, marks, matrix, landmark_noise_px, rng_marks)
 
@@ -413,7 +433,7 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def summary(sample: SampleFiles) -> str:
+def sample_summary(sample: SampleFiles) -> str:
     """A short human-readable description of a written sample."""
     t = sample.truth_dict
     ny, nx = t["shape"]
