@@ -13,15 +13,23 @@ import re
 import signal
 import sys
 import threading
-import warnings
 import types
 import typing
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
 from .errors import IonmapError
-from .params import ConvertParams, HotspotParams, ImmuneParams, Params, RegistrationParams, describe
+from .params import (
+    ConvertParams,
+    HotspotParams,
+    ImmuneParams,
+    Params,
+    RecalibrationParams,
+    RegistrationParams,
+    describe,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +159,7 @@ def _add_convert(sub) -> None:
     _param(p, ConvertParams, "snr")
     _param(p, ConvertParams, "features")
     _param(p, ConvertParams, "normalize")
+    _param(p, RecalibrationParams, "recalibrate", metavar="auto|none|FILE.csv")
     _add_scheduler(p)
     p.add_argument("--workers", type=int, metavar="N", help="local threads (default: all cores)")
     p.add_argument("--resume", action="store_true",
@@ -168,7 +177,8 @@ def _run_convert(args) -> int:
     options = _storage_options(args)
     start = time.perf_counter()
     result = convert(
-        args.input, args.output, _params(ConvertParams, args), scheduler=args.scheduler,
+        args.input, args.output, _params(ConvertParams, args),
+        recalibration=_params(RecalibrationParams, args), scheduler=args.scheduler,
         workers=args.workers, resume=args.resume, overwrite=args.overwrite,
         storage_options=options, progress=not args.quiet,
     )
@@ -177,6 +187,19 @@ def _run_convert(args) -> int:
     extra = f", {n_features} features" if n_features is not None else ""
     print(f"{result.url}: {len(result.target_names)} ion images of {ny} x {nx} pixels{extra} "
           f"({time.perf_counter() - start:.1f} s)")
+    scored = [t for t in result.targets if t.get("msm") is not None]
+    if scored:
+        print(f"{'target':<24} {'MSM':>6} {'FDR':>6}  spectral spatial  chaos")
+        for t in scored:
+            flag = "" if t["fdr"] <= 0.1 else "  not confidently annotated"
+            print(f"{t['name']:<24} {t['msm']:6.3f} {t['fdr']:6.3f}  {t['rho_spectral']:8.3f} "
+                  f"{t['rho_spatial']:7.3f} {t['rho_chaos']:6.3f}{flag}")
+    rec = result.recalibration or {}
+    if rec.get("applied"):
+        hist = rec.get("histogram", {})
+        print(f"{rec['message']}; median |error| of the reference ions "
+              f"{hist.get('before_median_abs_ppm')} ppm before, "
+              f"{hist.get('after_median_abs_ppm')} ppm after")
     return 0
 
 
@@ -228,6 +251,11 @@ def _add_synth(sub) -> None:
                    "(default absent)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the files of an earlier sample NAME in OUTDIR")
+    p.add_argument("--drift-ppm", type=float, default=0.0, metavar="PPM",
+                   help="calibration error added to every peak (default 0)")
+    p.add_argument("--drift-gradient-ppm", type=float, default=0.0, metavar="PPM",
+                   help="calibration gradient: change of the error from one edge of the "
+                   "grid to the other, seeded direction (default 0)")
     p.set_defaults(run=_run_synth)
 
 
@@ -243,8 +271,9 @@ def _run_synth(args) -> int:
         intensity_dtype=args.intensity_dtype, polarity=args.polarity, shape=args.shape,
         pixel_size_um=args.pixel_size, cells_format=args.cells_format,
         target_bytes=args.size, off_tissue=args.off_tissue, overwrite=args.overwrite,
+        drift_ppm=args.drift_ppm, drift_gradient_ppm=args.drift_gradient_ppm,
     )
-    print(synth.summary(sample))
+    print(synth.sample_summary(sample))
     print(f"({time.perf_counter() - start:.1f} s)")
     return 0
 
@@ -338,6 +367,7 @@ def _add_hotspots(sub) -> None:
 
 def _run_hotspots(args) -> int:
     from . import regions
+    from .regions.run import run_summary
     from .report import CLASS_RGB, write_overlays
     options = _storage_options(args)
     cells = regions.read_cells(args.cells, units=args.cells_units,
@@ -352,7 +382,7 @@ def _run_hotspots(args) -> int:
     )
     if not args.no_png and not args.no_labels:
         run.files += write_overlays(args.result, args.out, storage_options=options)
-    print(regions.summary(run))
+    print(run_summary(run))
     return 0
 
 

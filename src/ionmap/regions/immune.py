@@ -41,6 +41,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..geometry import nearest_pixel
 from ..params import ImmuneParams
 
 #: Defaults, all options of :func:`immune_context` and the ``hotspots`` command.
@@ -162,8 +163,7 @@ def immune_context(
     # Cells on the tissue, with their type code, pixel, distance and owner.
     xy = np.asarray(cells_xy, dtype=np.float64).reshape(-1, 2)
     types, codes = np.unique(np.asarray(cell_types, dtype=str), return_inverse=True)
-    ix = np.floor(xy[:, 0] + 0.5).astype(np.int64)
-    iy = np.floor(xy[:, 1] + 0.5).astype(np.int64)
+    ix, iy = nearest_pixel(xy)
     on = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
     on[on] = tissue[iy[on], ix[on]]
     xy, codes, ix, iy = xy[on], codes[on], ix[on], iy[on]

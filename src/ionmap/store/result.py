@@ -12,7 +12,7 @@ import zarr.errors
 from ..errors import InputError, StorageError
 from ..storage import local_path
 from .backend import open_store, read_root_attrs
-from .layout import FEATURES, ION, LABELS, MASK, TIC
+from .layout import FEATURES, ION, LABELS, MASK, MASS_ERROR, TIC
 
 
 class Result:
@@ -46,8 +46,13 @@ class Result:
 
     @property
     def targets(self) -> list[dict]:
-        """One dict per channel: name, formula, adduct, mz (Th), ppm, group, window."""
-        return [dict(t) for t in self.attrs["targets"]]
+        """One dict per channel: name, formula, adduct, mz (Th), ppm, group, window, and
+        the annotation confidence (:mod:`ionmap.annotate`): msm, fdr (q-value; 1 for a
+        target without signal), rho_spectral, rho_spatial, rho_chaos, n_decoys (None
+        without a formula or in results made before scoring existed)."""
+        scores = (self.attrs.get("annotation") or {}).get("targets") or [{}] * len(
+            self.attrs["targets"])
+        return [{**dict(t), **s} for t, s in zip(self.attrs["targets"], scores)]
 
     @property
     def target_names(self) -> list[str]:
@@ -103,6 +108,23 @@ class Result:
     def features(self):
         """Lazy dask array (F, y, x) float32 feature cube, or None without features."""
         return self._dask(f"{FEATURES}/0") if "features" in self.attrs else None
+
+    @property
+    def recalibration(self) -> dict | None:
+        """What recalibration did: method, applied, message, model and per-reference
+        errors (see :mod:`ionmap.recal`), or None for results made before it existed."""
+        rec = self.attrs.get("recalibration")
+        return None if rec is None else dict(rec)
+
+    @property
+    def mass_error(self) -> dict[str, np.ndarray] | None:
+        """Per-pixel mass error maps (y, x) float32 in ppm when the run was recalibrated:
+        ``before`` (median reference error on the recorded axis), ``after`` (after the
+        model) and ``model`` (the offset field a); NaN where no reference was found."""
+        if not (self.recalibration or {}).get("applied"):
+            return None
+        planes = self._zarr(MASS_ERROR)[...]
+        return {"before": planes[0], "after": planes[1], "model": planes[2]}
 
     @property
     def label_names(self) -> list[str]:

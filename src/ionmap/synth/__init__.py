@@ -43,19 +43,39 @@ import numpy as np
 
 from ..chem import panel
 from ..errors import InputError, StorageError
+from ..geometry import apply_affine
 from .cells import (
-    BASE_DENSITY, CD8, CELL_TYPES, HISTOLOGY_PIXEL_UM, apply, landmarks, make_cells,
-    make_transform, niche_densities, write_csv, write_geojson, write_landmarks,
+    BASE_DENSITY,
+    CD8,
+    CELL_TYPES,
+    HISTOLOGY_PIXEL_UM,
+    landmarks,
+    make_cells,
+    make_transform,
+    niche_densities,
+    write_cells_csv,
+    write_geojson,
+    write_landmarks,
 )
-from .layout import NICHE_MAPS, Layout, make_layout
+from .layout import NICHE_MAPS, Section, make_section
 from .spectra import (
-    MATRIX_IONS, NOISE_SIGMA, POINTS_PER_FWHM, Confounders, Pixels, Renderer, available_kinds,
+    MATRIX_IONS,
+    NOISE_SIGMA,
+    POINTS_PER_FWHM,
+    Confounders,
+    Pixels,
+    Renderer,
+    add_impostors,
+    available_kinds,
+    calibration_drift,
     make_peaks,
-    make_pixels, mz_range, niche_folds,
+    make_pixels,
+    mz_range,
+    niche_folds,
 )
 from .writer import SynthWriter
 
-__all__ = ["Confounders", "SampleFiles", "make_sample", "summary", "parse_size", "parse_shape"]
+__all__ = ["Confounders", "SampleFiles", "make_sample", "sample_summary", "parse_size", "parse_shape"]
 
 MODES = ("processed", "continuous")
 SPECTRUM_TYPES = ("profile", "centroid")
@@ -106,6 +126,9 @@ def make_sample(
     dense_axis: bool = False,
     rim_um: float = 60.0,
     landmark_noise_px: float = 0.2,
+    drift_ppm: float = 0.0,
+    drift_gradient_ppm: float = 0.0,
+    impostors: tuple[float, ...] = (),
     confounders: Confounders | None = None,
     overwrite: bool = False,
 ) -> SampleFiles:
@@ -142,6 +165,14 @@ def make_sample(
             per spectrum) instead of only the points within ±2 FWHM of some ion.
         rim_um: width (µm) of the rim outside each niche where excluded niches gather CD8.
         landmark_noise_px: Gaussian placement error (MSI pixels) of the landmarks.
+        drift_ppm: calibration error (ppm) added to every peak of every pixel, on top of
+            the small built-in drift (≤ 5 ppm). Continuous centroid files share one peak
+            list, so they carry ``drift_ppm`` only.
+        drift_gradient_ppm: a linear calibration gradient: the error changes by this many
+            ppm from one edge of the grid to the opposite one, along a seeded direction
+            (``drift_direction_deg`` in the truth).
+        impostors: m/z values (Th) of impostor peaks: one peak each, no isotopes, with a
+            spatially random abundance (what a wrong annotation looks like).
         confounders: nuisance effects of real sections (:class:`Confounders`: ionisation
             fields, smooth background abundance, bright matrix off tissue); drawn from
             their own random stream, so a sample without them is unchanged.
@@ -183,34 +214,42 @@ def make_sample(
 
     def streams() -> list[np.random.Generator]:
         # Independent streams, so e.g. the cells do not change with the spectrum type.
-        return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]
+        return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7)]
 
-    rng_peaks, _, _, rng_spectra, rng_cells, rng_marks, rng_geo, _ = streams()
+    rng_peaks, _, _, rng_spectra, rng_cells, rng_marks, rng_geo = streams()
+    # two more streams, so the drift and impostors leave every other draw unchanged
+    seed_drift, seed_impostors = np.random.SeedSequence(seed).spawn(9)[7:]
+    seed_confounders = np.random.SeedSequence(seed).spawn(10)[9]  # likewise
     panel_name = f"tme-{polarity}"
     targets = panel(panel_name)
     kinds = available_kinds(targets)
     lo, hi = mz_range(targets, polarity)
-    peaks = make_peaks(targets, polarity, resolving_power, lo, hi, n_background, rng_peaks)
-    renderer = Renderer(peaks, mode, spectrum_type, resolving_power, lo, hi, dense_axis=dense_axis)
+    impostors = tuple(float(m) for m in impostors)
+    peaks = make_peaks(targets, polarity, resolving_power, lo, hi, n_background, rng_peaks,
+                       impostors)
+    renderer = Renderer(peaks, mode, spectrum_type, resolving_power, lo, hi,
+                        dense_axis=dense_axis, axis_shift_ppm=drift_ppm)
     rim_px = rim_um / pixel_size_um
     isize, msize = np.dtype(intensity_dtype).itemsize, np.dtype(mz_dtype).itemsize
 
-    def build(grid: tuple[int, int]) -> tuple[Layout, list[dict], Pixels]:
-        rngs = streams()  # fresh: a grid tried while sizing leaves no trace
-        r_layout, r_pixels, r_confounders = rngs[1], rngs[2], rngs[7]
-        lay = make_layout(grid, kinds, rim_px, r_layout, n_niches)
+    def build(grid: tuple[int, int]) -> tuple[Section, list[dict], Pixels]:
+        r_layout, r_pixels = streams()[1:3]  # fresh: a grid tried while sizing leaves no trace
+        lay = make_section(grid, kinds, rim_px, r_layout, n_niches)
         if lay is None:
             raise InputError(None, f"grid {grid[0]}x{grid[1]} is too small for three niches "
                              f"with a {rim_um:g} µm rim; use a larger shape")
         fl = [niche_folds(targets, n.kind, r_pixels) for n in lay.niches]
-        return lay, fl, make_pixels(lay, targets, fl, off_tissue, pixel_size_um, r_pixels,
-                                    confounders, r_confounders)
+        px = make_pixels(lay, targets, fl, off_tissue, pixel_size_um, r_pixels, confounders,
+                         np.random.default_rng(seed_confounders))
+        return lay, fl, add_impostors(px, len(impostors), np.random.default_rng(seed_impostors))
 
     layout, folds, pixels = build(shape)
     if target_bytes:
         layout, folds, pixels = _grow_to(target_bytes, shape, build, pixels, renderer,
                                          isize, msize)
         shape = layout.shape
+    pixels, drift_deg = calibration_drift(pixels, shape, drift_ppm, drift_gradient_ppm,
+                                          np.random.default_rng(seed_drift))
 
     def path(suffix: str) -> Path:
         return out / f"{name}{suffix}"  # not with_suffix: names may contain dots
@@ -221,6 +260,9 @@ def make_sample(
                     shape=list(shape), pixel_size_um=pixel_size_um,
                     resolving_power=resolving_power, off_tissue=off_tissue,
                     n_background=n_background, dense_axis=dense_axis, n_niches=n_niches,
+                    **({"drift_ppm": drift_ppm, "drift_gradient_ppm": drift_gradient_ppm,
+                        "impostors": list(impostors)}
+                       if drift_ppm or drift_gradient_ppm or impostors else {}),
                     **({"confounders": confounders.to_dict()} if confounders else {}))
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).digest()
     file_uuid = uuid.UUID(bytes=digest[:16], version=4)
@@ -234,11 +276,11 @@ def make_sample(
     cd8 = niche_densities(layout, rng_cells)
     cells = make_cells(layout, cd8, pixel_size_um, rng_cells)
     matrix, transform = make_transform(shape, pixel_size_um / (histo_um or 1.0), rng_cells)
-    cx, cy = apply(matrix, cells.x, cells.y)
+    cx, cy = apply_affine(matrix, np.column_stack([cells.x, cells.y])).T
     if geojson:
         write_geojson(cells_path, cx, cy, cells.cell_type, 1.0 / HISTOLOGY_PIXEL_UM, rng_geo)
     else:
-        write_csv(cells_path, cx, cy, cells.cell_type)
+        write_cells_csv(cells_path, cx, cy, cells.cell_type)
     marks = landmarks(layout, rng_marks)
     write_landmarks(marks_path, marks, matrix, landmark_noise_px, rng_marks)
 
@@ -286,6 +328,10 @@ def make_sample(
         "n_peaks": int(len(peaks.mz)),
         "points_per_spectrum_mean": round(n_points / max(1, len(pixels.x)), 1),
         "mass_shift_ppm_max": round(float(np.abs(pixels.shift_ppm).max()), 3),
+        "drift_ppm": drift_ppm,
+        "drift_gradient_ppm": drift_gradient_ppm,
+        "drift_direction_deg": round(drift_deg, 3),
+        "impostor_mz": list(impostors),
         "noise_sigma": NOISE_SIGMA,
     }
     truth_path = path(".truth.json")
@@ -397,7 +443,7 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def summary(sample: SampleFiles) -> str:
+def sample_summary(sample: SampleFiles) -> str:
     """A short human-readable description of a written sample."""
     t = sample.truth_dict
     ny, nx = t["shape"]
