@@ -213,8 +213,10 @@ def _add_hotspots(sub) -> None:
         "hotspots", help="metabolic hotspots and their immune context (CD8 exclusion)",
         description="Find hotspots of metabolite maps of a result (Getis-Ord Gi* in the "
         "tissue, Benjamini-Hochberg FDR, connected regions) and classify each as inflamed, "
-        "immune-excluded or immune-desert (undetermined if too thin to measure) from the "
-        "cell densities inside, in a rim outside its edge and in the rest of the tissue. "
+        "immune-excluded or immune-desert from the cell densities inside, in a rim outside "
+        "its edge and in the rest of the annotated tissue, with exact Poisson rate-ratio "
+        "intervals; undetermined (with the reason) when the evidence is too weak, the "
+        "hotspot lies outside the annotated region or is not significant. "
         "Writes hotspots.csv, cell_densities.csv, "
         "distance_curves.csv, hotspots.geojson (QuPath annotations, annotation frame), "
         "hotspots_msi.geojson (MSI pixels), registration.json and a PNG per map into "
@@ -258,6 +260,17 @@ def _add_hotspots(sub) -> None:
     p.add_argument("--edge-guard-um", type=float, default=None, metavar="UM",
                    help="band inside the edge left out of the inside density (default half "
                    "an MSI pixel)")
+    p.add_argument("--annotated-region", metavar="FILE",
+                   help="where cells were annotated: GeoJSON polygons (histology pixels) or "
+                   "a TIFF mask (MSI grid or histology pixels); hotspots outside it are "
+                   "undetermined (default: the annotations of a QuPath cells GeoJSON, else "
+                   "the hull of the cells)")
+    p.add_argument("--min-expected", type=float, default=5.0, metavar="N",
+                   help="undetermined when fewer cells of the type are expected inside (or "
+                   "at the rim) under the tissue rate (default 5)")
+    p.add_argument("--confidence", type=float, default=0.9,
+                   help="confidence of the rate-ratio intervals that decide a class "
+                   "(default 0.9: each one-sided call errs at most 5%%)")
     p.add_argument("--permutations", type=int, default=999, metavar="N",
                    help="permutations for the exclusion p-value (default 999)")
     p.add_argument("--seed", type=int, default=0, help="permutation seed (default 0)")
@@ -293,6 +306,8 @@ def _run_hotspots(args) -> int:
         noise_floor=args.noise_floor, scarce_ratio=args.scarce_ratio,
         rim_ratio=args.rim_ratio, edge_guard_um=args.edge_guard_um,
         n_permutations=args.permutations, seed=args.seed, model=args.model,
+        annotated_region=args.annotated_region, min_expected=args.min_expected,
+        confidence=args.confidence,
         pixel_size_um=args.pixel_size_um, write_labels=not args.no_labels,
         overlays=not args.no_png, storage_options=options,
     )

@@ -31,11 +31,13 @@ from . import export
 from .cells import Cells, read_cells
 from .hotspots import (DEFAULT_EXTENT, DEFAULT_FDR, DEFAULT_MIN_AREA_PX, DEFAULT_RADIUS_PX,
                        find_hotspots)
-from .immune import (DEFAULT_PERMUTATIONS, DEFAULT_RIM_RATIO, DEFAULT_RIM_UM,
+from .coverage import coverage_mask
+from .immune import (DEFAULT_CONFIDENCE, DEFAULT_MIN_COVERAGE, DEFAULT_MIN_EXPECTED,
+                     DEFAULT_PERMUTATIONS, DEFAULT_RIM_RATIO, DEFAULT_RIM_UM,
                      DEFAULT_SCARCE_RATIO, immune_context)
 from .maps import DEFAULT_MAPS, DEFAULT_NOISE_FLOOR, build_maps, map_channels, resolve_map, \
     tissue_mask
-from .register import Registration, fit_landmarks, register_auto
+from .register import Registration, audit_registration, fit_landmarks, register_auto
 
 #: Columns of hotspots.csv: the documented ones first, then extra measurements.
 HOTSPOT_COLUMNS = (
@@ -43,6 +45,11 @@ HOTSPOT_COLUMNS = (
     "inside_density", "rim_density", "outside_density", "exclusion_score", "p_value",
     "max_value", "max_z", "min_q", "inside_count", "rim_count", "rim_area_mm2",
     "centroid_annotation_x", "centroid_annotation_y",
+    "class_reason", "coverage_fraction", "rim_coverage_fraction", "expected_inside",
+    "inside_vs_tissue", "inside_vs_tissue_lo", "inside_vs_tissue_hi",
+    "rim_vs_tissue", "rim_vs_tissue_lo", "rim_vs_tissue_hi",
+    "inside_vs_rim", "inside_vs_rim_lo", "inside_vs_rim_hi", "inside_vs_rim_p", "dispersion",
+    "class_stable", "classes_across_settings", "registration_stable",
 )
 
 
@@ -150,6 +157,10 @@ def run_hotspots(
     n_permutations: int = DEFAULT_PERMUTATIONS,
     seed: int = 0,
     model: str = "similarity",
+    annotated_region: str | os.PathLike | np.ndarray | None = None,
+    min_expected: float = DEFAULT_MIN_EXPECTED,
+    confidence: float = DEFAULT_CONFIDENCE,
+    min_coverage: float = DEFAULT_MIN_COVERAGE,
     pixel_size_um: float | tuple[float, float] | None = None,
     write_labels: bool = True,
     overlays: bool = True,
@@ -162,12 +173,18 @@ def run_hotspots(
     ``registration``: a :class:`Registration`, "auto", or a landmarks CSV (fitted with
     ``model``). ``maps``: map names (default: those of lactate, kynurenine, kyn_trp, lipids
     the channels allow). ``pixel_size_um`` overrides the MSI pixel size (µm).
+    ``annotated_region``: where cells were annotated (a GeoJSON/TIFF file or an MSI-grid
+    bool array; default: the cells file's annotations, else the hull of the cells; see
+    :mod:`ionmap.regions.coverage`). The registration is audited against the declared
+    units (:func:`~ionmap.regions.register.audit_registration`); its warnings are in
+    ``params["warnings"]``.
     ``write_labels``: also write the labels into the result store (if ``source`` is one);
     ``overlays``: also draw the PNGs (a fraction of a second per map). The other options
     are those of :func:`find_hotspots` (``fdr``, ``min_area_px``, ``radius_px``,
     ``window``, ``extent``), :func:`build_maps` (``noise_floor``) and
     :func:`immune_context` (``cell_type``, ``rim_um``, ``scarce_ratio``, ``rim_ratio``,
-    ``edge_guard_um``, ``n_permutations``, ``seed``). Hotspot ids are unique over maps.
+    ``edge_guard_um``, ``n_permutations``, ``seed``, ``min_expected``, ``confidence``,
+    ``min_coverage``). Hotspot ids are unique over maps.
     """
     if isinstance(source, MSIData):
         data = source
@@ -199,15 +216,21 @@ def run_hotspots(
     values = build_maps(data.images, tissue, maps, data.groups,
                         tic=None if data.normalized else data.tic, noise_floor=noise_floor)
     cells_msi = reg.to_msi(cells.xy)
+    coverage, coverage_source = coverage_mask(tissue.shape, cells, cells_msi, reg,
+                                              annotated_region)
+    notes = audit_registration(reg, cells, cells_msi, tissue, px, rim_um, coverage)
+    loo = reg.loo_rms_px if reg.method == "landmarks" else None
     rows, densities, curves, labels = [], [], [], {}
     pixel_mm2 = px[0] * px[1] * 1e-6
     for name in maps:
         hs = find_hotspots(values[name], tissue, fdr=fdr, min_area_px=min_area_px,
                            radius=radius_px, shape=window, extent=extent)
-        ctx = immune_context(hs.labels, cells_msi, cells.cell_type, tissue, px, rim_um=rim_um,
+        ctx = immune_context(hs, cells_msi, cells.cell_type, tissue, px, rim_um=rim_um,
                              cell_type=cell_type, edge_guard_um=edge_guard_um,
                              scarce_ratio=scarce_ratio, rim_ratio=rim_ratio,
-                             n_permutations=n_permutations, seed=seed)
+                             n_permutations=n_permutations, seed=seed, coverage=coverage,
+                             min_expected=min_expected, confidence=confidence,
+                             min_coverage=min_coverage, registration_error_px=loo)
         offset = len(rows)  # ids are unique over all maps
         labels[name] = np.where(hs.labels > 0, hs.labels + offset, 0).astype(np.int32)
         ann = reg.to_annotation(np.array([[h["centroid_x"], h["centroid_y"]] for h in hs.table])
@@ -229,7 +252,10 @@ def run_hotspots(
               "extent": extent, "noise_floor": noise_floor, "scarce_ratio": scarce_ratio,
               "rim_ratio": rim_ratio, "edge_guard_um": edge_guard_um,
               "n_permutations": n_permutations, "seed": seed, "pixel_size_um": list(px),
-              "n_cells": len(cells), "tissue_px": int(tissue.sum())}
+              "n_cells": len(cells), "tissue_px": int(tissue.sum()),
+              "min_expected": min_expected, "confidence": confidence,
+              "min_coverage": min_coverage, "coverage_source": coverage_source,
+              "coverage_px": int((coverage & tissue).sum()), "warnings": notes}
     files = _write_outputs(Path(out_dir), data, cells, cells_msi, reg, values, labels, rows,
                            densities, curves, params, cell_type, write_labels, overlays,
                            storage_options)
@@ -300,6 +326,11 @@ def summary(run: HotspotRun) -> str:
     lines = [f"registration: {reg.method} ({reg.model}), rotation {p['rotation_deg']:.2f} deg, "
              f"scale {p['scale']:.4g} per MSI pixel; {quality}"]
     lines += [f"  note: {n}" for n in reg.notes]
+    cov = run.params.get("coverage_px")
+    if cov is not None:
+        lines.append(f"annotated region ({run.params['coverage_source']}): {cov} of "
+                     f"{run.params['tissue_px']} tissue pixels")
+    lines += [f"  warning: {n}" for n in run.params.get("warnings", [])]
     lines.append(f"{len(run.hotspots)} hotspot(s) in {len(run.maps)} map(s) "
                  f"({', '.join(run.maps)}); {run.params['cell_type']} per mm2 inside / rim / "
                  "outside:")
@@ -308,7 +339,8 @@ def summary(run: HotspotRun) -> str:
             f"  {h['id']:>3} {h['map']:<12} {h['class']:<16} at ({h['centroid_x']:.1f}, "
             f"{h['centroid_y']:.1f}) px, {h['area_px']} px; {h['inside_density']:.0f} / "
             f"{h['rim_density']:.0f} / {h['outside_density']:.0f}, exclusion "
-            f"{h['exclusion_score']:+.2f} (p = {h['p_value']:.3g})")
+            f"{h['exclusion_score']:+.2f} (p = {h['p_value']:.3g})"
+            + (f" [{h['class_reason']}]" if h.get("class_reason") else ""))
     folder = run.files[0].parent if run.files else None
     lines.append(f"wrote {len(run.files)} files to {folder}")
     return "\n".join(lines)
