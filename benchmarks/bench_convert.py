@@ -245,7 +245,7 @@ def sample(workdir: Path, name: str, size: float, **kwargs) -> Path:
     if imzml.exists() and truth.exists():
         return imzml
     start = time.perf_counter()
-    make_sample(workdir, name, seed=1, target_bytes=int(size), **kwargs)
+    make_sample(workdir, name, seed=1, target_bytes=int(size), overwrite=True, **kwargs)
     print(f"  wrote {name} ({(workdir / f'{name}.ibd').stat().st_size / GB:.2f} GB) in "
           f"{time.perf_counter() - start:.0f} s", flush=True)
     return imzml

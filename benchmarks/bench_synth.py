@@ -37,7 +37,8 @@ def child_synth(out: Path, mode: str, spectrum_type: str, size: int) -> dict:
     from ionmap.synth import make_sample
 
     start = time.perf_counter()
-    s = make_sample(out, "bench", mode=mode, spectrum_type=spectrum_type, target_bytes=size)
+    s = make_sample(out, "bench", mode=mode, spectrum_type=spectrum_type, target_bytes=size,
+                    overwrite=True)
     dt = time.perf_counter() - start
     t = s.truth_dict
     return {"seconds": dt, "ibd_bytes": t["ibd_bytes"], "n_spectra": t["n_spectra"],

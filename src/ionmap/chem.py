@@ -38,11 +38,11 @@ def formula_mass(formula: str) -> float:
     """Monoisotopic mass (u) of a neutral formula such as ``C3H6O3``."""
     f = formula.replace(" ", "")
     if not f or "".join(m.group(0) for m in _ELEMENT.finditer(f)) != f:
-        raise ValueError(f"not a molecular formula: {formula!r}")
+        raise InputError(None, f"not a molecular formula: {formula!r}")
     mass = 0.0
     for symbol, count in _ELEMENT.findall(f):
         if symbol not in ELEMENT_MASS:
-            raise ValueError(f"unknown element {symbol!r} in formula {formula!r}")
+            raise InputError(None, f"unknown element {symbol!r} in formula {formula!r}")
         mass += ELEMENT_MASS[symbol] * (int(count) if count else 1)
     return mass
 
@@ -51,7 +51,7 @@ def parse_adduct(adduct: str) -> tuple[int, float, int]:
     """(multimer n, mass added in u, signed charge) of an adduct such as ``[M+Na]+``."""
     m = _ADDUCT.match(adduct.replace(" ", ""))
     if not m:
-        raise ValueError(f"not an adduct: {adduct!r} (expected e.g. [M-H]- or [M+Na]+)")
+        raise InputError(None, f"not an adduct: {adduct!r} (expected e.g. [M-H]- or [M+Na]+)")
     n = int(m.group(1) or 1)
     delta = 0.0
     for sign, mult, formula in _ADDUCT_TERM.findall(m.group(2)):
@@ -83,16 +83,25 @@ class Target:
     group: str | None = None
 
 
+#: Columns a targets CSV may have; any other column is an error (a typo would be ignored).
+TARGET_COLUMNS = ("name", "mz", "formula", "adduct", "ppm", "group")
+
+
 def read_targets(text: str, source: str = "<targets>") -> list[Target]:
     """Targets from CSV text with columns ``name`` and ``mz`` or ``formula`` + ``adduct``.
 
     Optional columns: ``ppm`` (window half-width, else the run's default) and ``group``
-    (free-form class such as ``lipid``, used by composite maps). Errors name ``source``.
+    (free-form class such as ``lipid``, used by composite maps); other columns are an
+    error. Errors name ``source``.
     """
     rows = list(csv.DictReader(io.StringIO(text)))
     if not rows:
         raise InputError(source, "no targets (expected a header line and one row per target)")
     cols = set(rows[0])
+    unknown = sorted(str(c) for c in cols - set(TARGET_COLUMNS) if c and str(c).strip())
+    if unknown:
+        raise InputError(source, f"unknown column(s) {', '.join(map(repr, unknown))} "
+                         f"(columns: {', '.join(TARGET_COLUMNS)})")
     if "name" not in cols or not ({"mz"} <= cols or {"formula", "adduct"} <= cols):
         raise InputError(source, "targets CSV needs columns name and mz, or name, formula and adduct")
     targets: list[Target] = []

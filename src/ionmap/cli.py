@@ -1,16 +1,26 @@
 """The ``ionmap`` command. Thin: parse arguments, call the API, map errors to exit codes.
 
 Exit codes: 0 success, 1 some work failed (bulk runs), 2 bad input or usage (one line on
-stderr naming the file and the problem, no traceback).
+stderr naming the file and the problem, no traceback), 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM). Errors of the Python API name keyword arguments (``overwrite=True``);
+the command line shows them as its flags (``--overwrite``).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
+import signal
 import sys
+import threading
+import types
+import typing
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .errors import IonmapError
+from .params import ConvertParams, HotspotParams, ImmuneParams, Params, RegistrationParams, describe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,20 +36,79 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so that it unwinds like Ctrl-C: progress bars
+    restore the cursor and an interrupted conversion records the bands it finished."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ionmap`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         return int(args.run(args) or 0)
     except IonmapError as exc:
-        print(f"ionmap: error: {exc}", file=sys.stderr)
+        print(f"ionmap: error: {cli_wording(str(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ionmap: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"ionmap: {how}{_resume_hint(args)}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+_KEYWORD = re.compile(r"\b([a-z][a-z0-9_]*)=(?:True|\.\.\.)")
+
+
+def cli_wording(message: str) -> str:
+    """An API error message with keyword arguments (``overwrite=True``,
+    ``pixel_size_um=...``) named as the command line's flags (``--overwrite``)."""
+    return _KEYWORD.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
+def _resume_hint(args) -> str:
+    """What an interrupted command leaves behind and how to finish it."""
+    if args.command == "convert":
+        return (f"; {args.output} is incomplete (never taken for a finished result): run the "
+                "same command with --resume to finish it")
+    if args.command == "run":
+        return "; run the same command with --resume to finish the remaining samples"
+    return ""
 
 
 # Each command is a pair: _add_NAME(subparsers) declares it and sets ``run`` to _run_NAME.
+
+
+def _param(p, cls: type[Params], name: str, *flags: str, help_prefix: str = "",
+           **extra: Any) -> None:
+    """An option for field ``name`` of a parameter object: flag ``--name-with-dashes``,
+    default, type, choices and help all from the field (see :mod:`ionmap.params`)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    hint = typing.get_type_hints(cls, localns={"Target": object})[name]
+    kwargs: dict[str, Any] = {"dest": name, "default": f.default,
+                              "help": help_prefix + describe(cls, name)}
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+    if hint is bool:
+        kwargs["action"] = "store_false" if f.default else "store_true"
+    elif typing.get_origin(args[0]) is typing.Literal:
+        kwargs["choices"] = typing.get_args(args[0])
+    elif args[0] in (int, float, str):
+        kwargs["type"] = args[0]
+    kwargs.update(extra)
+    p.add_argument(*(flags or ("--" + name.replace("_", "-"),)), **kwargs)
+
+
+def _params(cls: type[Params], args: argparse.Namespace) -> Any:
+    """The parameter object of the options that ``_param`` declared (others: defaults)."""
+    return cls(**{n: getattr(args, n) for n in cls.names() if hasattr(args, n)})
 
 
 def _add_storage_option(p: argparse.ArgumentParser, what: str) -> None:
@@ -56,7 +125,8 @@ def _storage_options(args) -> dict | None:
 
 def _add_scheduler(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler "
-                   "address (default: $DASK_SCHEDULER_ADDRESS, else local threads)")
+                   "address with its port (tcp://HOST:8786), or a local scheduler: threads, "
+                   "processes, synchronous (default: $DASK_SCHEDULER_ADDRESS, else threads)")
 
 
 def _add_convert(sub) -> None:
@@ -69,21 +139,14 @@ def _add_convert(sub) -> None:
     p.add_argument("input", metavar="INPUT", help=".imzML path or s3://bucket/key.imzML")
     p.add_argument("output", metavar="OUTPUT", help="store path or s3://bucket/prefix.zarr")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--panel", help="built-in panel: tme-negative or tme-positive "
-                       "(default: the one matching the file's polarity)")
+    _param(which, ConvertParams, "panel")
     which.add_argument("--targets", metavar="CSV", help="targets CSV: name and mz, or name, "
                        "formula and adduct; optional ppm and group")
-    p.add_argument("--ppm", type=float, default=10.0,
-                   help="window half-width in ppm for targets without their own (default 10)")
-    p.add_argument("--peaks", action="store_true",
-                   help="sum picked peaks instead of raw profile points")
-    p.add_argument("--snr", type=float, default=3.0,
-                   help="peak-picking signal-to-noise threshold (default 3)")
-    p.add_argument("--features", action="store_true", help="also build the dataset-wide "
-                   "m/z axis and write the feature cube")
-    p.add_argument("--normalize", choices=("none", "tic", "rms"), default="none",
-                   help="divide each pixel by its TIC or RMS, times the median over pixels "
-                   "(default none)")
+    _param(p, ConvertParams, "ppm")
+    _param(p, ConvertParams, "peaks")
+    _param(p, ConvertParams, "snr")
+    _param(p, ConvertParams, "features")
+    _param(p, ConvertParams, "normalize")
     _add_scheduler(p)
     p.add_argument("--workers", type=int, metavar="N", help="local threads (default: all cores)")
     p.add_argument("--resume", action="store_true",
@@ -105,11 +168,9 @@ def _run_convert(args) -> int:
         warnings.showwarning = lambda msg, *a, **k: print(f"ionmap: warning: {msg}",
                                                           file=sys.stderr)
         result = convert(
-            args.input, args.output, panel=args.panel, targets=args.targets, ppm=args.ppm,
-            peaks=args.peaks, features=args.features, normalize=args.normalize,
-            scheduler=args.scheduler, workers=args.workers, resume=args.resume,
-            overwrite=args.overwrite, storage_options=options, progress=not args.quiet,
-            snr=args.snr,
+            args.input, args.output, _params(ConvertParams, args), scheduler=args.scheduler,
+            workers=args.workers, resume=args.resume, overwrite=args.overwrite,
+            storage_options=options, progress=not args.quiet,
         )
     ny, nx = result.shape
     n_features = result.attrs.get("features", {}).get("n_features")
@@ -165,6 +226,8 @@ def _add_synth(sub) -> None:
     p.add_argument("--off-tissue", choices=("absent", "matrix"), default="absent",
                    help="pixels off the tissue: no spectrum, or matrix-only spectra "
                    "(default absent)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier sample NAME in OUTDIR")
     p.set_defaults(run=_run_synth)
 
 
@@ -179,7 +242,7 @@ def _run_synth(args) -> int:
         spectrum_type=args.spectrum_type, mz_dtype=args.mz_dtype,
         intensity_dtype=args.intensity_dtype, polarity=args.polarity, shape=args.shape,
         pixel_size_um=args.pixel_size, cells_format=args.cells_format,
-        target_bytes=args.size, off_tissue=args.off_tissue,
+        target_bytes=args.size, off_tissue=args.off_tissue, overwrite=args.overwrite,
     )
     print(synth.summary(sample))
     print(f"({time.perf_counter() - start:.1f} s)")
@@ -196,6 +259,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="ionmap-demo", metavar="DIR",
                    help="output folder (default ./ionmap-demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_run_demo)
 
@@ -203,7 +267,8 @@ def _add_demo(sub) -> None:
 def _run_demo(args) -> int:
     from .pipeline import run_demo
 
-    report = run_demo(args.out, seed=args.seed, progress=not args.quiet)
+    report = run_demo(args.out, seed=args.seed, overwrite=args.overwrite,
+                      progress=not args.quiet)
     print(f"report: {report.resolve()}")
     return 0
 
@@ -232,48 +297,30 @@ def _add_hotspots(sub) -> None:
     reg.add_argument("--register", choices=("auto",),
                      help="auto: estimate rotation, scale and shift from the tissue and the "
                      "cell density, without landmarks")
-    p.add_argument("--model", choices=("similarity", "affine"), default="similarity",
-                   help="landmark transform model (default similarity)")
-    p.add_argument("--maps", type=lambda t: [m.strip() for m in t.split(",") if m.strip()],
-                   metavar="LIST", help="comma-separated maps: channel names, ratios A/B, "
-                   "groups and presets kyn_trp, glu_gln, akg_succ, amp_atp, lipids (default: "
-                   "those of lactate,kynurenine,kyn_trp,lipids the result allows)")
-    p.add_argument("--cell-type", default="CD8", help="cell type whose exclusion is "
-                   "assessed (default CD8)")
-    p.add_argument("--rim-um", type=float, default=60.0,
-                   help="rim width outside a hotspot's edge, um (default 60)")
-    p.add_argument("--fdr", type=float, default=0.05,
-                   help="Benjamini-Hochberg false discovery rate over pixels (default 0.05)")
-    p.add_argument("--min-area-px", type=int, default=9, metavar="N",
-                   help="smallest hotspot in pixels (default 9)")
-    p.add_argument("--radius-px", type=int, default=1, metavar="R",
-                   help="Gi* window: (2R+1)^2 pixels (default 1)")
-    p.add_argument("--extent", type=float, default=0.5, help="trim each hotspot to pixels "
-                   "at least this fraction of the way from the tissue median to its peak "
-                   "(default 0.5, the half-maximum)")
-    p.add_argument("--noise-floor", type=float, default=0.1, help="ratio maps: mask pixels "
-                   "whose denominator is below this fraction of its tissue median (default 0.1)")
-    p.add_argument("--scarce-ratio", type=float, default=0.5, help="the cell type is "
-                   "scarce inside below this fraction of its tissue density (default 0.5)")
-    p.add_argument("--rim-ratio", type=float, default=0.5, help="the cell type is present "
-                   "at the rim from this fraction of its tissue density (default 0.5)")
-    p.add_argument("--edge-guard-um", type=float, default=None, metavar="UM",
-                   help="band inside the edge left out of the inside density (default half "
-                   "an MSI pixel)")
+    _param(p, RegistrationParams, "model")
+    _param(p, HotspotParams, "maps", metavar="LIST",
+           type=lambda t: tuple(m.strip() for m in t.split(",") if m.strip()),
+           help_prefix="comma-separated ")
+    _param(p, ImmuneParams, "cell_type")
+    _param(p, ImmuneParams, "rim_um")
+    _param(p, HotspotParams, "fdr")
+    _param(p, HotspotParams, "min_area_px", metavar="N")
+    _param(p, HotspotParams, "radius_px", metavar="R")
+    _param(p, HotspotParams, "extent")
+    _param(p, HotspotParams, "noise_floor")
+    _param(p, ImmuneParams, "scarce_ratio")
+    _param(p, ImmuneParams, "rim_ratio")
+    _param(p, ImmuneParams, "edge_guard_um", metavar="UM")
+    _param(p, ImmuneParams, "n_permutations", "--permutations", metavar="N")
+    _param(p, ImmuneParams, "seed")
+    _param(p, ImmuneParams, "min_expected", metavar="N")
+    _param(p, ImmuneParams, "confidence")
+    _param(p, ImmuneParams, "min_coverage")
     p.add_argument("--annotated-region", metavar="FILE",
                    help="where cells were annotated: GeoJSON polygons (histology pixels) or "
                    "a TIFF mask (MSI grid or histology pixels); hotspots outside it are "
                    "undetermined (default: the annotations of a QuPath cells GeoJSON, else "
                    "the hull of the cells)")
-    p.add_argument("--min-expected", type=float, default=5.0, metavar="N",
-                   help="undetermined when fewer cells of the type are expected inside (or "
-                   "at the rim) under the tissue rate (default 5)")
-    p.add_argument("--confidence", type=float, default=0.9,
-                   help="confidence of the rate-ratio intervals that decide a class "
-                   "(default 0.9: each one-sided call errs at most 5%%)")
-    p.add_argument("--permutations", type=int, default=999, metavar="N",
-                   help="permutations for the exclusion p-value (default 999)")
-    p.add_argument("--seed", type=int, default=0, help="permutation seed (default 0)")
     p.add_argument("--cells-units", choices=("um", "px"), help="unit of the cell "
                    "coordinates (default: from the format; plain CSV is um)")
     p.add_argument("--cells-pixel-size-um", type=float, metavar="UM",
@@ -300,15 +347,9 @@ def _run_hotspots(args) -> int:
                                phenotype_column=args.phenotype_column,
                                class_table=args.class_table)
     run = regions.run_hotspots(
-        args.result, cells, args.landmarks or args.register, args.out, maps=args.maps,
-        cell_type=args.cell_type, rim_um=args.rim_um, fdr=args.fdr,
-        min_area_px=args.min_area_px, radius_px=args.radius_px, extent=args.extent,
-        noise_floor=args.noise_floor, scarce_ratio=args.scarce_ratio,
-        rim_ratio=args.rim_ratio, edge_guard_um=args.edge_guard_um,
-        n_permutations=args.permutations, seed=args.seed, model=args.model,
-        annotated_region=args.annotated_region, min_expected=args.min_expected,
-        confidence=args.confidence,
-        pixel_size_um=args.pixel_size_um, write_labels=not args.no_labels,
+        args.result, cells, args.landmarks or args.register, args.out,
+        _params(HotspotParams, args), _params(ImmuneParams, args), model=args.model,
+        annotated_region=args.annotated_region, pixel_size_um=args.pixel_size_um, write_labels=not args.no_labels,
         overlays=not args.no_png, storage_options=options,
     )
     print(regions.summary(run))

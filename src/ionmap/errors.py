@@ -3,6 +3,17 @@
 Every problem with a user's input or environment is an :class:`IonmapError` whose message
 is one line naming the file (or URL) and the problem. The CLI prints that line and exits
 with code 2; it never shows a traceback for these.
+
+The classes also derive from the matching builtins, so plain Python handlers work:
+:class:`InputError` is a ``ValueError`` (every argument mistake, from the API, the CLI or
+a config file, raises it), :class:`StorageError` an ``OSError`` and
+:class:`MissingIbdError` a ``FileNotFoundError``.
+
+>>> try:
+...     raise InputError("targets.csv", "no name column")
+... except ValueError as exc:
+...     print(exc)
+targets.csv: no name column
 """
 from __future__ import annotations
 
@@ -17,16 +28,19 @@ class IonmapError(Exception):
         self.problem = problem
         super().__init__(problem if self.path is None else f"{self.path}: {problem}")
 
+    def __str__(self) -> str:  # never OSError's "[Errno ...]" form of the two arguments
+        return self.problem if self.path is None else f"{self.path}: {self.problem}"
+
     def __reduce__(self):
         # Rebuild from (path, problem) so errors raised on Dask workers survive pickling.
         return type(self), (self.path, self.problem)
 
 
-class InputError(IonmapError):
+class InputError(IonmapError, ValueError):
     """Bad user input other than imzML: targets CSV, pipeline config, cell annotations."""
 
 
-class StorageError(IonmapError):
+class StorageError(IonmapError, OSError):
     """Output cannot be written or an object store cannot be reached."""
 
 
@@ -38,7 +52,7 @@ class ImzMLFormatError(ImzMLError):
     """Malformed or non-conforming imzML XML (missing required metadata, bad values)."""
 
 
-class MissingIbdError(ImzMLError):
+class MissingIbdError(ImzMLError, FileNotFoundError):
     """No .ibd file beside the .imzML (looked up case-insensitively)."""
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _binning, _peaks, _windows
 from .batch import SpectrumBatch
+from .errors import InputError
 
 Analyzer = Literal["tof", "orbitrap", "fticr"]
 
@@ -55,26 +56,29 @@ def _arrays(batch: SpectrumBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     starts = np.ascontiguousarray(batch.mz_starts, dtype=np.int64)
     n = len(batch.index)
     if mz.ndim != 1 or intensity.ndim != 1:
-        raise ValueError("SpectrumBatch: mz and intensity must be 1-D")
+        raise InputError(None, "SpectrumBatch: mz and intensity must be 1-D")
     if offsets.shape != (n + 1,) or starts.shape != (n,):
-        raise ValueError(f"SpectrumBatch: {n} spectra need {n + 1} offsets and {n} mz_starts, "
+        raise InputError(
+            None, f"SpectrumBatch: {n} spectra need {n + 1} offsets and {n} mz_starts, "
                          f"got {offsets.size} and {starts.size}")
     lengths = np.diff(offsets)
     if offsets[0] != 0 or offsets[-1] != intensity.size or (lengths < 0).any():
-        raise ValueError("SpectrumBatch: offsets must rise from 0 to len(intensity)")
+        raise InputError(None, "SpectrumBatch: offsets must rise from 0 to len(intensity)")
     if n and ((starts < 0).any() or (starts + lengths > mz.size).any()):
-        raise ValueError("SpectrumBatch: mz_starts point outside the mz array")
+        raise InputError(None, "SpectrumBatch: mz_starts point outside the mz array")
     return mz, intensity, offsets, starts, bool(n) and batch.shared_mz
 
 
 def _unsorted(batch: SpectrumBatch, position: int) -> None:
     if position >= 0:
-        raise ValueError(f"spectrum {int(batch.index[position])}: m/z values are not ascending")
+        raise InputError(
+            None, f"spectrum {int(batch.index[position])}: m/z values are not ascending")
 
 
 def _choice(name: str, value: str, choices: Iterable[str]) -> str:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise InputError(
+            None, f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
 
 
@@ -140,11 +144,11 @@ def pick_peaks_batch(
     _choice("measure", measure, ("height", "area"))
     apex_code = _APEX[_choice("apex", apex, _APEX)]
     if not snr >= 0 or not math.isfinite(snr):
-        raise ValueError(f"snr must be a finite number >= 0, got {snr}")
+        raise InputError(None, f"snr must be a finite number >= 0, got {snr}")
     if int(min_points) < 1 or int(noise_window) < 16:
-        raise ValueError("min_points must be >= 1 and noise_window >= 16")
+        raise InputError(None, "min_points must be >= 1 and noise_window >= 16")
     if not min_separation >= 0:
-        raise ValueError(f"min_separation must be >= 0, got {min_separation}")
+        raise InputError(None, f"min_separation must be >= 0, got {min_separation}")
     n = len(batch.index)
     capacity = intensity.size // 2 + n  # a spectrum of k points has at most k // 2 peaks
     peak_mz = np.empty(capacity)
@@ -170,7 +174,7 @@ def pick_peaks(mz: np.ndarray, intensity: np.ndarray, snr: float = 3.0,
     intensity = np.asarray(intensity)
     mz = np.asarray(mz)
     if mz.shape != intensity.shape or mz.ndim != 1:
-        raise ValueError(f"mz and intensity must be 1-D of one length, got shapes "
+        raise InputError(None, f"mz and intensity must be 1-D of one length, got shapes "
                          f"{mz.shape} and {intensity.shape}")
     one = SpectrumBatch(index=np.zeros(1, dtype=np.int64),
                         offsets=np.array([0, intensity.size], dtype=np.int64),
@@ -202,7 +206,8 @@ def window_sums(batch: SpectrumBatch, lo: np.ndarray, hi: np.ndarray,
     lo = np.ascontiguousarray(lo, dtype=np.float64)
     hi = np.ascontiguousarray(hi, dtype=np.float64)
     if lo.ndim != 1 or lo.shape != hi.shape:
-        raise ValueError(f"lo and hi must be 1-D of one length, got {lo.shape} and {hi.shape}")
+        raise InputError(
+            None, f"lo and hi must be 1-D of one length, got {lo.shape} and {hi.shape}")
     out = np.zeros((len(batch.index), lo.size))
     _unsorted(batch, _windows.window_sums(mz, intensity, offsets, starts, shared, lo, hi,
                                           reduce == "max", out))
@@ -253,7 +258,7 @@ class MzAxisBuilder:
                  min_fraction: float = 0.01, cells_per_tolerance: int = 4) -> None:
         _width_exponent(analyzer)
         if not ppm > 0 or not ref_mz > 0 or not 0 <= min_fraction <= 1 or cells_per_tolerance < 1:
-            raise ValueError("need ppm > 0, ref_mz > 0, 0 <= min_fraction <= 1 and "
+            raise InputError(None, "need ppm > 0, ref_mz > 0, 0 <= min_fraction <= 1 and "
                              "cells_per_tolerance >= 1")
         self.ppm, self.analyzer, self.ref_mz = float(ppm), analyzer, float(ref_mz)
         self.min_fraction, self.cells = float(min_fraction), int(cells_per_tolerance)
@@ -284,7 +289,7 @@ class MzAxisBuilder:
         """Add a batch of peak lists (e.g. from :func:`pick_peaks_batch` or centroid data)."""
         mz, _, offsets, starts, shared = _arrays(peaks)
         if mz.size and not (np.isfinite(mz).all() and mz.min() > 0):
-            raise ValueError("peak m/z values must be finite and > 0")
+            raise InputError(None, "peak m/z values must be finite and > 0")
         u = _tolerance_coordinate(mz, self.ppm, self.analyzer, self.ref_mz)
         with self._lock:
             if u.size:
@@ -296,7 +301,7 @@ class MzAxisBuilder:
     def merge(self, other: MzAxisBuilder) -> None:
         """Add everything ``other`` has accumulated (same settings required)."""
         if other._settings() != self._settings():
-            raise ValueError("cannot merge MzAxisBuilders with different settings")
+            raise InputError(None, "cannot merge MzAxisBuilders with different settings")
         with other._lock:
             origin, count, frac, n = other._origin, other._count.copy(), other._frac.copy(), other.n_spectra
         with self._lock:
@@ -375,7 +380,7 @@ def bin_to_axis(batch: SpectrumBatch, axis: np.ndarray, ppm: float = 10.0,
     _choice("reduce", reduce, ("sum", "max"))
     axis = np.ascontiguousarray(axis, dtype=np.float64)
     if axis.ndim != 1 or not (np.diff(axis) > 0).all():
-        raise ValueError("axis must be a 1-D array of strictly ascending m/z values")
+        raise InputError(None, "axis must be a 1-D array of strictly ascending m/z values")
     out = np.zeros((len(batch.index), axis.size), dtype=np.float32)
     if axis.size:
         tol = np.ascontiguousarray(tolerance_mz(axis, ppm, analyzer, ref_mz))

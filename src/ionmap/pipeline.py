@@ -9,7 +9,6 @@ compares the samples.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -25,56 +24,36 @@ import numpy as np
 
 from . import storage
 from .errors import InputError, IonmapError, StorageError
+from .params import (ConvertParams, HotspotParams, ImmuneParams, Params, RecalibrationParams,
+                     RegistrationParams)
 
-#: Keys of a section that the pipeline sets itself (per sample or from the command line).
-_CONVERT_FIXED = {"input", "output", "scheduler", "workers", "resume", "overwrite",
-                  "storage_options", "output_storage_options", "progress"}
-_HOTSPOTS_FIXED = {"source", "cells", "registration", "out_dir", "storage_options",
-                   "write_labels", "overlays", "pixel_size_um"}
-_REGISTRATION_METHODS = ("landmarks-or-auto", "landmarks", "auto")
 _DONE = "sample.json"  # written last in OUTPUT/NAME: the sample is complete
+#: TOML section -> the parameter object it is checked against.
+SECTIONS: dict[str, type[Params]] = {
+    "convert": ConvertParams, "recalibration": RecalibrationParams,
+    "registration": RegistrationParams, "hotspots": HotspotParams, "immune": ImmuneParams,
+}
 
 
 @dataclass
 class PipelineConfig:
-    """A parsed pipeline: keyword arguments for :func:`ionmap.convert` and
-    :func:`ionmap.regions.run_hotspots`, and the registration method."""
+    """A parsed pipeline: one parameter object per stage (the TOML sections)."""
 
     path: str
-    convert: dict[str, Any] = field(default_factory=dict)
-    hotspots: dict[str, Any] = field(default_factory=dict)
-    registration: str = "landmarks-or-auto"
-
-
-def _check_keys(section: str, values: Mapping[str, Any], func: Callable, fixed: set[str],
-                source: str) -> dict[str, Any]:
-    """Validate config keys against ``func``'s keyword parameters and their default types."""
-    params = inspect.signature(func).parameters
-    out = {}
-    for key, value in values.items():
-        if key not in params or key in fixed:
-            allowed = sorted(k for k in params if k not in fixed)
-            raise InputError(source, f"[{section}] unknown key {key!r} (allowed: "
-                                     f"{', '.join(allowed)})")
-        default = params[key].default
-        ok = (isinstance(value, bool) if isinstance(default, bool)
-              else isinstance(value, int) and not isinstance(value, bool)
-              if isinstance(default, int) else
-              isinstance(value, (int, float)) and not isinstance(value, bool)
-              if isinstance(default, float) else
-              isinstance(value, str) if isinstance(default, str) else True)
-        if not ok:
-            raise InputError(source, f"[{section}] {key} = {value!r}: expected a "
-                                     f"{type(default).__name__}")
-        out[key] = value
-    return out
+    convert: ConvertParams = field(default_factory=ConvertParams)
+    recalibration: RecalibrationParams = field(default_factory=RecalibrationParams)
+    registration: RegistrationParams = field(default_factory=RegistrationParams)
+    hotspots: HotspotParams = field(default_factory=HotspotParams)
+    immune: ImmuneParams = field(default_factory=ImmuneParams)
 
 
 def load_config(path: str | os.PathLike) -> PipelineConfig:
-    """Read and validate a pipeline TOML (see ``pipelines/*.toml`` for every key)."""
-    from .engine.convert import convert
-    from .regions import run_hotspots
+    """Read and validate a pipeline TOML (see ``pipelines/*.toml`` for every key).
 
+    Each section is checked against its own parameter object (:data:`SECTIONS`): an
+    unknown key, a key of another section or a value of the wrong type is an InputError
+    naming the file, the section and the key.
+    """
     source = os.fspath(path)
     try:
         with open(source, "rb") as f:
@@ -83,23 +62,18 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
         raise InputError(source, "pipeline config not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(source, f"not valid TOML: {exc}") from None
-    unknown = set(raw) - {"convert", "registration", "hotspots", "immune"}
+    unknown = set(raw) - set(SECTIONS)
     if unknown:
         raise InputError(source, f"unknown section(s): {', '.join(sorted(unknown))} "
-                                 "(sections: convert, registration, hotspots, immune)")
-    conv = _check_keys("convert", raw.get("convert", {}), convert, _CONVERT_FIXED, source)
-    if isinstance(conv.get("targets"), str) and not storage.is_url(conv["targets"]):
-        conv["targets"] = str(Path(source).parent / conv["targets"])
-    reg = dict(raw.get("registration", {}))
-    method = reg.pop("method", "landmarks-or-auto")
-    if method not in _REGISTRATION_METHODS:
-        raise InputError(source, f"[registration] method = {method!r}: expected one of "
-                                 f"{', '.join(_REGISTRATION_METHODS)}")
-    hot = {}
-    for section, values in (("registration", reg), ("hotspots", raw.get("hotspots", {})),
-                            ("immune", raw.get("immune", {}))):
-        hot.update(_check_keys(section, values, run_hotspots, _HOTSPOTS_FIXED, source))
-    return PipelineConfig(source, conv, hot, method)
+                                 f"(sections: {', '.join(SECTIONS)})")
+    conv = raw.get("convert", {})
+    targets = conv.get("targets") if isinstance(conv, Mapping) else None
+    if isinstance(targets, str) and not storage.is_url(targets):  # relative to the config
+        conv = {**conv, "targets": str(Path(source).parent / targets)}
+    parsed = {name: cls.from_mapping(conv if name == "convert" else raw.get(name, {}),
+                                     section=name, source=source)
+              for name, cls in SECTIONS.items()}
+    return PipelineConfig(source, **parsed)
 
 
 @dataclass(frozen=True)
@@ -179,7 +153,7 @@ def cohort_row(name: str, hotspots: list[dict], labels: Mapping[str, np.ndarray]
 
 def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: Any = None,
                resume: bool = False, storage_options: Mapping[str, Any] | None = None,
-               progress: bool = True) -> dict[str, Any]:
+               progress: bool = False) -> dict[str, Any]:
     """Convert one sample, find its hotspots (when it has cells) and write its report.
 
     Returns the sample's cohort row. ``out`` is ``OUTPUT/NAME``; ``sample.json`` is written
@@ -191,12 +165,12 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
 
     out.mkdir(parents=True, exist_ok=True)
     (out / _DONE).unlink(missing_ok=True)
-    result = convert(sample.imzml, str(out / "result.zarr"), resume=resume, overwrite=not resume,
-                     scheduler=scheduler, storage_options=storage_options, progress=progress,
-                     **config.convert)
+    result = convert(sample.imzml, str(out / "result.zarr"), config.convert,
+                     recalibration=config.recalibration, resume=resume, overwrite=not resume,
+                     scheduler=scheduler, storage_options=storage_options, progress=progress)
     run = None
     if sample.cells:
-        method = config.registration
+        method = config.registration.method
         if method == "landmarks" and not sample.landmarks:
             raise InputError(sample.imzml, "the pipeline asks for landmarks and the sample "
                                            f"has no {sample.name}.landmarks.csv")
@@ -204,7 +178,8 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
         registration = ("auto" if method == "auto" or not sample.landmarks
                         else _local_copy(sample.landmarks, inputs, storage_options))
         cells = read_cells(_local_copy(sample.cells, inputs, storage_options))
-        run = run_hotspots(result, cells, registration, out / "hotspots", **config.hotspots)
+        run = run_hotspots(result, cells, registration, out / "hotspots", config.hotspots,
+                           config.immune, model=config.registration.model)
     write_report(out / "report.html", result, hotspots=run, imzml=sample.imzml,
                  storage_options=storage_options)
     if run is not None:
@@ -227,7 +202,7 @@ def _describe(row: Mapping[str, Any]) -> str:
 
 def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
                  output_dir: str | os.PathLike, *, scheduler: Any = None, resume: bool = False,
-                 storage_options: Mapping[str, Any] | None = None, progress: bool = True,
+                 storage_options: Mapping[str, Any] | None = None, progress: bool = False,
                  echo: Callable[[str], None] = print) -> list[SampleOutcome]:
     """Run a pipeline over every sample of ``input_dir``; write ``summary.csv`` and
     ``cohort.csv`` to ``output_dir`` (a local folder).
@@ -235,10 +210,12 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
     A sample that fails is recorded with its error and the others go on. With ``resume``,
     complete samples are skipped and interrupted ones finished.
     """
+    from .engine.run import check_scheduler
     from .regions import write_csv
 
     if not isinstance(config, PipelineConfig):
         config = load_config(config)
+    check_scheduler(scheduler)
     samples = discover_samples(str(input_dir), storage_options)
     out = Path(output_dir)
     try:
@@ -279,14 +256,18 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
 
 
 def run_demo(out_dir: str | os.PathLike = "ionmap-demo", *, seed: int = 0,
-             progress: bool = True, echo: Callable[[str], None] = print) -> Path:
+             overwrite: bool = False, progress: bool = False,
+             echo: Callable[[str], None] = print) -> Path:
     """The embedded default job: synthesize a tumour section into ``OUT/input``, run the
     default pipeline (tme-negative panel, landmarks registration, hotspots with CD8 context)
-    into ``OUT/output`` and return the path of its ``report.html``."""
+    into ``OUT/output`` and return the path of its ``report.html``. An earlier demo in
+    ``OUT`` is an error unless ``overwrite``."""
     from . import synth
 
     out = Path(out_dir)
-    sample = synth.make_sample(out / "input", "demo", seed=seed)
+    if (out / "output").exists() and not overwrite:
+        raise InputError(out, "holds an earlier demo; pass overwrite=True to replace it")
+    sample = synth.make_sample(out / "input", "demo", seed=seed, overwrite=overwrite)
     echo(synth.summary(sample))
     outcome = run_pipeline(PipelineConfig("<defaults>"), str(out / "input"), out / "output",
                            progress=progress, echo=echo)[0]

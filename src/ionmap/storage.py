@@ -103,6 +103,13 @@ def _fs_error(location: str, exc: BaseException) -> StorageError:
     return StorageError(location, f"cannot read: {type(exc).__name__}: {exc}")
 
 
+def _no_ranges(location: str) -> StorageError:
+    """A server that answered a byte-range request with more than the range."""
+    return StorageError(location, "the server does not support byte-range requests (it sent "
+                        "more than the range asked for); ionmap reads files in ranges: copy "
+                        "the file locally or serve it with range support")
+
+
 @dataclass(frozen=True)
 class FileStat:
     """Size in bytes and modification time in ns since the epoch (None if unknown)."""
@@ -240,6 +247,8 @@ class RangeReader:
         except Exception as exc:
             raise _fs_error(self.location, exc) from None
         for blob, length, pos in zip(blobs, lengths.tolist(), positions.tolist()):
+            if len(blob) > length:
+                raise _no_ranges(self.location)
             if len(blob) != length:
                 raise StorageError(self.location, "range read came back short")
             view[pos : pos + length] = blob
@@ -256,9 +265,12 @@ class RangeReader:
                 raise _fs_error(self.location, exc) from None
             return buf[:got].tobytes()
         try:
-            return self._fs.cat_file(self._fspath, start=start, end=start + length)
+            blob = self._fs.cat_file(self._fspath, start=start, end=start + length)
         except Exception as exc:
             raise _fs_error(self.location, exc) from None
+        if len(blob) > length:
+            raise _no_ranges(self.location)
+        return blob
 
     def close(self) -> None:
         """Release the descriptor; a later read opens it again."""

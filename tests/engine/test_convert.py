@@ -20,7 +20,7 @@ from ionmap import kernels
 from ionmap.batch import SpectrumBatch
 from ionmap.chem import Target, panel
 from ionmap.cli import main
-from ionmap.engine import store as st
+from ionmap import store as st
 from ionmap.errors import InputError, StorageError
 from ionmap.synth import make_sample
 
@@ -248,7 +248,7 @@ def test_resume_after_interruption_equals_uninterrupted(samples, tmp_path, monke
         ionmap.open_result(out)
     done = st.read_root_attrs(st.open_store(out))["progress"]["bands_done"]
     assert done == sorted(calls[:2])
-    with pytest.raises(StorageError, match="--resume"):
+    with pytest.raises(StorageError, match="resume=True"):
         ionmap.convert(sample.imzml, out, **options)
     calls.clear()
     res = ionmap.convert(sample.imzml, out, resume=True, **options)

@@ -6,7 +6,7 @@ import pytest
 
 import ionmap
 from ionmap.cli import main
-from ionmap.engine import store as st
+from ionmap import store as st
 from ionmap.errors import StorageError
 from ionmap.synth import make_sample
 
@@ -55,7 +55,7 @@ def test_s3_input_and_output_equal_local(s3_server, sample, tmp_path):
     up = f"s3://{bucket}/results/up.zarr"
     _same(ionmap.convert(sample.imzml, up, output_storage_options=so, **options), local)
     # an existing remote result is protected; labels can be added remotely
-    with pytest.raises(StorageError, match="--overwrite"):
+    with pytest.raises(StorageError, match="overwrite=True"):
         ionmap.convert(sample.imzml, up, output_storage_options=so, **options)
     labels = (local.ion_image("lactate") > 0).astype(np.int32)
     st.write_labels(up, "hotspots", labels, storage_options=so)

@@ -37,7 +37,7 @@ from distributed import WorkerPlugin
 import ionmap
 from ionmap.cli import main
 from ionmap.engine import convert as engine_convert
-from ionmap.engine import store as st
+from ionmap import store as st
 from ionmap.errors import StorageError
 from ionmap.synth import make_sample
 
@@ -198,7 +198,8 @@ def test_s3_restart_then_resume_identical(sample, undisturbed, private_s3, monke
 
     private_s3.start()  # same ports, same data folder
     so = private_s3.server.storage_options
-    assert set(_bands_done(url, so)) <= {0, 1, 2}  # the checkpoint may trail the writes
+    # the checkpoint may trail the writes; Dask need not run bands in index order
+    assert set(_bands_done(url, so)) <= set(started[:3])
     with pytest.raises(StorageError, match="incomplete"):
         ionmap.open_result(url, so)
     proc = _cli("convert", str(sample.imzml), url, "--resume", "--quiet", "--storage-option",
@@ -210,7 +211,8 @@ def test_s3_restart_then_resume_identical(sample, undisturbed, private_s3, monke
 # ---- the convert process killed ------------------------------------------------------------
 _SLOW_CONVERT = """
 import sys, time
-from ionmap.engine import convert as c, store as st
+from ionmap import store as st
+from ionmap.engine import convert as c
 write = st.write_band
 def slow_write(*args, **kwargs):  # a slow disk: each band takes a while to write
     time.sleep(0.15)

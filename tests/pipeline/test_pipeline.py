@@ -42,9 +42,9 @@ def cohort(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", ["tme-negative", "tme-positive"])
 def test_shipped_configs_load(name):
     config = load_config(ROOT / "pipelines" / f"{name}.toml")
-    assert config.convert["panel"] == name
-    assert config.hotspots["rim_um"] == 60.0
-    assert config.registration == "landmarks-or-auto"
+    assert config.convert.panel == name
+    assert config.immune.rim_um == 60.0
+    assert config.registration.method == "landmarks-or-auto"
 
 
 def test_config_errors_name_file_and_key(tmp_path):
@@ -53,7 +53,7 @@ def test_config_errors_name_file_and_key(tmp_path):
     with pytest.raises(InputError, match=r"bad\.toml: \[convert\] unknown key 'ppmm'"):
         load_config(bad)
     bad.write_text("[hotspots]\nfdr = 'low'\n")
-    with pytest.raises(InputError, match=r"\[hotspots\] fdr = 'low': expected a float"):
+    with pytest.raises(InputError, match=r"\[hotspots\] fdr = 'low': expected a number"):
         load_config(bad)
     bad.write_text("[convert\n")
     with pytest.raises(InputError, match="not valid TOML"):

@@ -198,19 +198,34 @@ def test_run_hotspots_registration_options(tmp_path):
 
 
 def test_cli_defaults_match_the_api():
-    """The CLI spells its defaults out (it must start without importing SciPy): keep them
-    equal to run_hotspots' defaults so --help stays true."""
+    """The CLI takes its defaults from the parameter objects, and the analysis functions'
+    own defaults are the same values, so --help, the API and the TOML agree."""
     import inspect
 
-    from ionmap.cli import build_parser
+    from ionmap.cli import _params, build_parser
+    from ionmap.params import HotspotParams, ImmuneParams, RegistrationParams
+    from ionmap.regions import build_maps, find_hotspots, immune_context
 
     args = build_parser().parse_args(["hotspots", "r.zarr", "--cells", "c.csv", "--register",
                                       "auto", "--out", "o"])
-    defaults = {k: v.default for k, v in inspect.signature(run_hotspots).parameters.items()}
-    pairs = {"cell_type": "cell_type", "rim_um": "rim_um", "fdr": "fdr",
-             "min_area_px": "min_area_px", "radius_px": "radius_px", "extent": "extent",
-             "noise_floor": "noise_floor", "scarce_ratio": "scarce_ratio",
-             "rim_ratio": "rim_ratio", "edge_guard_um": "edge_guard_um",
-             "n_permutations": "permutations", "seed": "seed", "model": "model"}
-    for api, cli in pairs.items():
-        assert getattr(args, cli) == defaults[api], api
+    assert _params(HotspotParams, args) == HotspotParams()
+    assert _params(ImmuneParams, args) == ImmuneParams()
+    assert args.model == RegistrationParams().model == "similarity"
+    changed = build_parser().parse_args(["hotspots", "r.zarr", "--cells", "c.csv", "--register",
+                                         "auto", "--out", "o", "--fdr", "0.01", "--maps",
+                                         "lactate, kyn_trp", "--permutations", "99"])
+    assert _params(HotspotParams, changed) == HotspotParams(fdr=0.01,
+                                                            maps=("lactate", "kyn_trp"))
+    assert _params(ImmuneParams, changed).n_permutations == 99
+
+    def defaults(func):
+        return {k: v.default for k, v in inspect.signature(func).parameters.items()}
+
+    hp, ip = HotspotParams(), ImmuneParams()
+    fh, ic, bm = defaults(find_hotspots), defaults(immune_context), defaults(build_maps)
+    assert (fh["fdr"], fh["min_area_px"], fh["radius"], fh["shape"], fh["extent"]) == (
+        hp.fdr, hp.min_area_px, hp.radius_px, hp.neighbourhood, hp.extent)
+    assert bm["noise_floor"] == hp.noise_floor
+    for name in ("rim_um", "cell_type", "scarce_ratio", "rim_ratio", "n_permutations", "seed",
+                 "edge_guard_um"):
+        assert ic[name] == getattr(ip, name), name

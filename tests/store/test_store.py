@@ -9,8 +9,9 @@ import pytest
 import zarr
 
 from ionmap import StorageError, open_result
-from ionmap.engine import store as st
-from ionmap.engine.plan import Layout, choose_band_rows, level_shapes, plan_bands
+from ionmap import store as st
+from ionmap.engine.plan import choose_band_rows, plan_bands
+from ionmap.store import Layout, level_shapes
 
 
 def _fake_result(path, shape=(300, 520), k=3, band_rows=64, pixel=(10.0, 12.5), seed=0):
@@ -35,7 +36,7 @@ def _fake_result(path, shape=(300, 520), k=3, band_rows=64, pixel=(10.0, 12.5), 
         for group in (st.ION, st.TIC):
             for b in range(lay.n_bands):
                 st.pyramid_band(store, group, level, *lay.band_range(b))
-    st.write_channel_windows(store, names)
+    st.write_display_ranges(store, names)
     checkpoint = st.Checkpoint(store, attrs)
     checkpoint.finish()
     return store, names, images, tic, mask
@@ -170,7 +171,7 @@ def test_incomplete_store_is_not_mistaken_for_complete(tmp_path):
     with pytest.raises(StorageError, match="incomplete"):
         open_result(path)
     assert not open_result(path, allow_incomplete=True).complete
-    with pytest.raises(StorageError, match="--resume"):
+    with pytest.raises(StorageError, match="resume=True"):
         st.prepare_output(str(path), None, resume=False, overwrite=False)
     _, previous = st.prepare_output(str(path), None, resume=True, overwrite=False)
     assert previous["complete"] is False
@@ -179,7 +180,7 @@ def test_incomplete_store_is_not_mistaken_for_complete(tmp_path):
 def test_existing_outputs_are_protected(tmp_path):
     path = tmp_path / "r.zarr"
     _fake_result(path, shape=(20, 20))
-    with pytest.raises(StorageError, match="--overwrite"):
+    with pytest.raises(StorageError, match="overwrite=True"):
         st.prepare_output(str(path), None, resume=False, overwrite=False)
     store, previous = st.prepare_output(str(path), None, resume=False, overwrite=True)
     assert previous is None and st.read_root_attrs(store) is None

@@ -2,12 +2,8 @@
 
 - :mod:`~ionmap.engine.plan`: spectra -> spatial bands aligned to the store's shards;
 - :mod:`~ionmap.engine.compute`: one band's spectra -> its output block (kernels);
-- :mod:`~ionmap.engine.store`: the OME-Zarr layout, band writes, checkpoints, pyramid,
-  labels;
 - :mod:`~ionmap.engine.run`: local threaded or distributed execution with progress.
 
-The public entry points are :func:`ionmap.convert` and :func:`ionmap.open_result`.
+It writes through :mod:`ionmap.store`. The public entry points are :func:`ionmap.convert`
+and :func:`ionmap.open_result`.
 """
-from .store import write_labels
-
-__all__ = ["write_labels"]

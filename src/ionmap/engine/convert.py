@@ -18,18 +18,15 @@ import dask
 import numpy as np
 
 from .. import __version__, chem
-from ..errors import InputError, StorageError
-from ..result import Result, open_result
+from .. import store as st
+from ..errors import InputError, IonmapError, StorageError
+from ..params import ConvertParams, RecalibrationParams, with_overrides
 from ..storage import open_input
-from . import store as st
+from ..store import Layout, Result, level_shapes, open_result
 from .compute import Extraction, axis_part, compute_band, window_bounds
-from .plan import Band, Layout, choose_band_rows, level_shapes, plan_bands
-from .run import ProgressBar, n_threads, run_tasks, scheduler_client
+from .plan import Band, choose_band_rows, plan_bands
+from .run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
 
-NORMALIZE = ("none", "tic", "rms")
-ANALYZERS = ("tof", "orbitrap", "fticr")
-#: Spectra sampled to build the feature m/z axis (all when the file has fewer).
-AXIS_SAMPLE = 20_000
 #: Spectrum payload per task of the m/z-axis pass (bytes).
 AXIS_TASK_BYTES = 256 * 2**20
 
@@ -37,72 +34,71 @@ AXIS_TASK_BYTES = 256 * 2**20
 def convert(
     input: str | os.PathLike,
     output: str | os.PathLike,
+    params: ConvertParams | None = None,
     *,
-    panel: str | None = None,
-    targets: Sequence[chem.Target] | str | os.PathLike | None = None,
-    ppm: float = 10.0,
-    peaks: bool = False,
-    features: bool = False,
-    normalize: str = "none",
+    recalibration: RecalibrationParams | None = None,
     scheduler: Any = None,
     workers: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
     output_storage_options: Mapping[str, Any] | None = None,
-    progress: bool = True,
-    snr: float = 3.0,
-    analyzer: str = "tof",
-    feature_ppm: float | None = None,
-    min_fraction: float = 0.01,
-    axis_sample: int | None = AXIS_SAMPLE,
-    band_rows: int | None = None,
+    progress: bool = False,
+    **overrides: Any,
 ) -> Result:
     """Convert an imzML file to ion images in an OME-Zarr (NGFF 0.5, Zarr v3) store.
+
+    What is extracted is a :class:`~ionmap.params.ConvertParams` (``params``), with any of
+    its fields given as keywords replacing its values (``convert(a, b, ppm=5)``), e.g.:
+
+    - ``panel`` / ``targets``: a built-in panel (default: the one matching the file's
+      polarity), or a list of :class:`ionmap.chem.Target` or a targets CSV path;
+    - ``ppm``: window half-width in ppm for targets without their own. A pixel's value is
+      the sum of the intensities of its spectrum's points with m/z in
+      [mz·(1 − ppm·1e-6), mz·(1 + ppm·1e-6)] (inclusive);
+    - ``peaks`` / ``snr``: sum picked peaks instead of raw points (profile spectra);
+    - ``features``: also build a dataset-wide m/z axis from picked peaks (of up to
+      ``axis_sample`` spectra, keeping features seen in at least ``min_fraction`` of
+      them) and write the feature cube (peaks binned within ``feature_ppm``, default
+      ``ppm``, scaled by the ``analyzer`` peak-width law);
+    - ``normalize``: 'none'; 'tic': each pixel's values × median TIC / the pixel's TIC;
+      'rms': × median RMS / the pixel's RMS (RMS = sqrt(mean of squared intensities));
+      medians over pixels with a non-zero normaliser; pixels whose normaliser is 0
+      become 0. Applies to ion images and features, not to ``tic``.
 
     Args:
         input: ``.imzML`` path or URL (``s3://bucket/key.imzML``), the .ibd beside it.
         output: store path or URL (``s3://bucket/prefix.zarr``).
-        panel: built-in panel name (``tme-negative``, ``tme-positive``); default: the one
-            matching the file's polarity (``tme-negative`` when unknown).
-        targets: instead of a panel, a list of :class:`ionmap.chem.Target` or the path of
-            a targets CSV (columns name and mz, or name, formula and adduct; optional ppm).
-        ppm: window half-width in ppm for targets without their own. A pixel's value is
-            the sum of the intensities of its spectrum's points with m/z in
-            [mz·(1 − ppm·1e-6), mz·(1 + ppm·1e-6)] (inclusive).
-        peaks: sum picked peaks instead of raw points (profile spectra; centroid spectra
-            are used as they are).
-        features: also build a dataset-wide m/z axis from picked peaks (of up to
-            ``axis_sample`` spectra, keeping features seen in at least ``min_fraction`` of
-            them) and write the feature cube (peaks binned within ``feature_ppm``, default
-            ``ppm``, scaled by the ``analyzer`` peak-width law).
-        normalize: 'none'; 'tic': each pixel's values × median TIC / the pixel's TIC;
-            'rms': × median RMS / the pixel's RMS (RMS = sqrt(mean of squared
-            intensities)); medians over pixels with a non-zero normaliser; pixels whose
-            normaliser is 0 become 0. Applies to ion images and features, not to ``tic``.
+        recalibration: m/z recalibration (:class:`~ionmap.params.RecalibrationParams`).
         scheduler: None (``DASK_SCHEDULER_ADDRESS`` if set, else local threads), a
-            ``distributed`` scheduler address or Client, ``"threads"`` or ``"sync"``.
+            ``distributed`` scheduler address with its port or a Client, or a Dask local
+            scheduler name: ``"threads"``, ``"processes"``, ``"synchronous"``.
         workers: local threads (default: all cores).
         resume: continue an interrupted run into the same output, skipping finished bands.
         overwrite: replace an existing result at ``output``.
         storage_options: fsspec options for the input (and the output unless
             ``output_storage_options`` is given), e.g. ``{"endpoint_url": ...}``.
-        progress: show a progress bar on stderr.
-        snr: peak-picking signal-to-noise threshold.
-        band_rows: override the rows per band (= shard height); normally chosen from the
-            image and file size.
+        progress: show a progress bar on stderr (the command line does; library calls
+            stay quiet unless asked).
 
-    Returns the opened :class:`ionmap.result.Result`.
+    Returns the opened :class:`ionmap.store.Result`. Bad parameters raise
+    :class:`~ionmap.errors.InputError` naming them.
     """
     from ..imzml import open_imzml
 
-    _check_options(ppm, normalize, workers, snr, analyzer, feature_ppm, min_fraction,
-                   axis_sample, band_rows)
+    p = with_overrides(params, ConvertParams, overrides)
+    _check_recalibration(with_overrides(recalibration, RecalibrationParams, {}))
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise InputError(None, f"workers must be at least 1, not {workers}")
+    ppm, peaks, features, normalize, snr = p.ppm, p.peaks, p.features, p.normalize, p.snr
+    analyzer, feature_ppm, min_fraction = p.analyzer, p.feature_ppm, p.min_fraction
+    axis_sample, band_rows = p.axis_sample, p.band_rows
+    check_scheduler(scheduler)
     in_url, out_url = os.fspath(input), os.fspath(output)
     out_options = storage_options if output_storage_options is None else output_storage_options
     src = open_imzml(in_url, storage_options=storage_options)
     try:
-        target_list, target_source = resolve_targets(panel, targets, src, storage_options)
+        target_list, target_source = resolve_targets(p.panel, p.targets, src, storage_options)
         table = target_table(target_list, ppm)
         _check_targets(table, src)
         pick = src.spectrum_type == "profile" and (peaks or features)
@@ -132,7 +128,7 @@ def convert(
                         feature_ppm=float(feature_ppm or ppm), analyzer=analyzer,
                         normalize=normalize)
         token = uuidlib.uuid4().hex[:12]  # unique task keys per run
-        with ProgressBar(progress) as bar, scheduler_client(scheduler) as client:
+        with scheduler_client(scheduler) as client, ProgressBar(progress) as bar:
             src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
             if previous is None:
                 axis = None
@@ -176,29 +172,13 @@ def _stored_axis(url: str, store: Any, attrs: dict) -> np.ndarray:
         return Result(url, store, attrs).features_mz
     except Exception:  # noqa: BLE001 - interrupted while the store was being created
         raise StorageError(url, "cannot resume: the store was interrupted while being "
-                           "created; use --overwrite to start again") from None
+                           "created; use overwrite=True to start again") from None
 
 
-def _check_options(ppm, normalize, workers, snr, analyzer, feature_ppm, min_fraction,
-                   axis_sample, band_rows) -> None:
-    problems = []
-    if normalize not in NORMALIZE:
-        problems.append(f"normalize must be one of {', '.join(NORMALIZE)}, not {normalize!r}")
-    if analyzer not in ANALYZERS:
-        problems.append(f"analyzer must be one of {', '.join(ANALYZERS)}, not {analyzer!r}")
-    for name, value in (("ppm", ppm), ("feature_ppm", feature_ppm)):
-        if value is not None and not value > 0:
-            problems.append(f"{name} must be positive, not {value}")
-    if not snr >= 0:
-        problems.append(f"snr must be >= 0, not {snr}")
-    if not 0 <= min_fraction <= 1:
-        problems.append(f"min_fraction must be within 0..1, not {min_fraction}")
-    for name, value in (("workers", workers), ("axis_sample", axis_sample),
-                        ("band_rows", band_rows)):
-        if value is not None and value < 1:
-            problems.append(f"{name} must be at least 1, not {value}")
-    if problems:
-        raise InputError(None, "; ".join(problems))
+def _check_recalibration(recalibration: RecalibrationParams) -> None:
+    if recalibration.recalibrate != "none":
+        raise InputError(None, f"recalibrate = {recalibration.recalibrate!r}: recalibration "
+                         "is not available in this version (use 'none')")
 
 
 # -- targets ---------------------------------------------------------------------------------
@@ -226,6 +206,8 @@ def _read_text(path: str, storage_options: Mapping[str, Any] | None) -> str:
     try:
         with open_input(path, storage_options) as fh:
             return fh.read().decode("utf-8-sig")
+    except IonmapError:
+        raise
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read targets: {getattr(exc, 'strerror', None) or exc}"
                          ) from None
@@ -248,13 +230,18 @@ def target_table(targets: Sequence[chem.Target], ppm: float) -> list[dict]:
 
 
 def _check_targets(table: list[dict], src: Any) -> None:
-    """Warn about targets that cannot show signal (outside the m/z range, wrong polarity)."""
+    """Refuse targets that all lie outside the file's m/z range; warn about some outside
+    it or of the wrong polarity (their images cannot show signal)."""
     if src.mz_range is None:
         warnings.warn(f"{src.url}: every spectrum is empty (all images are zero)",
                       stacklevel=3)
         return
     lo, hi = src.mz_range
     outside = [t["name"] for t in table if t["window"][1] < lo or t["window"][0] > hi]
+    if len(outside) == len(table):
+        raise InputError(src.url, f"every target lies outside the file's m/z range "
+                         f"{lo:.4f}-{hi:.4f} (wrong panel or polarity?); all images would "
+                         "be zero")
     if outside:
         warnings.warn(f"{src.url}: targets outside the file's m/z range {lo:.4f}-{hi:.4f} "
                       f"(their images are zero): {', '.join(outside)}", stacklevel=3)
@@ -289,10 +276,10 @@ def _check_same_run(url: str, previous: dict, source: dict, parameters: dict,
     if (old.get("uuid"), old.get("size"), old.get("n_spectra")) != (
             source["uuid"], source["size"], source["n_spectra"]):
         raise StorageError(url, "cannot resume: the store was made from a different input "
-                           f"({old.get('path')}); use --overwrite to start again")
+                           f"({old.get('path')}); use overwrite=True to start again")
     if previous.get("parameters") != parameters or previous.get("targets") != table:
         raise StorageError(url, "cannot resume: the store was made with different targets "
-                           "or parameters; use --overwrite to start again")
+                           "or parameters; use overwrite=True to start again")
 
 
 # -- passes ----------------------------------------------------------------------------------
@@ -391,5 +378,5 @@ def _finish(store, layout, checkpoint, url, options, bar, client, workers, token
             dask_key_name=f"ionmap-pyramid-{token}-{group}-{level}-{b}")
             for group in (st.ION, st.TIC) for b in range(lay.n_bands)]
         run_tasks(tasks, advance, client=client, workers=workers)
-    st.write_channel_windows(store, [t["name"] for t in attrs["targets"]])
+    st.write_display_ranges(store, [t["name"] for t in attrs["targets"]])
     checkpoint.finish()

@@ -14,62 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Inner chunk width and maximum band height in pixels (viewers read 256 × 256 tiles).
-TILE = 256
+from ..store.layout import TILE, Layout
+
 #: Aim for bands of about this much input (.ibd bytes), so big files give many tasks.
 TARGET_BAND_INPUT_BYTES = 128 * 2**20
-#: Target size of an inner chunk of the feature cube (bytes).
-INNER_BYTES = 2**20
 #: Upper bound of one band's output block (all planes, float32), which bounds task memory.
 MAX_BAND_BLOCK_BYTES = 96 * 2**20
 #: Bands are at least this tall unless memory forbids it (fewer, larger shard objects).
 MIN_BAND_ROWS = 16
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Chunking of a result store.
-
-    Attributes:
-        shape: (ny, nx) image size in pixels.
-        band_rows: rows per band = shard height of every banded array (pixels).
-        tile: inner chunk width in pixels (and height limit); inner chunks are
-            (1, band_rows, tile) for (c, y, x) arrays.
-    """
-
-    shape: tuple[int, int]
-    band_rows: int
-    tile: int = TILE
-
-    @property
-    def n_bands(self) -> int:
-        return math.ceil(self.shape[0] / self.band_rows)
-
-    def band_range(self, band: int) -> tuple[int, int]:
-        """Rows [y0, y1) of band ``band`` at level 0."""
-        y0 = band * self.band_rows
-        return y0, min(y0 + self.band_rows, self.shape[0])
-
-    def chunking(self, shape: tuple[int, ...], itemsize: int = 4, planes_per_chunk: int = 0
-                 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(inner chunks, shards) for an array whose last two axes are (y, x).
-
-        A shard spans all planes of the leading axis, ``band_rows`` rows and the full
-        (padded) width. Inner chunks are ``band_rows`` × ``tile`` pixels of
-        ``planes_per_chunk`` planes, or with 0 as many planes as fit in ``INNER_BYTES``:
-        Zarr spends about half a millisecond per chunk, so thousands of one-plane chunks
-        per shard (a feature cube) would cost more than the data.
-        """
-        *lead, ny, nx = shape
-        rows = max(1, min(self.band_rows, ny))
-        cw = max(1, min(self.tile, nx))
-        width = math.ceil(nx / cw) * cw
-        if not lead:
-            return (rows, cw), (rows, width)
-        (n,) = lead
-        per = planes_per_chunk or INNER_BYTES // (rows * cw * itemsize)
-        per = max(1, min(per, n))
-        return (per, rows, cw), (math.ceil(max(n, 1) / per) * per, rows, width)
 
 
 def choose_band_rows(
@@ -130,12 +82,3 @@ def plan_bands(coordinates: np.ndarray, layout: Layout) -> list[Band]:
         y0, y1 = layout.band_range(b)
         bands.append(Band(b, y0, y1, order[bounds[b] : bounds[b + 1]].astype(np.int64)))
     return bands
-
-
-def level_shapes(shape: tuple[int, int], *, smallest: int = TILE) -> list[tuple[int, int]]:
-    """(ny, nx) of each pyramid level: halve (rounding up) until both sides fit ``smallest``."""
-    shapes = [tuple(shape)]
-    while max(shapes[-1]) > smallest:
-        ny, nx = shapes[-1]
-        shapes.append((math.ceil(ny / 2), math.ceil(nx / 2)))
-    return shapes

@@ -15,34 +15,70 @@ import dask
 from dask.callbacks import Callback
 from dask.delayed import Delayed
 
-from ..errors import StorageError
+from ..errors import InputError, StorageError
 
 #: How often distributed retries a task whose worker died (tasks are idempotent).
 RETRIES = 2
 
 
+#: Dask's names of its local schedulers -> the one ionmap runs ("sync", "threads",
+#: "processes").
+LOCAL_SCHEDULERS = {
+    "sync": "sync", "synchronous": "sync", "single-threaded": "sync",
+    "threads": "threads", "threading": "threads",
+    "processes": "processes", "multiprocessing": "processes",
+}
+#: Seconds to wait for a distributed scheduler to answer before giving up.
+CONNECT_TIMEOUT_S = 3
+
+
+def check_scheduler(scheduler: Any) -> None:
+    """Refuse a scheduler string that is neither a local scheduler name nor an address with
+    its port (before any work starts); other values are checked on connecting."""
+    if not isinstance(scheduler, str) or scheduler.strip().lower() in LOCAL_SCHEDULERS:
+        return
+    from distributed.comm import parse_address, parse_host_port
+
+    try:
+        protocol, location = parse_address(scheduler)
+        if protocol in ("tcp", "tls", "ws", "wss", "ucx"):
+            parse_host_port(location)
+    except ValueError:
+        raise InputError(scheduler, "not a Dask scheduler: give an address with its port "
+                         "(e.g. tcp://127.0.0.1:8786) or a local scheduler ("
+                         f"{', '.join(LOCAL_SCHEDULERS)})") from None
+
+
 @contextmanager
 def scheduler_client(scheduler: Any = None):
-    """Yield a ``distributed.Client`` for ``scheduler``, or None for the local threads.
+    """Yield a ``distributed.Client`` for ``scheduler``, or the name of a local scheduler.
 
     ``scheduler``: None (the ``DASK_SCHEDULER_ADDRESS`` variable if set, else local
-    threads), ``"threads"``, ``"sync"`` (one thread, for debugging), a scheduler address
-    such as ``tcp://10.0.0.5:8786``, or an existing ``distributed.Client`` (left open).
+    threads, yielded as None), a Dask local scheduler name (``"threads"``,
+    ``"processes"``, ``"synchronous"``/``"sync"``/``"single-threaded"``; yielded as
+    ``"threads"``, ``"processes"`` or ``"sync"``), a scheduler address with its port such
+    as ``tcp://10.0.0.5:8786``, or an existing ``distributed.Client`` (left open). A
+    scheduler that does not answer within :data:`CONNECT_TIMEOUT_S` s raises StorageError.
     """
     if scheduler is None:
         scheduler = os.environ.get("DASK_SCHEDULER_ADDRESS") or None
-    if scheduler is None or scheduler in ("threads", "sync"):
-        yield None if scheduler is None else scheduler
+    if scheduler is None:
+        yield None
+        return
+    if isinstance(scheduler, str) and scheduler.strip().lower() in LOCAL_SCHEDULERS:
+        yield LOCAL_SCHEDULERS[scheduler.strip().lower()]
         return
     from distributed import Client
 
     if isinstance(scheduler, Client):
         yield scheduler
         return
+    check_scheduler(scheduler)
     try:
-        client = Client(scheduler, timeout="30s")
+        client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
     except (OSError, TimeoutError) as exc:
-        raise StorageError(str(scheduler), f"cannot reach the Dask scheduler: {exc}") from None
+        raise StorageError(str(scheduler), f"cannot reach the Dask scheduler (no answer "
+                           f"within {CONNECT_TIMEOUT_S} s): {exc}") from None
     try:
         yield client
     finally:
@@ -69,15 +105,15 @@ def run_tasks(
 
     Args:
         client: a ``distributed.Client``; None or ``"threads"`` for the local threaded
-            scheduler with ``workers`` threads (default: all cores), ``"sync"`` for one
-            thread in this process.
+            scheduler with ``workers`` threads (default: all cores), ``"processes"`` for
+            ``workers`` local processes, ``"sync"`` for one thread in this process.
     Returns the results in task order. The first failing task's exception propagates
     (remaining distributed tasks are cancelled).
     """
     if not tasks:
         return []
     if client is None or isinstance(client, str):
-        return _run_local(tasks, on_done, "sync" if client == "sync" else "threads", workers)
+        return _run_local(tasks, on_done, client or "threads", workers)
     return _run_distributed(tasks, on_done, client)
 
 
@@ -92,6 +128,9 @@ def _run_local(tasks, on_done, scheduler, workers):
     with Callback(posttask=posttask):
         if scheduler == "sync":
             return list(dask.compute(*tasks, scheduler="sync"))
+        if scheduler == "processes":
+            return list(dask.compute(*tasks, scheduler="processes",
+                                     num_workers=workers or os.cpu_count() or 1))
         # A pool of this run's own, shut down (waiting for the tasks still running) before
         # the first error propagates: a failed run leaves no task writing to its store.
         with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:

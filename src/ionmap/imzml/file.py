@@ -361,7 +361,11 @@ def open_imzml(path_or_url: str | os.PathLike, storage_options: Mapping[str, Any
         raise ImzMLError(url, "this is the binary part; open the .imzML file beside it")
     st = storage.stat(url, options)
     if st is None:
+        local = storage.local_path(url)
+        if local is not None and os.path.isdir(local):
+            raise ImzMLError(url, "is a folder, not an imzML file")
         raise ImzMLError(url, "no such file")
+    _check_looks_like_xml(url, options, st.size)
     ibd_url, ibd_st = _find_ibd(url, options)
     reader = storage.RangeReader(ibd_url, options)
     try:
@@ -383,6 +387,21 @@ def open_imzml(path_or_url: str | os.PathLike, storage_options: Mapping[str, Any
         fields, arrays = found
         _validate(url, ibd_url, ibd_st.size, fields, arrays)
     return ImzMLFile(url, options, ibd_url, ibd_st.size, fields, arrays, key)
+
+
+def _check_looks_like_xml(url: str, options: Mapping[str, Any], size: int) -> None:
+    """Refuse what is plainly no XML (empty, a text or binary file) before looking for a
+    .ibd, so the message says what is wrong with the file itself."""
+    if size == 0:
+        raise ImzMLFormatError(url, "not an imzML file (it is empty)")
+    reader = storage.RangeReader(url, options)
+    try:
+        head = reader.read(0, min(size, 256))
+    finally:
+        reader.close()
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if not text.startswith(b"<"):
+        raise ImzMLFormatError(url, "not an imzML file (it does not start with XML)")
 
 
 def _cache_load(url: str, key: dict) -> tuple[dict, dict] | None:

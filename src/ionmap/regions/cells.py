@@ -73,9 +73,9 @@ class Cells:
 
     def __post_init__(self) -> None:
         if self.unit not in ("um", "px"):
-            raise ValueError(f"unit must be 'um' or 'px', not {self.unit!r}")
+            raise InputError(self.source, f"unit must be 'um' or 'px', not {self.unit!r}")
         if not len(self.x) == len(self.y) == len(self.cell_type):
-            raise ValueError("x, y and cell_type must have the same length")
+            raise InputError(self.source, "x, y and cell_type must have the same length")
 
     def __len__(self) -> int:
         return len(self.x)

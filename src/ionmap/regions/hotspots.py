@@ -29,12 +29,13 @@ from scipy import ndimage, special
 from scipy.stats import false_discovery_control
 
 from ..errors import InputError
+from ..params import HotspotParams
 
-#: Defaults, all options of :func:`find_hotspots` and the ``hotspots`` command.
-DEFAULT_FDR = 0.05
-DEFAULT_RADIUS_PX = 1
-DEFAULT_MIN_AREA_PX = 9
-DEFAULT_EXTENT = 0.5
+#: Defaults of :func:`find_hotspots` (from :class:`ionmap.params.HotspotParams`).
+DEFAULT_FDR = HotspotParams.fdr
+DEFAULT_RADIUS_PX = HotspotParams.radius_px
+DEFAULT_MIN_AREA_PX = HotspotParams.min_area_px
+DEFAULT_EXTENT = HotspotParams.extent
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 

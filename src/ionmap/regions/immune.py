@@ -77,15 +77,16 @@ import numpy as np
 from scipy import ndimage, special
 
 from ..errors import InputError
+from ..params import ImmuneParams
 
 #: Defaults, all options of :func:`immune_context` and the ``hotspots`` command.
-DEFAULT_RIM_UM = 60.0
-DEFAULT_SCARCE_RATIO = 0.5
-DEFAULT_RIM_RATIO = 0.5
-DEFAULT_PERMUTATIONS = 999
-DEFAULT_MIN_EXPECTED = 5.0
-DEFAULT_CONFIDENCE = 0.9
-DEFAULT_MIN_COVERAGE = 0.5
+DEFAULT_RIM_UM = ImmuneParams.rim_um
+DEFAULT_SCARCE_RATIO = ImmuneParams.scarce_ratio
+DEFAULT_RIM_RATIO = ImmuneParams.rim_ratio
+DEFAULT_PERMUTATIONS = ImmuneParams.n_permutations
+DEFAULT_MIN_EXPECTED = ImmuneParams.min_expected
+DEFAULT_CONFIDENCE = ImmuneParams.confidence
+DEFAULT_MIN_COVERAGE = ImmuneParams.min_coverage
 DEFAULT_MIN_ON_TISSUE = 0.5
 #: Settings of the sensitivity analysis: rim widths (µm) and threshold factors.
 SENSITIVITY_RIMS_UM = (30.0, 60.0, 90.0, 120.0)

@@ -25,6 +25,7 @@ import numpy as np
 from skimage.filters import threshold_otsu
 
 from ..errors import InputError
+from ..params import HotspotParams
 
 #: Built-in map names: ("ratio", numerator, denominator) or ("group", group name).
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -37,7 +38,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
 #: Maps the ``hotspots`` command builds when none are named (those the data allow).
 DEFAULT_MAPS = ("lactate", "kynurenine", "kyn_trp", "lipids")
 #: Default noise floor of a ratio's denominator, as a fraction of its tissue median.
-DEFAULT_NOISE_FLOOR = 0.1
+DEFAULT_NOISE_FLOOR = HotspotParams.noise_floor
 
 
 def resolve_map(name: str, channels: Sequence[str],

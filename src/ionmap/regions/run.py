@@ -1,7 +1,7 @@
 """The whole region analysis in one call: maps, hotspots, immune context, every export.
 
 :func:`run_hotspots` is what ``ionmap hotspots`` calls. It takes a result store (URL or
-an opened :class:`ionmap.result.Result`) or plain arrays (:class:`MSIData`), the cells and
+an opened :class:`ionmap.store.Result`) or plain arrays (:class:`MSIData`), the cells and
 a registration, and writes into ``out_dir``:
 
 - ``hotspots.csv``: one row per hotspot (columns in :data:`HOTSPOT_COLUMNS`);
@@ -26,17 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from .. import store
 from ..errors import InputError, StorageError
+from ..params import HotspotParams, ImmuneParams, RegistrationParams, split_overrides, with_overrides
 from . import export
 from .cells import Cells, read_cells
-from .hotspots import (DEFAULT_EXTENT, DEFAULT_FDR, DEFAULT_MIN_AREA_PX, DEFAULT_RADIUS_PX,
-                       find_hotspots)
+from .hotspots import find_hotspots
+from .immune import immune_context
+from .maps import DEFAULT_MAPS, build_maps, map_channels, resolve_map, tissue_mask
 from .coverage import coverage_mask
-from .immune import (DEFAULT_CONFIDENCE, DEFAULT_MIN_COVERAGE, DEFAULT_MIN_EXPECTED,
-                     DEFAULT_PERMUTATIONS, DEFAULT_RIM_RATIO, DEFAULT_RIM_UM,
-                     DEFAULT_SCARCE_RATIO, immune_context)
-from .maps import DEFAULT_MAPS, DEFAULT_NOISE_FLOOR, build_maps, map_channels, resolve_map, \
-    tissue_mask
 from .register import Registration, audit_registration, fit_landmarks, register_auto
 
 #: Columns of hotspots.csv: the documented ones first, then extra measurements.
@@ -80,9 +78,7 @@ def load_result(result: Any, maps: Sequence[str] | None = None,
     :data:`DEFAULT_MAPS` that the result's channels allow.
     """
     if isinstance(result, (str, os.PathLike)):
-        from ..result import open_result
-
-        result = open_result(result, storage_options)
+        result = store.open_result(result, storage_options)
     channels = list(result.target_names)
     groups = {t["name"]: t.get("group") for t in result.targets}
     if maps is None:
@@ -141,51 +137,41 @@ def run_hotspots(
     cells: Cells | str | os.PathLike,
     registration: Registration | str | os.PathLike,
     out_dir: str | os.PathLike,
+    hotspots: HotspotParams | None = None,
+    immune: ImmuneParams | None = None,
     *,
-    maps: Sequence[str] | None = None,
-    cell_type: str = "CD8",
-    rim_um: float = DEFAULT_RIM_UM,
-    fdr: float = DEFAULT_FDR,
-    min_area_px: int = DEFAULT_MIN_AREA_PX,
-    radius_px: int = DEFAULT_RADIUS_PX,
-    window: str = "square",
-    extent: float | None = DEFAULT_EXTENT,
-    noise_floor: float = DEFAULT_NOISE_FLOOR,
-    scarce_ratio: float = DEFAULT_SCARCE_RATIO,
-    rim_ratio: float = DEFAULT_RIM_RATIO,
-    edge_guard_um: float | None = None,
-    n_permutations: int = DEFAULT_PERMUTATIONS,
-    seed: int = 0,
-    model: str = "similarity",
+    model: str = RegistrationParams.model,
     annotated_region: str | os.PathLike | np.ndarray | None = None,
-    min_expected: float = DEFAULT_MIN_EXPECTED,
-    confidence: float = DEFAULT_CONFIDENCE,
-    min_coverage: float = DEFAULT_MIN_COVERAGE,
     pixel_size_um: float | tuple[float, float] | None = None,
     write_labels: bool = True,
     overlays: bool = True,
     storage_options: Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> HotspotRun:
     """Find metabolic hotspots and their immune context; write every output to ``out_dir``.
 
     ``source``: a result URL/path, an opened Result, or :class:`MSIData`. ``cells``:
     :class:`Cells` or a cell file (read with defaults; use :func:`read_cells` for options).
     ``registration``: a :class:`Registration`, "auto", or a landmarks CSV (fitted with
-    ``model``). ``maps``: map names (default: those of lactate, kynurenine, kyn_trp, lipids
-    the channels allow). ``pixel_size_um`` overrides the MSI pixel size (µm).
-    ``annotated_region``: where cells were annotated (a GeoJSON/TIFF file or an MSI-grid
-    bool array; default: the cells file's annotations, else the hull of the cells; see
-    :mod:`ionmap.regions.coverage`). The registration is audited against the declared
-    units (:func:`~ionmap.regions.register.audit_registration`); its warnings are in
-    ``params["warnings"]``.
-    ``write_labels``: also write the labels into the result store (if ``source`` is one);
-    ``overlays``: also draw the PNGs (a fraction of a second per map). The other options
-    are those of :func:`find_hotspots` (``fdr``, ``min_area_px``, ``radius_px``,
-    ``window``, ``extent``), :func:`build_maps` (``noise_floor``) and
-    :func:`immune_context` (``cell_type``, ``rim_um``, ``scarce_ratio``, ``rim_ratio``,
-    ``edge_guard_um``, ``n_permutations``, ``seed``, ``min_expected``, ``confidence``,
-    ``min_coverage``). Hotspot ids are unique over maps.
+    ``model``, similarity or affine). ``hotspots``: a :class:`~ionmap.params.HotspotParams`
+    (maps, Gi* neighbourhood, FDR, size and extent of hotspots, ratio noise floor);
+    ``immune``: an :class:`~ionmap.params.ImmuneParams` (cell type, rim, thresholds,
+    permutations); any of their fields given as keywords replace their values
+    (``run_hotspots(..., fdr=0.01, cell_type="CD3")``). ``maps`` default: those of
+    lactate, kynurenine, kyn_trp, lipids the channels allow. ``pixel_size_um`` overrides
+    the MSI pixel size (µm). ``annotated_region``: where cells were annotated (a GeoJSON/TIFF
+    file or an MSI-grid bool array; default: the cells file's annotations, else the hull of
+    the cells; see :mod:`ionmap.regions.coverage`). The registration is audited against
+    the declared units (:func:`~ionmap.regions.register.audit_registration`); its warnings
+    are in ``params["warnings"]``. ``write_labels``: also write the labels into the result store
+    (if ``source`` is one); ``overlays``: also draw the PNGs (a fraction of a second per
+    map). Hotspot ids are unique over maps.
     """
+    hot_over, imm_over = split_overrides(overrides, HotspotParams, ImmuneParams)
+    hp = with_overrides(hotspots, HotspotParams, hot_over)
+    ip = with_overrides(immune, ImmuneParams, imm_over)
+    maps = hp.maps
+    cell_type = ip.cell_type
     if isinstance(source, MSIData):
         data = source
         maps = list(maps) if maps is not None else [
@@ -196,8 +182,8 @@ def run_hotspots(
         raise InputError(data.url, "no maps to analyse")
     px = pixel_size_um if pixel_size_um is not None else data.pixel_size_um
     if px is None:
-        raise InputError(data.url, "the MSI pixel size is unknown; give it (pixel_size_um, "
-                                   "--pixel-size-um)")
+        raise InputError(data.url, "the MSI pixel size is unknown; give it "
+                                   "(pixel_size_um=...)")
     px = (float(px), float(px)) if np.isscalar(px) else (float(px[0]), float(px[1]))
     if not isinstance(cells, Cells):
         cells = read_cells(cells)
@@ -214,23 +200,24 @@ def run_hotspots(
         reg = fit_landmarks(registration, model, annotation_unit=cells.unit)
 
     values = build_maps(data.images, tissue, maps, data.groups,
-                        tic=None if data.normalized else data.tic, noise_floor=noise_floor)
+                        tic=None if data.normalized else data.tic, noise_floor=hp.noise_floor)
     cells_msi = reg.to_msi(cells.xy)
     coverage, coverage_source = coverage_mask(tissue.shape, cells, cells_msi, reg,
                                               annotated_region)
-    notes = audit_registration(reg, cells, cells_msi, tissue, px, rim_um, coverage)
+    notes = audit_registration(reg, cells, cells_msi, tissue, px, ip.rim_um, coverage)
     loo = reg.loo_rms_px if reg.method == "landmarks" else None
     rows, densities, curves, labels = [], [], [], {}
     pixel_mm2 = px[0] * px[1] * 1e-6
     for name in maps:
-        hs = find_hotspots(values[name], tissue, fdr=fdr, min_area_px=min_area_px,
-                           radius=radius_px, shape=window, extent=extent)
-        ctx = immune_context(hs, cells_msi, cells.cell_type, tissue, px, rim_um=rim_um,
-                             cell_type=cell_type, edge_guard_um=edge_guard_um,
-                             scarce_ratio=scarce_ratio, rim_ratio=rim_ratio,
-                             n_permutations=n_permutations, seed=seed, coverage=coverage,
-                             min_expected=min_expected, confidence=confidence,
-                             min_coverage=min_coverage, registration_error_px=loo)
+        hs = find_hotspots(values[name], tissue, fdr=hp.fdr, min_area_px=hp.min_area_px,
+                           radius=hp.radius_px, shape=hp.neighbourhood, extent=hp.extent)
+        ctx = immune_context(hs, cells_msi, cells.cell_type, tissue, px,
+                             rim_um=ip.rim_um, cell_type=cell_type,
+                             edge_guard_um=ip.edge_guard_um, scarce_ratio=ip.scarce_ratio,
+                             rim_ratio=ip.rim_ratio, n_permutations=ip.n_permutations,
+                             seed=ip.seed, coverage=coverage, min_expected=ip.min_expected,
+                             confidence=ip.confidence, min_coverage=ip.min_coverage,
+                             registration_error_px=loo)
         offset = len(rows)  # ids are unique over all maps
         labels[name] = np.where(hs.labels > 0, hs.labels + offset, 0).astype(np.int32)
         ann = reg.to_annotation(np.array([[h["centroid_x"], h["centroid_y"]] for h in hs.table])
@@ -247,14 +234,9 @@ def run_hotspots(
     for d in densities + curves:
         d.pop("label", None)
 
-    params = {"maps": list(maps), "cell_type": cell_type, "rim_um": rim_um, "fdr": fdr,
-              "min_area_px": min_area_px, "radius_px": radius_px, "window": window,
-              "extent": extent, "noise_floor": noise_floor, "scarce_ratio": scarce_ratio,
-              "rim_ratio": rim_ratio, "edge_guard_um": edge_guard_um,
-              "n_permutations": n_permutations, "seed": seed, "pixel_size_um": list(px),
+    params = {**hp.to_dict(), **ip.to_dict(), "maps": list(maps), "pixel_size_um": list(px),
               "n_cells": len(cells), "tissue_px": int(tissue.sum()),
-              "min_expected": min_expected, "confidence": confidence,
-              "min_coverage": min_coverage, "coverage_source": coverage_source,
+              "coverage_source": coverage_source,
               "coverage_px": int((coverage & tissue).sum()), "warnings": notes}
     files = _write_outputs(Path(out_dir), data, cells, cells_msi, reg, values, labels, rows,
                            densities, curves, params, cell_type, write_labels, overlays,
@@ -302,14 +284,12 @@ def _write_outputs(out: Path, data: MSIData, cells: Cells, cells_msi: np.ndarray
             [r for r in rows if r["map"] == name], cells_msi[focus],
             title=name, cell_label=f"{cell_type} cells"))
     if write_labels and data.url:
-        from ..engine.store import write_labels as store_labels
-
         for name, lab in labels.items():
             props = [{"label-value": int(r["id"]), "map": name, "class": r["class"],
                       "area_px": int(r["area_px"])} for r in rows if r["map"] == name]
             colors = {int(r["id"]): (*export.CLASS_COLORS.get(r["class"], (128, 128, 128)), 255)
                       for r in rows if r["map"] == name}
-            store_labels(data.url, f"hotspots_{_safe(name)}", lab, colors=colors,
+            store.write_labels(data.url, f"hotspots_{_safe(name)}", lab, colors=colors,
                          properties=props, storage_options=storage_options)
     return files
 

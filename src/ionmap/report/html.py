@@ -70,13 +70,13 @@ def write_report(path: str | os.PathLike, result: Any, *, hotspots: Any = None,
                  imzml: str | None = None, storage_options: Mapping | None = None) -> Path:
     """Write one self-contained HTML report (images embedded) for a sample.
 
-    ``result``: an opened :class:`ionmap.result.Result` (or its URL). ``hotspots``: the
+    ``result``: an opened :class:`ionmap.store.Result` (or its URL). ``hotspots``: the
     :class:`ionmap.regions.HotspotRun` of the sample, or None when it has no cells (the
     metabolite maps are then drawn without hotspots). ``imzml``: the source file, for the
     mean spectrum (default: the source recorded in the result).
     """
     from .. import regions
-    from ..result import open_result
+    from ..store import open_result
 
     if isinstance(result, (str, os.PathLike)):
         result = open_result(result, storage_options)

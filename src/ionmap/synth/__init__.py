@@ -80,6 +80,11 @@ class SampleFiles:
     truth_dict: dict
 
 
+#: Files of a sample NAME in its folder (NAME + suffix), whichever cell format it has.
+SAMPLE_SUFFIXES = (".imzML", ".ibd", ".cells.csv", ".cells.geojson", ".landmarks.csv",
+                   ".truth.json")
+
+
 def make_sample(
     outdir: str | Path,
     name: str = "sample",
@@ -104,6 +109,7 @@ def make_sample(
     annotated_fraction: float = 1.0,
     landmarks_other_unit: bool = False,
     near_symmetric: bool = False,
+    overwrite: bool = False,
 ) -> SampleFiles:
     """Write a synthetic tumour section (imzML, cells, landmarks, truth) into ``outdir``.
 
@@ -144,6 +150,9 @@ def make_sample(
             cells (histology pixels of ``HISTOLOGY_PIXEL_UM`` for µm cells, µm for pixel
             cells): the unit confusion users make.
         near_symmetric: a tissue outline almost alike after a 180° turn.
+        overwrite: replace the files of an earlier sample ``NAME`` in ``outdir`` (all of
+            them, so no stale cell file of the other format stays); without it an
+            existing one is an error.
 
     Returns:
         SampleFiles with the paths and the truth dictionary.
@@ -167,8 +176,15 @@ def make_sample(
         n_background = 450 if big_profile else 40
 
     out = Path(outdir)
+    earlier = [out / f"{name}{suffix}" for suffix in SAMPLE_SUFFIXES
+               if (out / f"{name}{suffix}").exists()]
+    if earlier and not overwrite:
+        raise InputError(earlier[0], "exists (an earlier sample); pass overwrite=True to "
+                         "replace it")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for old in earlier:
+            old.unlink()
     except OSError as exc:
         raise StorageError(out, f"cannot create output folder ({exc.strerror})") from None
 

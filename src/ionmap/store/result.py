@@ -1,4 +1,4 @@
-"""Open a conversion result: ion images, TIC, mask, features and labels as arrays."""
+"""Reading a result store: ion images, TIC, mask, features and labels as arrays."""
 from __future__ import annotations
 
 import os
@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 import zarr
+import zarr.errors
 
-from .engine import store as st
-from .errors import InputError, StorageError
-from .storage import local_path
+from ..errors import InputError, StorageError
+from ..storage import local_path
+from .backend import open_store, read_root_attrs
+from .layout import FEATURES, ION, LABELS, MASK, TIC
 
 
 class Result:
@@ -69,44 +71,44 @@ class Result:
     @property
     def ion_images(self):
         """Lazy dask array (c, y, x) float32 of level 0, channels in ``target_names`` order."""
-        return self._dask(f"{st.ION}/0")
+        return self._dask(f"{ION}/0")
 
     def ion_level(self, level: int):
         """Lazy dask array (c, y, x) of pyramid level ``level`` (2**level coarser)."""
-        return self._dask(f"{st.ION}/{level}")
+        return self._dask(f"{ION}/{level}")
 
     def ion_image(self, name: str) -> np.ndarray:
         """The (y, x) float32 image of target ``name``."""
         names = self.target_names
         if name not in names:
             raise InputError(self.url, f"no ion image {name!r} (targets: {', '.join(names)})")
-        return self._zarr(f"{st.ION}/0")[names.index(name)]
+        return self._zarr(f"{ION}/0")[names.index(name)]
 
     @property
     def tic(self) -> np.ndarray:
         """(y, x) float32 total ion count (sum of each raw spectrum's intensities)."""
-        return self._zarr(f"{st.TIC}/0")[...]
+        return self._zarr(f"{TIC}/0")[...]
 
     @property
     def mask(self) -> np.ndarray:
         """(y, x) bool: the pixel has a spectrum."""
-        return self._zarr(st.MASK)[...]
+        return self._zarr(MASK)[...]
 
     @property
     def features_mz(self) -> np.ndarray | None:
         """(F,) float64 feature m/z axis (Th), or None without features."""
-        return self._zarr(f"{st.FEATURES}/mz")[...] if "features" in self.attrs else None
+        return self._zarr(f"{FEATURES}/mz")[...] if "features" in self.attrs else None
 
     @property
     def features(self):
         """Lazy dask array (F, y, x) float32 feature cube, or None without features."""
-        return self._dask(f"{st.FEATURES}/0") if "features" in self.attrs else None
+        return self._dask(f"{FEATURES}/0") if "features" in self.attrs else None
 
     @property
     def label_names(self) -> list[str]:
         """Names of the label images under ion_images/labels."""
         try:
-            group = zarr.open_group(self._store, path=f"{st.ION}/{st.LABELS}", mode="r",
+            group = zarr.open_group(self._store, path=f"{ION}/{LABELS}", mode="r",
                                     zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             return []
@@ -116,7 +118,7 @@ class Result:
         """The (y, x) integer label image ``name`` (level 0)."""
         if name not in self.label_names:
             raise InputError(self.url, f"no labels {name!r} (have: {self.label_names})")
-        return self._zarr(f"{st.ION}/{st.LABELS}/{name}/0")[...]
+        return self._zarr(f"{ION}/{LABELS}/{name}/0")[...]
 
     def __repr__(self) -> str:
         state = "complete" if self.complete else "INCOMPLETE"
@@ -137,14 +139,14 @@ def open_result(
     path = local_path(url)
     if path is not None and not os.path.isdir(path):
         raise StorageError(url, "no ionmap result here (not a directory)")
-    store = st.open_store(url, storage_options, read_only=True)
+    store = open_store(url, storage_options, read_only=True)
     try:
-        attrs = st.read_root_attrs(store)
+        attrs = read_root_attrs(store)
     except OSError as exc:
         raise StorageError(url, f"cannot read result: {exc}") from None
     if attrs is None:
         raise StorageError(url, "not an ionmap result (no root 'ionmap' attribute)")
     if not attrs.get("complete") and not allow_incomplete:
         raise StorageError(url, "incomplete result: the conversion was interrupted "
-                           "(finish it with ionmap convert --resume)")
+                           "(finish it with resume=True)")
     return Result(url, store, attrs)
