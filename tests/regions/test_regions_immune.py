@@ -239,3 +239,21 @@ def test_takes_the_hotspots_of_find_hotspots():
     ctx = immune_context(hs, xy, types, np.ones(shape, bool), 25.0)
     got = {(round(h["centroid_x"]), row["class"]) for h, row in zip(hs.table, ctx.table)}
     assert got == {(20, "immune-excluded"), (55, "inflamed")}
+
+
+def test_dispersion_detects_clustered_cells():
+    """Poisson cells give φ ≈ 1; a Thomas cluster process (parents 0.02/px, 10 offspring,
+    σ 1.5 px) gives φ well above; the intervals widen accordingly."""
+    from ionmap.regions.immune import _dispersion
+
+    rng = np.random.default_rng(0)
+    shape = (80, 100)
+    sd, measured = np.full(shape, np.inf), np.ones(shape, bool)
+    lo, hi = [-0.5, -0.5], [shape[1] - 0.5, shape[0] - 0.5]
+    poisson = rng.uniform(lo, hi, (rng.poisson(0.2 * shape[0] * shape[1]), 2))
+    parents = rng.uniform(lo, hi, (rng.poisson(0.02 * shape[0] * shape[1]), 2))
+    kids = np.repeat(parents, rng.poisson(10, len(parents)), axis=0)
+    kids = kids + rng.normal(0, 1.5, kids.shape)
+    kids = kids[np.all((kids > lo) & (kids < hi), axis=1)]
+    assert _dispersion(sd, measured, poisson, 60.0, (25.0, 25.0)) < 1.3
+    assert _dispersion(sd, measured, kids, 60.0, (25.0, 25.0)) > 3.0

@@ -26,7 +26,8 @@ p gives that of ρ (Przyborowski & Wilenski 1940, Biometrika 31:313; Fay 2010, R
 2:53, as R's ``poisson.test``). Cells cluster, so counts are overdispersed: a
 quasi-Poisson dispersion φ ≥ 1 (Wedderburn 1974, Biometrika 61:439; McCullagh & Nelder
 1989, §4.5) divides every count before the interval. φ is estimated from the cell type's
-counts in square tiles (side 2 · rim, ≥ 3 px) of the measured outside tissue, robustly
+counts in square tiles (side 2 · rim, ≥ 3 px) of the measured outside tissue (away from
+the hotspots of other maps too, when given), robustly
 (in the spirit of Cantoni & Ronchetti 2001, JASA 96:1022): the mean squared Pearson
 residual up to its median, divided by the same statistic of Poisson counts
 simulated for the same tiles, so that a few distinct structures (other niches) do not
@@ -287,6 +288,7 @@ def immune_context(
     min_on_tissue: float = DEFAULT_MIN_ON_TISSUE,
     sensitivity: bool = True,
     registration_error_px: float | None = None,
+    other_hotspots: np.ndarray | None = None,
 ) -> ImmuneContext:
     """Densities, phenotype, evidence and exclusion test of every hotspot in ``labels``.
 
@@ -301,7 +303,9 @@ def immune_context(
     it); ``significant``: one flag per hotspot (label order; default: the ``significant``
     field of a Hotspots table if it has one, else all True); ``min_expected``,
     ``confidence``, ``min_coverage``, ``sensitivity``, ``registration_error_px`` (MSI
-    pixels): see the module doc. Cells off the measured tissue are ignored.
+    pixels): see the module doc; ``other_hotspots``: (ny, nx) bool, hotspots of other maps,
+    kept (with a rim around them) out of the tiles that estimate the dispersion. Cells off
+    the measured tissue are ignored.
     """
     hs_table = getattr(labels, "table", None)
     labels = np.asarray(getattr(labels, "labels", labels))
@@ -354,7 +358,12 @@ def immune_context(
     n_total = int(inm.sum())
     n_focus = int((codes[inm] == focus).sum()) if focus is not None else 0
     all_counts = counts.sum(axis=2)  # every type, (n_hot+1, 3)
-    phi = _dispersion(sd, measured, xy[inm & (codes == focus)] if focus is not None
+    baseline = measured
+    if other_hotspots is not None:
+        away = ndimage.distance_transform_edt(~np.asarray(other_hotspots, dtype=bool),
+                                              sampling=(px[1], px[0])) > rim_um
+        baseline = measured & away
+    phi = _dispersion(sd, baseline, xy[inm & (codes == focus)] if focus is not None
                       else np.zeros((0, 2)), rim_um, px)
     evidence = {"min_expected": min_expected, "confidence": confidence, "dispersion": phi}
     fc = counts[..., focus] if focus is not None else np.zeros(counts.shape[:2], np.int64)

@@ -339,8 +339,9 @@ def register_auto(
     best = cands[0]
     picks = [best] + [c for c in (
         next((c for c in cands if c[0].mirrored != best[0].mirrored), None),
-        next((c for c in cands if c[0] is best[0] and _turn(c[1][0], best[1][0]) > _DISTINCT_DEG),
-             None)) if c is not None]
+        next((c for c in cands if c[0] is best[0] and _turn(
+            c[0].angle(c[1], c[3]), best[0].angle(best[1], best[3])) > _DISTINCT_DEG),
+            None)) if c is not None]
     n_cells = len(xy)
     final = sorted((fit.finish(start, params) for fit, start, _, params in picks),
                    key=lambda f: (f["mismatch"], -f["score"]))
@@ -438,8 +439,12 @@ class _AutoFit:
         # tissue edge, so Nelder-Mead sees a well-conditioned problem. The log-scale is
         # bounded (a factor e^±3) so the optimiser can never reach a degenerate matrix.
         log_s = float(np.clip(p[1] / self.radius, -3.0, 3.0))
-        return _similarity(start[0] + p[0] / self.radius, self.scale * math.exp(log_s),
+        return _similarity(self.angle(start, p), self.scale * math.exp(log_s),
                            self.center, start[1], p[2:])
+
+    def angle(self, start: tuple[float, np.ndarray], p: np.ndarray) -> float:
+        """Rotation (radians) of the candidate ``(start, p)``."""
+        return start[0] + p[0] / self.radius
 
     def matrix(self, start: tuple[float, np.ndarray], p: np.ndarray) -> np.ndarray:
         """MSI pixels -> the true (unmirrored) annotation frame."""
@@ -582,11 +587,17 @@ def _coarse_search(tissue: np.ndarray, xy: np.ndarray, scale: float, center: np.
         # coordinate f·i + f//2, and bin j is centred on offset lo + (j + 0.5)·f.
         shifts.append(off * f + f // 2 - lo - 0.5 * f)
     scores = np.asarray(scores)
-    # Local maxima over the circle of angles, best first.
+    # Local maxima over the circle of angles, best first, at least 20° apart.
     peaks = [i for i in np.argsort(-scores)
              if scores[i] >= scores[i - 1] and scores[i] >= scores[(i + 1) % len(scores)]]
+    chosen: list[int] = []  # the best maxima, each > 20° from the better ones
+    for i in peaks:
+        if all(_turn(angles[i], angles[j]) > _DISTINCT_DEG for j in chosen):
+            chosen.append(i)
+        if len(chosen) == n_starts:
+            break
     starts = []
-    for i in peaks[:n_starts]:
+    for i in chosen:
         c, s = math.cos(angles[i]), math.sin(angles[i])
         # ref (annotation frame) sits at shifts[i] (MSI); so the tissue centre maps to:
         starts.append((float(angles[i]),

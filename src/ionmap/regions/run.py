@@ -208,16 +208,22 @@ def run_hotspots(
     loo = reg.loo_rms_px if reg.method == "landmarks" else None
     rows, densities, curves, labels = [], [], [], {}
     pixel_mm2 = px[0] * px[1] * 1e-6
+    found = {name: find_hotspots(values[name], tissue, fdr=hp.fdr, min_area_px=hp.min_area_px,
+                                 radius=hp.radius_px, shape=hp.neighbourhood, extent=hp.extent)
+             for name in maps}
     for name in maps:
-        hs = find_hotspots(values[name], tissue, fdr=hp.fdr, min_area_px=hp.min_area_px,
-                           radius=hp.radius_px, shape=hp.neighbourhood, extent=hp.extent)
+        hs = found[name]
+        others = np.zeros(tissue.shape, dtype=bool)
+        for other in maps:
+            if other != name:
+                others |= found[other].labels > 0
         ctx = immune_context(hs, cells_msi, cells.cell_type, tissue, px,
                              rim_um=ip.rim_um, cell_type=cell_type,
                              edge_guard_um=ip.edge_guard_um, scarce_ratio=ip.scarce_ratio,
                              rim_ratio=ip.rim_ratio, n_permutations=ip.n_permutations,
                              seed=ip.seed, coverage=coverage, min_expected=ip.min_expected,
                              confidence=ip.confidence, min_coverage=ip.min_coverage,
-                             registration_error_px=loo)
+                             registration_error_px=loo, other_hotspots=others)
         offset = len(rows)  # ids are unique over all maps
         labels[name] = np.where(hs.labels > 0, hs.labels + offset, 0).astype(np.int32)
         ann = reg.to_annotation(np.array([[h["centroid_x"], h["centroid_y"]] for h in hs.table])
