@@ -66,3 +66,36 @@ cdef inline Py_ssize_t first_unsorted(const mz_t* mz, Py_ssize_t n_mz, const int
         if first_descent(mz + starts[k], p) < p:
             return k
     return -1
+
+
+cdef inline Py_ssize_t gallop_lower(const mz_t* x, Py_ssize_t n, Py_ssize_t start,
+                                    double v) noexcept nogil:
+    """lower_bound(x, n, v) found by exponential search from ``start`` (cheap when the
+    answer is at or a little after ``start``, as for windows visited in ascending order)."""
+    cdef Py_ssize_t lo, hi, step = 1
+    if start > n:
+        start = n
+    if start > 0 and x[start - 1] >= v:
+        return lower_bound(x, start, v)
+    lo = start
+    hi = start
+    while hi < n and x[hi] < v:  # invariant: x[i] < v for all i < lo
+        lo = hi + 1
+        hi = start + step
+        step <<= 1
+    if hi > n:
+        hi = n
+    return lo + lower_bound(x + lo, hi - lo, v)
+
+
+cdef inline Py_ssize_t gallop_upper(const mz_t* x, Py_ssize_t n, Py_ssize_t start,
+                                    double v) noexcept nogil:
+    """upper_bound(x, n, v) for an answer known to be >= ``start``, by exponential search."""
+    cdef Py_ssize_t lo = start, hi = start, step = 1
+    while hi < n and x[hi] <= v:  # invariant: x[i] <= v for all i < lo
+        lo = hi + 1
+        hi = start + step
+        step <<= 1
+    if hi > n:
+        hi = n
+    return lo + upper_bound(x + lo, hi - lo, v)

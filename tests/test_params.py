@@ -58,9 +58,11 @@ def test_convert_checks_parameters_before_touching_files(tmp_path):
         ionmap.convert(missing, tmp_path / "o.zarr", ppmm=5)
     with pytest.raises(InputError, match="expected a ConvertParams"):
         ionmap.convert(missing, tmp_path / "o.zarr", HotspotParams())
-    with pytest.raises(InputError, match="recalibration is not available"):
+    with pytest.raises(InputError, match="search_ppm must be positive"):
         ionmap.convert(missing, tmp_path / "o.zarr",
-                       recalibration=RecalibrationParams(recalibrate="auto"))
+                       recalibration=RecalibrationParams(search_ppm=-1.0))
+    with pytest.raises(InputError, match="min_presence must be within"):
+        ionmap.convert(missing, tmp_path / "o.zarr", min_presence=0.0)  # a recalibration key
     assert not (tmp_path / "o.zarr").exists()
 
 

@@ -47,17 +47,22 @@ def formula_mass(formula: str) -> float:
     return mass
 
 
-def parse_adduct(adduct: str) -> tuple[int, float, int]:
-    """(multimer n, mass added in u, signed charge) of an adduct such as ``[M+Na]+``."""
+def adduct_terms(adduct: str) -> tuple[int, list[tuple[int, str]], int]:
+    """(multimer n, [(signed count, formula) added], signed charge) of an adduct, e.g.
+    ``[2M+Na-H2O]+`` → (2, [(1, "Na"), (-1, "H2O")], 1). Element symbols are not checked."""
     m = _ADDUCT.match(adduct.replace(" ", ""))
     if not m:
         raise InputError(None, f"not an adduct: {adduct!r} (expected e.g. [M-H]- or [M+Na]+)")
-    n = int(m.group(1) or 1)
-    delta = 0.0
-    for sign, mult, formula in _ADDUCT_TERM.findall(m.group(2)):
-        delta += (1 if sign == "+" else -1) * int(mult or 1) * formula_mass(formula)
+    terms = [((1 if sign == "+" else -1) * int(mult or 1), formula)
+             for sign, mult, formula in _ADDUCT_TERM.findall(m.group(2))]
     z = int(m.group(3) or 1)
-    return n, delta, z if m.group(4) == "+" else -z
+    return int(m.group(1) or 1), terms, z if m.group(4) == "+" else -z
+
+
+def parse_adduct(adduct: str) -> tuple[int, float, int]:
+    """(multimer n, mass added in u, signed charge) of an adduct such as ``[M+Na]+``."""
+    n, terms, z = adduct_terms(adduct)
+    return n, sum(count * formula_mass(formula) for count, formula in terms), z
 
 
 def mz(formula: str, adduct: str) -> float:

@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 import types
 import typing
 from collections.abc import Sequence
@@ -20,7 +21,8 @@ from typing import Any
 
 from . import __version__
 from .errors import IonmapError
-from .params import ConvertParams, HotspotParams, ImmuneParams, Params, RegistrationParams, describe
+from .params import (ConvertParams, HotspotParams, ImmuneParams, Params, RecalibrationParams,
+                     RegistrationParams, describe)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():  # every command: one line per warning, no source
+            warnings.showwarning = lambda msg, *a, **k: print(
+                f"ionmap: warning: {cli_wording(str(msg))}", file=sys.stderr)
+            return int(args.run(args) or 0)
     except IonmapError as exc:
         print(f"ionmap: error: {cli_wording(str(exc))}", file=sys.stderr)
         return 2
@@ -147,6 +152,7 @@ def _add_convert(sub) -> None:
     _param(p, ConvertParams, "snr")
     _param(p, ConvertParams, "features")
     _param(p, ConvertParams, "normalize")
+    _param(p, RecalibrationParams, "recalibrate", metavar="auto|none|FILE.csv")
     _add_scheduler(p)
     p.add_argument("--workers", type=int, metavar="N", help="local threads (default: all cores)")
     p.add_argument("--resume", action="store_true",
@@ -159,24 +165,27 @@ def _add_convert(sub) -> None:
 
 def _run_convert(args) -> int:
     import time
-    import warnings
 
     from . import convert
     options = _storage_options(args)
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.showwarning = lambda msg, *a, **k: print(f"ionmap: warning: {msg}",
-                                                          file=sys.stderr)
-        result = convert(
-            args.input, args.output, _params(ConvertParams, args), scheduler=args.scheduler,
-            workers=args.workers, resume=args.resume, overwrite=args.overwrite,
-            storage_options=options, progress=not args.quiet,
-        )
+    result = convert(
+        args.input, args.output, _params(ConvertParams, args),
+        recalibration=_params(RecalibrationParams, args), scheduler=args.scheduler,
+        workers=args.workers, resume=args.resume, overwrite=args.overwrite,
+        storage_options=options, progress=not args.quiet,
+    )
     ny, nx = result.shape
     n_features = result.attrs.get("features", {}).get("n_features")
     extra = f", {n_features} features" if n_features is not None else ""
     print(f"{result.url}: {len(result.target_names)} ion images of {ny} x {nx} pixels{extra} "
           f"({time.perf_counter() - start:.1f} s)")
+    rec = result.recalibration or {}
+    if rec.get("applied"):
+        hist = rec.get("histogram", {})
+        print(f"{rec['message']}; median |error| of the reference ions "
+              f"{hist.get('before_median_abs_ppm')} ppm before, "
+              f"{hist.get('after_median_abs_ppm')} ppm after")
     return 0
 
 
@@ -228,6 +237,11 @@ def _add_synth(sub) -> None:
                    "(default absent)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the files of an earlier sample NAME in OUTDIR")
+    p.add_argument("--drift-ppm", type=float, default=0.0, metavar="PPM",
+                   help="calibration error added to every peak (default 0)")
+    p.add_argument("--drift-gradient-ppm", type=float, default=0.0, metavar="PPM",
+                   help="calibration gradient: change of the error from one edge of the "
+                   "grid to the other, seeded direction (default 0)")
     p.set_defaults(run=_run_synth)
 
 
@@ -243,6 +257,7 @@ def _run_synth(args) -> int:
         intensity_dtype=args.intensity_dtype, polarity=args.polarity, shape=args.shape,
         pixel_size_um=args.pixel_size, cells_format=args.cells_format,
         target_bytes=args.size, off_tissue=args.off_tissue, overwrite=args.overwrite,
+        drift_ppm=args.drift_ppm, drift_gradient_ppm=args.drift_gradient_ppm,
     )
     print(synth.summary(sample))
     print(f"({time.perf_counter() - start:.1f} s)")
@@ -333,7 +348,8 @@ def _add_hotspots(sub) -> None:
                    help="MSI pixel size in um when the result does not record it")
     p.add_argument("--no-labels", action="store_true",
                    help="do not write hotspot labels into the result store")
-    p.add_argument("--no-png", action="store_true", help="skip the PNG overlays")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG overlays (drawn "
+                   "from the stored labels, so --no-labels skips them too)")
     _add_storage_option(p, "an s3:// result")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(run=_run_hotspots)
@@ -341,6 +357,7 @@ def _add_hotspots(sub) -> None:
 
 def _run_hotspots(args) -> int:
     from . import regions
+    from .report import CLASS_RGB, write_overlays
     options = _storage_options(args)
     cells = regions.read_cells(args.cells, units=args.cells_units,
                                pixel_size_um=args.cells_pixel_size_um,
@@ -349,9 +366,11 @@ def _run_hotspots(args) -> int:
     run = regions.run_hotspots(
         args.result, cells, args.landmarks or args.register, args.out,
         _params(HotspotParams, args), _params(ImmuneParams, args), model=args.model,
-        annotated_region=args.annotated_region, pixel_size_um=args.pixel_size_um, write_labels=not args.no_labels,
-        overlays=not args.no_png, storage_options=options,
+        annotated_region=args.annotated_region, pixel_size_um=args.pixel_size_um,
+        write_labels=not args.no_labels, colors=CLASS_RGB, storage_options=options,
     )
+    if not args.no_png and not args.no_labels:
+        run.files += write_overlays(args.result, args.out, storage_options=options)
     print(regions.summary(run))
     return 0
 
@@ -440,7 +459,47 @@ def _run_run(args) -> int:
     return 1 if failed else 0
 
 
-_COMMANDS: tuple = (_add_convert, _add_synth, _add_demo, _add_hotspots, _add_info, _add_run)
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export", help="AnnData tables of a result for scanpy/squidpy",
+        description="Export a result store as AnnData (.h5ad): --anndata writes pixels x "
+        "ion images (obs: x, y, tic, tissue, hotspot ids; var: target metadata; "
+        "obsm['spatial'] in um); --cells-table writes cells x ion images, each cell given "
+        "the value of the MSI pixel it falls in, with its type and, per map, hotspot id, "
+        "class and compartment (inside, rim, outside; needs ionmap hotspots first).",
+    )
+    p.add_argument("result", metavar="RESULT.zarr", help="result store (path or s3:// URL)")
+    p.add_argument("--anndata", metavar="OUT.h5ad", help="pixels x ion images")
+    p.add_argument("--features", action="store_true",
+                   help="--anndata: pixels x the feature cube instead of the ion images")
+    p.add_argument("--cells-table", metavar="OUT.h5ad", help="cells x ion images")
+    _add_storage_option(p, "an s3:// result")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> int:
+    from .errors import InputError
+    from .report import scverse
+
+    if not (args.anndata or args.cells_table):
+        raise InputError(args.result, "nothing to export: give --anndata and/or "
+                         "--cells-table")
+    options = _storage_options(args)
+    if args.anndata:
+        adata = scverse.pixel_table(args.result, features=args.features,
+                                    storage_options=options)
+        path = scverse.write_h5ad(adata, args.anndata)
+        print(f"{path}: {adata.n_obs} pixels x {adata.n_vars} "
+              f"{'features' if args.features else 'ion images'}")
+    if args.cells_table:
+        adata = scverse.cell_table(args.result, storage_options=options)
+        path = scverse.write_h5ad(adata, args.cells_table)
+        print(f"{path}: {adata.n_obs} cells x {adata.n_vars} ion images")
+    return 0
+
+
+_COMMANDS: tuple = (_add_convert, _add_synth, _add_demo, _add_hotspots, _add_info, _add_run,
+                    _add_export)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from . import _binning, _peaks, _windows
+from . import _binning, _peaks, _recal, _windows
 from .batch import SpectrumBatch
 from .errors import InputError
 
@@ -33,6 +33,8 @@ _WIDTH_EXPONENT: dict[str, float] = {"tof": 1.0, "orbitrap": 1.5, "fticr": 2.0}
 # Median and MAD are estimated on at most this many evenly spaced points (per spectrum or
 # per noise window): selection on a subsample keeps picking at a few ns per point.
 _NOISE_SAMPLE = 256
+#: From this many windows on, processed spectra are summed by the ordered (galloping) kernel.
+_MANY_WINDOWS = 64
 _APEX = {"none": int(_peaks.ApexMode.APEX_NONE), "parabola": int(_peaks.ApexMode.APEX_PARABOLA),
          "gauss": int(_peaks.ApexMode.APEX_GAUSS)}
 
@@ -186,17 +188,42 @@ def pick_peaks(mz: np.ndarray, intensity: np.ndarray, snr: float = 3.0,
 # --------------------------------------------------------------------------- window sums
 
 
+def _shift_arrays(batch: SpectrumBatch, shift: MassShift | None) -> tuple[np.ndarray, np.ndarray, float]:
+    n = len(batch.index)
+    if shift is None:
+        return np.zeros(n), np.zeros(n), 0.0
+    a = np.ascontiguousarray(shift.a, dtype=np.float64)
+    b = np.ascontiguousarray(shift.b, dtype=np.float64)
+    if a.shape != (n,) or b.shape != (n,) or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError(f"mass shift needs finite a and b for each of the {n} spectra")
+    return a, b, float(shift.m0)
+
+
+class MassShift:
+    """Per-spectrum mass error model δ(m) = a + b·(m − m0)/1000 in ppm (m, m0 in Th): an ion
+    of exact m/z m is observed at m·(1 + δ(m)·1e-6). ``a``, ``b``: float64 (n_spectra,)."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, m0: float) -> None:
+        self.a, self.b, self.m0 = a, b, m0
+
+
 def window_sums(batch: SpectrumBatch, lo: np.ndarray, hi: np.ndarray,
-                reduce: Literal["sum", "max"] = "sum") -> np.ndarray:
+                reduce: Literal["sum", "max"] = "sum", *,
+                shift: MassShift | None = None) -> np.ndarray:
     """Per spectrum and window k, the sum (or max) of the intensities with lo[k] <= mz <= hi[k].
 
     Args:
         batch: spectra, profile or centroid, either layout. Continuous batches locate each
-            window once for the whole batch.
+            window once for the whole batch (unless shifted).
         lo, hi: window bounds in Th, float64 (K,); windows may overlap and need not be
             sorted; a window with hi < lo is empty.
         reduce: ``"sum"`` (float64 accumulation in point order, so equal bit for bit to a
             sequential float64 sum) or ``"max"``.
+        shift: per-spectrum mass error (:class:`MassShift`): spectrum k's windows become
+            [lo·f, hi·f] with f = 1 + δ_k(centre)·1e-6, which extracts the ions of a
+            miscalibrated spectrum exactly as rewriting its m/z values would, without
+            touching them. Unbounded windows (the TIC) are not shifted. Many windows on
+            processed spectra also take this path (it visits windows in m/z order).
 
     Returns:
         float64 (n_spectra, K); 0 where a window holds no point.
@@ -209,9 +236,44 @@ def window_sums(batch: SpectrumBatch, lo: np.ndarray, hi: np.ndarray,
         raise InputError(
             None, f"lo and hi must be 1-D of one length, got {lo.shape} and {hi.shape}")
     out = np.zeros((len(batch.index), lo.size))
-    _unsorted(batch, _windows.window_sums(mz, intensity, offsets, starts, shared, lo, hi,
-                                          reduce == "max", out))
+    if shift is None and (shared or lo.size < _MANY_WINDOWS):
+        bad = _windows.window_sums(mz, intensity, offsets, starts, shared, lo, hi,
+                                   reduce == "max", out)
+    else:
+        a, b, m0 = _shift_arrays(batch, shift)
+        order = np.argsort(lo, kind="stable").astype(np.int64)
+        bad = _windows.window_sums_shifted(mz, intensity, offsets, starts, shared, lo, hi,
+                                           order, a, b, m0, reduce == "max", out)
+    _unsorted(batch, bad)
     return out
+
+
+def reference_errors(batch: SpectrumBatch, ref_mz: np.ndarray, search_ppm: float, *,
+                     profile: bool, shift: MassShift | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mass error of reference ions in every spectrum: (error ppm, apex height, FWHM ppm),
+    each (n, R).
+
+    Looks for reference ion j (exact m/z ``ref_mz[j]``, Th) within ±``search_ppm`` of its
+    position predicted by ``shift`` (none: its exact m/z), takes the highest point there
+    and reports its apex as ``(apex − ref) / ref · 1e6``: on profile spectra a local maximum
+    only, apex from a log-parabola through the top three points; on centroid spectra the
+    point. NaN error (and height 0) where no such point exists. The FWHM (ppm of the apex
+    m/z) comes from the log-parabola's curvature (a Gaussian's σ); NaN for centroid
+    spectra.
+    """
+    mz, intensity, offsets, starts, shared = _arrays(batch)
+    ref = np.ascontiguousarray(ref_mz, dtype=np.float64)
+    if not search_ppm > 0:
+        raise ValueError(f"search_ppm must be > 0, got {search_ppm}")
+    a, b, m0 = _shift_arrays(batch, shift)
+    err = np.empty((len(batch.index), ref.size))
+    height = np.empty_like(err)
+    width = np.empty_like(err)
+    _unsorted(batch, _recal.reference_errors(mz, intensity, offsets, starts, shared, ref, a, b,
+                                             m0, float(search_ppm), bool(profile), err, height,
+                                             width))
+    return err, height, width
 
 
 # --------------------------------------------------------------------------- m/z axis

@@ -187,10 +187,43 @@ class ConvertParams(Params):
 
 @dataclass(frozen=True)
 class RecalibrationParams(Params):
-    """m/z recalibration before extraction (section ``[recalibration]``)."""
+    """m/z recalibration before extraction (section ``[recalibration]``); the model and
+    its fit are described in :mod:`ionmap.recal`."""
 
-    recalibrate: str = param("none", "'none', 'auto' (from the data's own known ions) or the "
-                             "path of a reference m/z list")
+    recalibrate: str = param(
+        "auto", "auto (reference ions: the targets with their isotopes and the usual "
+        "matrix ions of DHB, 9-AA, DAN and NEDC), none (the recorded m/z axis) or the path "
+        "of a lock-mass CSV (name and mz, or name, formula and adduct; only those ions)")
+    search_ppm: float = param(40.0, "search half-width for each reference ion on the "
+                              "recorded axis (must cover the largest drift)", "ppm")
+    inlier_ppm: float = param(3.0, "a reference within this of a spectrum's consensus "
+                              "offset is an inlier (RANSAC tolerance)", "ppm")
+    residual_ppm: float = param(10.0, "search half-width around the model's prediction when "
+                                "the residual error is measured in every spectrum", "ppm")
+    smooth_px: float = param(2.0, "sigma of the spatial smoothing of the offset field",
+                             "pixels")
+    max_sample: int = param(4000, "about this many spectra (a spatial lattice) are read "
+                            "for the fit", "spectra")
+    min_presence: float = param(0.3, "a reference must be an inlier in this fraction of the "
+                                "lattice spectra", "fraction 0..1")
+    min_references: int = param(2, "with fewer references found the recorded axis is kept")
+    resolving_power: float = param(20000.0, "resolving power m/FWHM for isotope peaks when "
+                                   "the data cannot tell (centroid spectra)")
+
+    def _problems(self) -> list[str]:
+        problems = [f"{name} must be positive, not {getattr(self, name)}"
+                    for name in ("search_ppm", "inlier_ppm", "residual_ppm", "resolving_power")
+                    if not getattr(self, name) > 0]
+        if not self.smooth_px >= 0:
+            problems.append(f"smooth_px must be >= 0, not {self.smooth_px}")
+        if not 0 < self.min_presence <= 1:
+            problems.append(f"min_presence must be within 0..1, not {self.min_presence}")
+        for name in ("max_sample", "min_references"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, not {getattr(self, name)}")
+        if not self.recalibrate:
+            problems.append("recalibrate must be auto, none or a CSV path")
+        return problems
 
 
 @dataclass(frozen=True)

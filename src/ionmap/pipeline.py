@@ -160,8 +160,8 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
     there last, so a sample without it is incomplete.
     """
     from .engine.convert import convert
-    from .regions import read_cells, run_hotspots
-    from .report import write_report
+    from .regions import read_cells, run_hotspots, store_maps
+    from .report import CLASS_RGB, write_overlays, write_report
 
     out.mkdir(parents=True, exist_ok=True)
     (out / _DONE).unlink(missing_ok=True)
@@ -179,9 +179,11 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
                         else _local_copy(sample.landmarks, inputs, storage_options))
         cells = read_cells(_local_copy(sample.cells, inputs, storage_options))
         run = run_hotspots(result, cells, registration, out / "hotspots", config.hotspots,
-                           config.immune, model=config.registration.model)
-    write_report(out / "report.html", result, hotspots=run, imzml=sample.imzml,
-                 storage_options=storage_options)
+                           config.immune, model=config.registration.model, colors=CLASS_RGB)
+        write_overlays(result, out / "hotspots")
+    else:
+        store_maps(result, config.hotspots.maps, noise_floor=config.hotspots.noise_floor)
+    write_report(out / "report.html", result)
     if run is not None:
         px = run.params["pixel_size_um"]
         row = cohort_row(sample.name, run.hotspots, run.labels, run.tissue, px[0] * px[1] * 1e-6)

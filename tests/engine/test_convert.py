@@ -113,7 +113,7 @@ def test_corpus_ion_images_equal_reference(path, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 'outside' is outside the m/z range on purpose
         res = ionmap.convert(path, tmp_path / "out.zarr", targets=targets, progress=False,
-                             workers=2)
+                             workers=2, recalibrate="none")
     shape = _grid(path)
     _assert_result(res, *reference(path, _windows(targets), shape))
     assert res.target_names == ["apex", "point", "wide", "outside"]
@@ -146,7 +146,8 @@ def samples(tmp_path_factory):
 @pytest.mark.parametrize("mode,kind,mzd,intd", COMBOS)
 def test_generated_files_equal_reference(mode, kind, mzd, intd, samples, tmp_path):
     sample = samples(mode, kind, mzd, intd)
-    res = ionmap.convert(sample.imzml, tmp_path / "out.zarr", progress=False, band_rows=8)
+    res = ionmap.convert(sample.imzml, tmp_path / "out.zarr", progress=False, band_rows=8,
+                         recalibrate="none")
     targets = panel("tme-negative")
     _assert_result(res, *reference(sample.imzml, _windows(targets), tuple(SMALL)))
     assert res.target_names == [t.name for t in targets]
@@ -161,7 +162,7 @@ def test_generated_files_equal_reference(mode, kind, mzd, intd, samples, tmp_pat
 def test_peaks_equal_reference(mode, samples, tmp_path):
     sample = samples(mode, "profile")
     res = ionmap.convert(sample.imzml, tmp_path / "out.zarr", peaks=True, ppm=20,
-                         progress=False, snr=4.0)
+                         progress=False, snr=4.0, recalibrate="none")
     targets = panel("tme-negative")
     expected = reference(sample.imzml, _windows(targets, 20), SMALL, pick_snr=4.0)
     _assert_result(res, *expected)
@@ -174,7 +175,8 @@ def test_peaks_equal_reference(mode, samples, tmp_path):
 def test_normalize_equals_reference(method, samples, tmp_path):
     sample = samples("processed", "profile")
     res = ionmap.convert(sample.imzml, tmp_path / "out.zarr", normalize=method,
-                         progress=False, band_rows=8)
+                         progress=False, band_rows=8,
+                         recalibrate="none")
     _assert_result(res, *reference(sample.imzml, _windows(panel("tme-negative")), SMALL,
                                    normalize=method))
     assert res.attrs["normalization"]["method"] == method
@@ -190,7 +192,8 @@ def _one(mz, intensity):
 def test_features_equal_reference(mode, kind, samples, tmp_path):
     sample = samples(mode, kind)
     res = ionmap.convert(sample.imzml, tmp_path / "out.zarr", features=True, ppm=10,
-                         progress=False, axis_sample=None, band_rows=8)
+                         progress=False, axis_sample=None, band_rows=8,
+                         recalibrate="none")
     peak_lists = []
     for x, y, mz, intensity in _spectra(sample.imzml):
         if kind == "profile":

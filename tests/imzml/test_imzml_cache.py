@@ -10,7 +10,8 @@ import pytest
 
 import ionmap
 from ionmap.errors import TruncatedIbdError
-from ionmap.imzml import cache, file as imzml_file
+from ionmap.imzml import cache, opener
+from ionmap.imzml import file as imzml_file
 
 
 @pytest.fixture
@@ -24,14 +25,14 @@ def parses(monkeypatch):
             self.allowed = False
 
     counter = Counter()
-    real = imzml_file.xml.parse
+    real = opener.xml.parse
 
     def counting(*args, **kwargs):
         assert counter.allowed, "the XML was parsed although the sidecar should serve"
         counter.n += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(imzml_file.xml, "parse", counting)
+    monkeypatch.setattr(opener.xml, "parse", counting)
     return counter
 
 
@@ -90,6 +91,9 @@ def test_derived_values_are_cached(write_imzml, parses, monkeypatch):
     f = ionmap.open_imzml(w.path)
     mz_range, kind = f.mz_range, f.spectrum_type
     assert kind == "centroid" and f.spectrum_type_detected
+    mtime = os.stat(sidecar(w.path)).st_mtime_ns
+    assert f.mz_range == mz_range and os.stat(sidecar(w.path)).st_mtime_ns == mtime  # no writes
+    assert f.save_metadata() == sidecar(w.path)  # kept explicitly
     parses.forbid()
     monkeypatch.setattr(imzml_file.ImzMLFile, "_data_mz_range", None)
     monkeypatch.setattr(imzml_file.ImzMLFile, "_detect_spectrum_type", None)
@@ -110,7 +114,7 @@ def test_user_cache_dir_when_beside_is_not_writable(write_imzml, parses):
 def test_corrupt_sidecar_is_ignored(write_imzml, parses):
     w = write_imzml()
     with open(sidecar(w.path), "wb") as fh:
-        fh.write(b"PK\x03\x04 not really a zip")
+        fh.write(b"PK\x03\x04 not really a sidecar")
     ionmap.open_imzml(w.path)
     assert parses.n == 1
     parses.forbid()

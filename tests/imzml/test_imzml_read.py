@@ -13,7 +13,7 @@ from pyimzml.ImzMLParser import ImzMLParser
 
 import ionmap
 from ionmap.imzml import binary, xml
-from ionmap.imzml.file import _parse
+from ionmap.imzml.opener import read_metadata as _parse
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*/*") if p.suffix.lower() == ".imzml")
@@ -26,7 +26,7 @@ def assert_matches_pyimzml(path: Path) -> ionmap.ImzMLFile:
         warnings.simplefilter("ignore")  # pyimzML complains about Cardinal's term names
         ref = ImzMLParser(str(path))
     assert f.n_spectra == len(ref.coordinates)
-    assert f.coordinates.dtype == np.int64
+    assert f.coordinates.dtype == np.int32  # compact: positions are at most MAX_GRID_SIDE
     np.testing.assert_array_equal(f.coordinates, np.array(ref.coordinates))
     batch = f.read_batch(np.arange(f.n_spectra))
     for i in range(f.n_spectra):
@@ -185,7 +185,7 @@ def test_mz_range_from_xml_and_from_data(write_imzml):
     assert f.mz_range == pytest.approx((lo, hi))  # pyimzML writes lowest/highest observed
     strip(w.path, rb'\s*<cvParam[^>]*accession="MS:100052[78]"[^>]*/>')
     g = ionmap.open_imzml(w.path, cache=False)
-    assert g._fields["mz_range"] is None  # not in the XML: read from the data on demand
+    assert g.metadata.mz_range is None  # not in the XML: read from the data on demand
     assert g.mz_range == (float(lo), float(hi))
 
 

@@ -13,7 +13,7 @@ import pytest
 import ionmap
 from ionmap import storage
 from ionmap.errors import MissingIbdError, StorageError
-from ionmap.imzml import file as imzml_file
+from ionmap.imzml import cache, opener
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
@@ -126,8 +126,8 @@ def test_s3_sidecar_in_user_cache(s3_server, write_imzml, monkeypatch):
     w = write_imzml(seed=3)
     url = upload(s3_server, s3_server.make_bucket(), w.path)
     first = ionmap.open_imzml(url, s3_server.storage_options)
-    assert os.path.isfile(imzml_file.sidecar.locations(url)[0])
-    monkeypatch.setattr(imzml_file.xml, "parse", None)  # the reopen must not parse
+    assert os.path.isfile(cache.locations(url)[0])
+    monkeypatch.setattr(opener.xml, "parse", None)  # the reopen must not parse
     assert_same_reading(ionmap.open_imzml(url, s3_server.storage_options), first)
 
 

@@ -16,8 +16,8 @@ import ionmap
 from ionmap import cli
 from ionmap.errors import (ImzMLError, ImzMLFormatError, MissingIbdError, SpectrumDataError,
                            TruncatedIbdError, UnsupportedImzMLError, UUIDMismatchError)
-from ionmap.imzml import xml
-from ionmap.imzml.file import _parse
+from ionmap.imzml import numbers, xml
+from ionmap.imzml.opener import read_metadata as _parse
 
 
 def spectra_spans(data: bytes) -> list[tuple[int, int]]:
@@ -362,28 +362,28 @@ def test_unsorted_mz_raise_on_read(tmp_path, mode):
 
 
 def test_fast_value_parsers():
-    def column(values):
-        head = b'IMS:1000102" name="external offset" value="'
-        tokens = [head + v + b'"/' for v in values]
-        arr = np.array(tokens)
-        return xml._value_text(arr.view(np.uint8).reshape(len(tokens), -1), len(head))
+    """The compiled value parsers of the fast scan against Python's int()/float(): what they
+    read they read exactly; what they cannot read goes to the XML-parser path (None)."""
+    from ionmap._xmlscan import extreme_of, parse_integer_text
 
-    np.testing.assert_array_equal(xml._integers(column([b"7", b"-12", b"1234567"])),
-                                  [7, -12, 1234567])
-    np.testing.assert_array_equal(xml._integers(column([b"1.6E+4", b"5"])), [16000, 5])
-    for bad in ([b"1.5"], [b"-"], [b"12a"]):
-        with pytest.raises(ValueError):
-            xml._integers(column(bad))
-    for bad in ([b"&#49;"], [b""]):
-        with pytest.raises(ValueError):
-            column(bad)
+    for text, want in ((b"7", 7), (b"-12", -12), (b"1234567", 1234567), (b"1.6E+4", 16000),
+                       (b"+5", 5), (b"007", 7), (b"-0", 0)):
+        assert parse_integer_text(text) == want == numbers.exact_integer(text.decode())
+    for bad in (b"1.5", b"-", b"12a", b"&#49;", b"", b"1e999", b" 5", b"1_0",
+                b"9007199254740993.0", b"12345678901234567890"):
+        assert parse_integer_text(bad) is None
     rng = np.random.default_rng(0)
     values = [repr(float(v)).encode() for v in rng.uniform(0, 2000, 500)]
-    values += [b"99.99999999999999999", b"100", b"1999.999999999999999999", b"1500."]
+    values += [b"99.99999999999999999", b"100", b"1999.999999999999999999", b"1500.", b".5"]
     floats = [float(v) for v in values]
-    assert xml._extreme(column(values), True) == min(floats)
-    assert xml._extreme(column(values), False) == max(floats) == 2000.0
-    assert xml._extreme(column([b"3e2", b"-1.5", b"7"]), True) == -1.5  # parsed in full
+    assert extreme_of(values, True) == min(floats)
+    assert extreme_of(values, False) == max(floats) == 2000.0
+    assert extreme_of([b"3e2", b"-1.5", b"7"], True) == -1.5  # parsed in full
+    near = [b"100.0000001", b"100.00000009", b"100.0000000999", b"100.00000011"]
+    assert extreme_of(near, True) == min(map(float, near))
+    assert extreme_of(near, False) == max(map(float, near))
+    for bad in ([b"nan"], [b"1,5"], [b"inf"], [b"1e"]):
+        assert extreme_of(bad, True) is None
 
 
 def test_cli_reports_one_line_and_exit_2(write_imzml, capsys):

@@ -47,7 +47,7 @@ def runs(tmp_path_factory):
         truth = sample.truth_dict
         cells = regions.read_cells(sample.cells,
                                    pixel_size_um=truth["histology_pixel_size_um"])
-        common = {"n_permutations": 199, "overlays": False, "write_labels": False,
+        common = {"n_permutations": 199, "write_labels": False,
                   "cell_type": truth["cd8_label"]}
         by_landmarks = regions.run_hotspots(url, cells, sample.landmarks, d / "lm", **common)
         by_auto = regions.run_hotspots(url, cells, "auto", d / "auto", **common)
@@ -150,7 +150,7 @@ def test_result_on_object_storage(runs, s3_server):
     ionmap.convert(sample.imzml, url, output_storage_options=options, progress=False)
     cells = regions.read_cells(sample.cells)
     run = regions.run_hotspots(url, cells, sample.landmarks, sample.imzml.parent / "s3out",
-                               n_permutations=199, overlays=False, storage_options=options)
+                               n_permutations=199, storage_options=options)
     assert run.hotspots == local.hotspots  # same seed: even the permutation p-values
     result = ionmap.open_result(url, options)
     for name, lab in run.labels.items():

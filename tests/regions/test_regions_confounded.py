@@ -22,7 +22,7 @@ from ionmap import regions
 from ionmap.cli import main
 from ionmap.errors import InputError
 
-COMMON = {"n_permutations": 0, "overlays": False, "write_labels": False}
+COMMON = {"n_permutations": 0, "write_labels": False}
 
 
 def convert(tmp_path_factory, name, **options):

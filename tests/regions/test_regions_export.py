@@ -50,13 +50,17 @@ def test_geojson_is_qupath_annotations_in_the_annotation_frame():
              "p_value": 0.01, "exclusion_score": float("nan")},
             {"id": 2, "map": "lactate", "class": "inflamed", "area_px": 12}]
     m = np.array([[0.0, -25.0, 1000.0], [25.0, 0.0, 50.0], [0, 0, 1]])  # 90 degrees
-    geo = hotspots_geojson({"lactate": labels}, rows, matrix=m)
+    from ionmap.report.palette import CLASS_RGB
+
+    geo = hotspots_geojson({"lactate": labels}, rows, matrix=m, colors=CLASS_RGB)
     json.dumps(geo)  # serialisable
     assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 2
     f = geo["features"][0]
     assert f["properties"]["objectType"] == "annotation"
     assert f["properties"]["classification"]["name"] == "immune-excluded"
-    assert len(f["properties"]["classification"]["color"]) == 3
+    assert f["properties"]["classification"]["color"] == list(CLASS_RGB["immune-excluded"])
+    plain = hotspots_geojson({"lactate": labels}, rows, matrix=m)  # QuPath picks colours
+    assert "color" not in plain["features"][0]["properties"]["classification"]
     assert f["properties"]["name"] == "lactate hotspot 1"
     assert f["properties"]["measurements"] == {"id": 1, "area_px": 25, "p_value": 0.01}
     ring = np.array(f["geometry"]["coordinates"][0])
@@ -135,8 +139,8 @@ def test_run_hotspots_on_arrays(tmp_path):
                                m[:2, :2] @ [lac["centroid_x"], lac["centroid_y"]] + m[:2, 2])
     names = {p.name for p in run.files}
     assert {"hotspots.csv", "cell_densities.csv", "distance_curves.csv", "hotspots.geojson",
-            "hotspots_msi.geojson", "registration.json", "hotspots_lactate.png",
-            "hotspots_kyn_trp.png"} <= names
+            "hotspots_msi.geojson", "registration.json"} <= names
+    assert not any(p.suffix == ".png" for p in run.files)  # pictures are the report's
     with (out / "hotspots.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == HOTSPOT_COLUMNS and len(rows) == 3
@@ -158,7 +162,6 @@ def test_run_hotspots_on_arrays(tmp_path):
     assert MplPath(ring).contains_point([h0["centroid_x"], h0["centroid_y"]])
     reg = json.loads((out / "registration.json").read_text())
     assert reg["method"] == "matrix" and reg["geojson_unit"] == "px"
-    assert (out / "hotspots_lactate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with (out / "cell_densities.csv").open() as f:
         dens = list(csv.DictReader(f))
     assert {d["compartment"] for d in dens} == {"inside", "rim", "outside"}
@@ -179,17 +182,20 @@ def test_run_hotspots_registration_options(tmp_path):
         f.write("x,y,cell_type\n")
         for x, y, t in zip(cells.x, cells.y, cells.cell_type):
             f.write(f"{x:.3f},{y:.3f},{t}\n")
-    run = run_hotspots(data, cells_csv, lm, tmp_path / "a", maps=["lactate"], overlays=False,
-                       n_permutations=0)
+    with pytest.warns(UserWarning, match="QuPath annotations are in µm"):
+        run = run_hotspots(data, cells_csv, lm, tmp_path / "a", maps=["lactate"],
+                           n_permutations=0)
+    assert (tmp_path / "a" / "hotspots_UM_NOT_PIXELS.geojson").is_file()
+    assert not (tmp_path / "a" / "hotspots.geojson").exists()
     assert run.registration.method == "landmarks" and run.registration.rms_px < 1e-6
     assert [h["class"] for h in run.hotspots] == ["immune-excluded"]
-    auto = run_hotspots(data, read_cells(cells_csv), "auto", tmp_path / "b", maps=["lactate"],
-                        overlays=False, n_permutations=0)
+    with pytest.warns(UserWarning, match="µm"):
+        auto = run_hotspots(data, read_cells(cells_csv), "auto", tmp_path / "b",
+                            maps=["lactate"], n_permutations=0)
     assert auto.registration.method == "auto"
     np.testing.assert_allclose(auto.registration.to_msi(cells.xy[:5]),
                                run.registration.to_msi(cells.xy[:5]), atol=0.5)
     assert [h["class"] for h in auto.hotspots] == ["immune-excluded"]
-    assert not any(p.suffix == ".png" for p in run.files)
     data.pixel_size_um = None
     with pytest.raises(InputError, match="pixel size is unknown"):
         run_hotspots(data, cells, lm, tmp_path / "c")

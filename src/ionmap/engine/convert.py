@@ -17,14 +17,15 @@ from typing import Any
 import dask
 import numpy as np
 
-from .. import __version__, chem
+from .. import __version__, chem, kernels, recal
 from .. import store as st
 from ..errors import InputError, IonmapError, StorageError
-from ..params import ConvertParams, RecalibrationParams, with_overrides
+from ..params import ConvertParams, RecalibrationParams, split_overrides, with_overrides
 from ..storage import open_input
-from ..store import Layout, Result, level_shapes, open_result
+from ..store import Layout, Result, analysis, level_shapes, open_result
 from .compute import Extraction, axis_part, compute_band, window_bounds
 from .plan import Band, choose_band_rows, plan_bands
+from .spectrum import mean_spectrum
 from .run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
 
 #: Spectrum payload per task of the m/z-axis pass (bytes).
@@ -49,7 +50,8 @@ def convert(
     """Convert an imzML file to ion images in an OME-Zarr (NGFF 0.5, Zarr v3) store.
 
     What is extracted is a :class:`~ionmap.params.ConvertParams` (``params``), with any of
-    its fields given as keywords replacing its values (``convert(a, b, ppm=5)``), e.g.:
+    its fields (or of :class:`~ionmap.params.RecalibrationParams`) given as keywords
+    replacing its values (``convert(a, b, ppm=5, recalibrate="none")``), e.g.:
 
     - ``panel`` / ``targets``: a built-in panel (default: the one matching the file's
       polarity), or a list of :class:`ionmap.chem.Target` or a targets CSV path;
@@ -69,7 +71,14 @@ def convert(
     Args:
         input: ``.imzML`` path or URL (``s3://bucket/key.imzML``), the .ibd beside it.
         output: store path or URL (``s3://bucket/prefix.zarr``).
-        recalibration: m/z recalibration (:class:`~ionmap.params.RecalibrationParams`).
+        recalibration: m/z recalibration (:class:`~ionmap.params.RecalibrationParams`):
+            ``recalibrate="auto"`` (default; reference ions: the targets with their
+            isotopes and the usual matrix ions of the polarity), ``"none"`` (the recorded
+            m/z axis; images bit for bit as without recalibration) or the path of a
+            lock-mass CSV (targets format; only those ions). The model δ(x, y, m) =
+            a(x, y) + b·(m − m0)/1000 ppm (:mod:`ionmap.recal`) moves each spectrum's
+            windows before extraction; with too few reference ions the axis is kept and a
+            warning says so. Feature cubes use the recorded axis.
         scheduler: None (``DASK_SCHEDULER_ADDRESS`` if set, else local threads), a
             ``distributed`` scheduler address with its port or a Client, or a Dask local
             scheduler name: ``"threads"``, ``"processes"``, ``"synchronous"``.
@@ -86,8 +95,10 @@ def convert(
     """
     from ..imzml import open_imzml
 
-    p = with_overrides(params, ConvertParams, overrides)
-    _check_recalibration(with_overrides(recalibration, RecalibrationParams, {}))
+    convert_over, recal_over = split_overrides(overrides, ConvertParams, RecalibrationParams)
+    p = with_overrides(params, ConvertParams, convert_over)
+    rp = with_overrides(recalibration, RecalibrationParams, recal_over)
+    recalibrate = os.fspath(rp.recalibrate)
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise InputError(None, f"workers must be at least 1, not {workers}")
     ppm, peaks, features, normalize, snr = p.ppm, p.peaks, p.features, p.normalize, p.snr
@@ -110,6 +121,7 @@ def convert(
             "analyzer": analyzer if features else None,
             "min_fraction": float(min_fraction) if features else None,
             "axis_sample": axis_sample if features else None,
+            "recalibration": rp.to_dict() if recalibrate != "none" else None,
         }
         source = {
             "path": in_url, "uuid": src.uuid, "size": int(src.ibd_size),
@@ -126,7 +138,8 @@ def convert(
         lo, hi = window_bounds([t["mz"] for t in table], [t["ppm"] for t in table])
         ex = Extraction(lo=lo, hi=hi, peaks=bool(peaks), pick=pick, snr=float(snr),
                         feature_ppm=float(feature_ppm or ppm), analyzer=analyzer,
-                        normalize=normalize)
+                        normalize=normalize, residual_ppm=rp.residual_ppm,
+                        profile=src.spectrum_type != "centroid")
         token = uuidlib.uuid4().hex[:12]  # unique task keys per run
         with scheduler_client(scheduler) as client, ProgressBar(progress) as bar:
             src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
@@ -143,12 +156,18 @@ def convert(
                 if axis is not None:
                     attrs["features"] = {"n_features": int(len(axis))}
                 st.create_result(store, attrs, layout, [t["name"] for t in table],
-                                 src.pixel_size_um, normalized=normalize != "none", axis=axis)
+                                 src.pixel_size_um, normalized=normalize != "none", axis=axis,
+                                 mass_error=recalibrate != "none")
             else:
                 attrs = previous
                 layout = Layout(tuple(attrs["shape"]), int(attrs["layout"]["band_rows"]))
                 axis = _stored_axis(out_url, store, attrs) if features else None
-            ex = replace(ex, axis=axis)
+            # pass 0 (after the store exists, so a bad spectrum leaves an incomplete store);
+            # deterministic, so a resumed run fits the same model again
+            model, attrs["recalibration"] = _calibrate(src, recalibrate, rp, table,
+                                                       storage_options)
+            ex = replace(ex, axis=axis, recal=model,
+                         references=None if model is None else model.ref_mz)
             checkpoint = st.Checkpoint(store, attrs)
             try:
                 _run_bands(src, src_d, ex, layout, checkpoint, out_url, out_options, bar, client,
@@ -160,6 +179,10 @@ def convert(
                     pass
                 raise
             checkpoint.flush()
+            if model is not None:
+                attrs["recalibration"]["histogram"] = recal.error_histogram(
+                    st.read_mass_error(store))
+            analysis.write_mean_spectrum(store, *mean_spectrum(src))
             _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
                     features=axis is not None)
         return open_result(out_url, out_options)
@@ -175,10 +198,38 @@ def _stored_axis(url: str, store: Any, attrs: dict) -> np.ndarray:
                            "created; use overwrite=True to start again") from None
 
 
-def _check_recalibration(recalibration: RecalibrationParams) -> None:
-    if recalibration.recalibrate != "none":
-        raise InputError(None, f"recalibrate = {recalibration.recalibrate!r}: recalibration "
-                         "is not available in this version (use 'none')")
+def _calibrate(src, recalibrate: str, rp: RecalibrationParams, table: list[dict],
+               storage_options) -> tuple[recal.Model | None, dict]:
+    """Pass 0: the mass error model from a lattice of spectra, or None (axis kept)."""
+    base = {"method": recalibrate, "applied": False, "model": recal.MODEL}
+    if recalibrate == "none":
+        return None, {**base, "message": "recalibration: off (recalibrate none)"}
+    mz_range = None if src.mz_range is None else tuple(src.mz_range)
+    if recalibrate == "auto":
+        refs = recal.reference_ions(table, src.polarity, rp.resolving_power, mz_range)
+    else:
+        refs = recal.read_lock_masses(_read_text(recalibrate, storage_options, "lock masses"),
+                                      recalibrate)
+    coords = src.coordinates
+    x, y = coords[:, 0].astype(np.intp) - 1, coords[:, 1].astype(np.intp) - 1
+    step = recal.lattice_step(int(src.n_spectra), rp.max_sample)
+    chosen = np.flatnonzero((x % step == 0) & (y % step == 0) & (src.intensity_lengths > 0))
+    model, message = None, "recalibration: no reference ion in the m/z range; m/z axis " \
+        "kept as recorded"
+    if refs.mz.size and chosen.size:
+        errs = []
+        for batch in src.iter_batches(chosen, max_bytes=64 * 2**20):
+            errs.append(kernels.reference_errors(batch, refs.mz, rp.search_ppm,
+                                                 profile=src.spectrum_type != "centroid"))
+        err = np.concatenate([e for e, _, _ in errs])
+        height = np.concatenate([h for _, h, _ in errs])
+        model, message = recal.fit_model(err, height, refs, x[chosen], y[chosen],
+                                         tuple(src.shape), step, rp)
+    if model is None:
+        warnings.warn(f"{src.url}: {message}", stacklevel=3)
+        return None, {**base, "message": message}
+    return model, {**base, **model.summary(refs), "applied": True, "message": message,
+                   "lattice_step": step}
 
 
 # -- targets ---------------------------------------------------------------------------------
@@ -202,14 +253,15 @@ def resolve_targets(
     return chem.panel(panel), f"panel {panel}"
 
 
-def _read_text(path: str, storage_options: Mapping[str, Any] | None) -> str:
+def _read_text(path: str, storage_options: Mapping[str, Any] | None,
+               what: str = "targets") -> str:
     try:
         with open_input(path, storage_options) as fh:
             return fh.read().decode("utf-8-sig")
     except IonmapError:
         raise
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read targets: {getattr(exc, 'strerror', None) or exc}"
+        raise InputError(path, f"cannot read {what}: {getattr(exc, 'strerror', None) or exc}"
                          ) from None
 
 
@@ -314,7 +366,8 @@ def _build_axis(src, src_d, ex, bar, client, workers, token, sample, options) ->
 def _band_task(src, band: Band, nx: int, ex: Extraction, url: str, options) -> int:
     block = compute_band(src, band, nx, ex)
     st.write_band(st.worker_store(url, options), band.y0, images=block.images, tic=block.tic,
-                  mask=block.mask, norm=block.norm, features=block.features)
+                  mask=block.mask, norm=block.norm, features=block.features,
+                  mass_error=block.mass_error)
     return len(band.spectra)
 
 

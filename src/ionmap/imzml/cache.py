@@ -1,19 +1,25 @@
 """Metadata sidecar: the parsed imzML metadata saved so that a reopen skips the XML.
 
-One ``.npz`` file (arrays, plus the scalar fields as JSON bytes; never pickle) named
-``<file>.ionmap-meta``, written beside a local .imzML when its directory is writable, else
-in the user cache directory (``$XDG_CACHE_HOME/ionmap`` or ``~/.cache/ionmap``) under a
-name derived from the URL. A sidecar is used only when its key (format, URL, size and
-mtime of the .imzML, UUID) matches; writes go to a temporary file renamed into place, so
-readers never see half a file. Failing to write a sidecar is never an error.
+One file named ``<file>.ionmap-meta``, written beside a local .imzML when its directory is
+writable, else in the user cache directory (``$XDG_CACHE_HOME/ionmap`` or
+``~/.cache/ionmap``) under a name derived from the URL. Layout: a 16-byte magic, the
+length of a JSON header (uint64, little-endian), the header (key, metadata fields, and
+dtype, shape and byte offset of every array), then the raw arrays, each 64-byte aligned,
+so that a reopen *memory-maps* them (read-only; file-backed pages, loaded as touched,
+never copied into the process's anonymous memory). Never pickle.
+
+A sidecar is used only when its key (format, URL, size and mtime of the .imzML, UUID)
+matches; writes go to a temporary file renamed into place, so readers never see half a
+file (and a mapping of the old file stays valid). Failing to write is never an error.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
+import struct
 import tempfile
-import zipfile
 from typing import Any
 
 import numpy as np
@@ -21,8 +27,10 @@ import numpy as np
 from .. import storage
 
 SUFFIX = ".ionmap-meta"
-FORMAT = 1
-_INFO = "__info__"
+FORMAT = 2
+_MAGIC = b"\x93IONMAP-META-2\n\x00"
+_ALIGN = 64
+assert len(_MAGIC) == 16
 
 
 def user_cache_dir() -> str:
@@ -46,27 +54,81 @@ def locations(url: str) -> list[str]:
     return [in_cache]
 
 
+def _read(path: str, want: dict) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    with open(path, "rb") as fh:
+        if fh.read(16) != _MAGIC:
+            return None
+        (size,) = struct.unpack("<Q", fh.read(8))
+        if size > 2**24:
+            return None
+        info = json.loads(fh.read(size))
+        if info.get("key") != want:
+            return None
+        total = os.fstat(fh.fileno()).st_size
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if total else None
+    arrays: dict[str, np.ndarray] = {}
+    for name, spec in info["arrays"].items():
+        if "same_as" in spec:
+            continue
+        dtype = np.dtype(spec["dtype"])
+        shape = tuple(int(v) for v in spec["shape"])
+        count = int(np.prod(shape))
+        offset = int(spec["offset"])
+        if offset < 0 or offset + count * dtype.itemsize > total or mapped is None:
+            return None
+        arrays[name] = np.frombuffer(mapped, dtype, count, offset).reshape(shape)
+    for name, spec in info["arrays"].items():
+        if "same_as" in spec:
+            arrays[name] = arrays[spec["same_as"]]
+    return info["fields"], arrays
+
+
 def load(url: str, key: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-    """(info, arrays) from the first sidecar whose key matches, else None."""
+    """(fields, arrays) from the first sidecar whose key matches, else None. The arrays
+    are read-only views of a memory map of the sidecar."""
     want = {"format": FORMAT, "url": _canonical(url), **key}
     for path in locations(url):
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                info = json.loads(npz[_INFO].tobytes())
-                if info.get("key") != want:
-                    continue
-                arrays = {name: npz[name] for name in npz.files if name != _INFO}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            found = _read(path, want)
+        except (OSError, ValueError, KeyError, TypeError, struct.error):
             continue  # absent, unreadable or from another version: parse the XML instead
-        return info["fields"], arrays
+        if found is not None:
+            return found
     return None
+
+
+def _layout(arrays: dict[str, np.ndarray]) -> tuple[dict[str, dict], list[tuple[int, np.ndarray]]]:
+    """Header entries and (offset from the data start, array) of what is written; arrays
+    that are the same object as an earlier one are written once."""
+    specs: dict[str, dict] = {}
+    parts: list[tuple[int, np.ndarray]] = []
+    written: dict[int, str] = {}
+    at = 0
+    for name, a in arrays.items():
+        if id(a) in written:
+            specs[name] = {"same_as": written[id(a)]}
+            continue
+        written[id(a)] = name
+        a = np.ascontiguousarray(a)
+        specs[name] = {"dtype": a.dtype.str, "shape": list(a.shape), "offset": at}
+        parts.append((at, a))
+        at += -(-a.nbytes // _ALIGN) * _ALIGN
+    return specs, parts
 
 
 def save(url: str, key: dict[str, Any], fields: dict[str, Any],
          arrays: dict[str, np.ndarray]) -> str | None:
     """Write the sidecar (atomically); returns its path, or None when nowhere was writable."""
-    info = {"key": {"format": FORMAT, "url": _canonical(url), **key}, "fields": fields}
-    payload = {_INFO: np.frombuffer(json.dumps(info).encode(), np.uint8), **arrays}
+    specs, parts = _layout(arrays)
+    probe = json.dumps({"key": {"format": FORMAT, "url": _canonical(url), **key},
+                        "fields": fields, "arrays": specs}).encode()
+    start = -(-(24 + len(probe) + 32 * len(specs) + 64) // _ALIGN) * _ALIGN
+    for spec in specs.values():
+        if "offset" in spec:
+            spec["offset"] += start
+    header = json.dumps({"key": {"format": FORMAT, "url": _canonical(url), **key},
+                         "fields": fields, "arrays": specs}).encode()
+    assert 24 + len(header) <= start
     for path in locations(url):
         directory = os.path.dirname(path)
         tmp = None
@@ -75,7 +137,11 @@ def save(url: str, key: dict[str, Any], fields: dict[str, Any],
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=directory)
             os.fchmod(fd, 0o644)  # readable by colleagues sharing the data folder
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **payload)
+                fh.write(_MAGIC + struct.pack("<Q", len(header)) + header)
+                for offset, a in parts:
+                    fh.seek(start + offset)
+                    fh.write(memoryview(a).cast("B"))
+                fh.truncate(max([start] + [start + o + a.nbytes for o, a in parts]))
             os.replace(tmp, path)
             return path
         except OSError:

@@ -1,10 +1,8 @@
 """``ImzMLFile``: the metadata of an imzML/ibd pair and batched reads of its spectra."""
 from __future__ import annotations
 
-import mmap
-import os
+import dataclasses
 import threading
-import uuid as uuidlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -12,11 +10,11 @@ import numpy as np
 
 from .. import storage
 from ..batch import SpectrumBatch
-from ..errors import (ImzMLError, ImzMLFormatError, MissingIbdError, SpectrumDataError,
-                      StorageError, TruncatedIbdError, UnsupportedImzMLError,
-                      UUIDMismatchError)
-from . import binary, xml
+from ..errors import SpectrumDataError
+from . import binary
 from . import cache as sidecar
+from .metadata import ARRAYS, ImzMLMetadata
+from .validate import grid
 
 #: Payload read per batch by :meth:`ImzMLFile.iter_batches` unless told otherwise.
 DEFAULT_BATCH_BYTES = 64 * 2**20
@@ -28,14 +26,6 @@ _DETECT_SPECTRA = 64
 _DETECT_MIN_POINTS = 8
 _REGULAR_STEP = 0.1
 _REGULAR_FRACTION = 0.5
-
-#: Largest pixel grid side accepted (1 m at 1 µm pixels): a position or declared size
-#: beyond it is corrupt metadata, and would make a grid no image can be allocated for.
-MAX_GRID_SIDE = 2**20
-
-_ARRAYS = ("coordinates", "mz_offsets", "mz_lengths", "intensity_offsets", "intensity_lengths")
-_FIELDS = ("uuid", "declared_mode", "declared_spectrum_type", "spectrum_type", "polarity",
-           "pixel_size_um", "max_count", "mz_dtype", "intensity_dtype", "mz_range")
 
 
 class ImzMLFile:
@@ -69,13 +59,13 @@ class ImzMLFile:
     """
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None, ibd_url: str,
-                 ibd_size: int, fields: dict[str, Any], arrays: dict[str, np.ndarray],
+                 ibd_size: int, metadata: ImzMLMetadata, arrays: dict[str, np.ndarray],
                  cache_key: dict[str, Any] | None = None):
         self.url = url
         self.storage_options = dict(storage_options or {})
         self.ibd_url = ibd_url
         self.ibd_size = ibd_size
-        self._fields = fields
+        self.metadata = metadata
         self._cache_key = cache_key
         self.coordinates = arrays["coordinates"]
         self.mz_offsets = arrays["mz_offsets"]
@@ -83,21 +73,21 @@ class ImzMLFile:
         self.intensity_offsets = arrays["intensity_offsets"]
         self.intensity_lengths = arrays["intensity_lengths"]
         for a in arrays.values():
-            a.setflags(write=False)
+            if a.flags.writeable:
+                a.setflags(write=False)
         self.n_spectra = len(self.coordinates)
-        self.mz_dtype = np.dtype(fields["mz_dtype"])
-        self.intensity_dtype = np.dtype(fields["intensity_dtype"])
-        self.declared_mode = fields["declared_mode"]
+        self.mz_dtype = np.dtype(metadata.mz_dtype)
+        self.intensity_dtype = np.dtype(metadata.intensity_dtype)
+        self.declared_mode = metadata.declared_mode
         live = self.mz_offsets[self.intensity_lengths > 0]
         if len(live) == 0:
             self.mode = self.declared_mode or "processed"
         else:
             self.mode = "continuous" if (live == live[0]).all() else "processed"
-        self.polarity = fields["polarity"]
-        self.uuid = fields["uuid"]
-        self.pixel_size_um = (None if fields["pixel_size_um"] is None
-                              else tuple(fields["pixel_size_um"]))
-        self.shape = _grid(fields, self.coordinates)[::-1]
+        self.polarity = metadata.polarity
+        self.uuid = metadata.uuid
+        self.pixel_size_um = metadata.pixel_size_um
+        self.shape = grid(metadata.max_count, self.coordinates)[::-1]
         self._init_state()
 
     def _init_state(self) -> None:
@@ -108,12 +98,15 @@ class ImzMLFile:
     # ---- pickling: metadata travels, handles are reopened lazily -------------------------
     def __getstate__(self) -> dict:
         return {"url": self.url, "storage_options": self.storage_options,
-                "ibd_url": self.ibd_url, "ibd_size": self.ibd_size, "fields": self._fields,
-                "arrays": {name: getattr(self, name) for name in _ARRAYS}}
+                "ibd_url": self.ibd_url, "ibd_size": self.ibd_size, "metadata": self.metadata,
+                "arrays": self._arrays()}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["url"], state["storage_options"], state["ibd_url"],
-                      state["ibd_size"], state["fields"], state["arrays"])
+                      state["ibd_size"], state["metadata"], state["arrays"])
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in ARRAYS}
 
     def close(self) -> None:
         """Release the .ibd handle (a later read opens it again)."""
@@ -129,43 +122,47 @@ class ImzMLFile:
         return (f"<ImzMLFile {self.url!r}: {self.n_spectra} spectra, {self.mode}, "
                 f"shape {self.shape}>")
 
-    # ---- metadata computed on demand (and then cached) ----------------------------------
+    # ---- metadata computed on demand (then kept in memory; see save_metadata) ----------
     @property
     def spectrum_type(self) -> str:
-        if self._fields["spectrum_type"] is None:
-            self._remember("spectrum_type", self._detect_spectrum_type())
-        return self._fields["spectrum_type"]
+        if self.metadata.spectrum_type is None:
+            self._learn(spectrum_type=self._detect_spectrum_type())
+        return self.metadata.spectrum_type  # type: ignore[return-value]
 
     @property
     def spectrum_type_detected(self) -> bool:
         """True when the file does not declare profile/centroid and the type was detected."""
-        return self._fields["declared_spectrum_type"] is None
+        return self.metadata.declared_spectrum_type is None
 
     @property
     def mz_range(self) -> tuple[float, float] | None:
-        if self._fields["mz_range"] is None and self.intensity_lengths.any():
-            self._remember("mz_range", self._data_mz_range())
-        value = self._fields["mz_range"]
-        return None if value is None else (float(value[0]), float(value[1]))
+        if self.metadata.mz_range is None and self.intensity_lengths.any():
+            self._learn(mz_range=self._data_mz_range())
+        return self.metadata.mz_range
 
-    def _remember(self, name: str, value: Any) -> None:
-        self._fields[name] = value
-        if self._cache_key is not None:
-            sidecar.save(self.url, self._cache_key, self._fields,
-                       {name: getattr(self, name) for name in _ARRAYS})
+    def _learn(self, **derived: Any) -> None:
+        self.metadata = dataclasses.replace(self.metadata, **derived)
 
-    def _data_mz_range(self) -> list[float]:
+    def save_metadata(self) -> str | None:
+        """Write the sidecar again with what has been derived from the data since the open
+        (detected spectrum type, m/z range), so the next open need not derive it. Returns
+        the sidecar's path, or None (opened with ``cache=False``, or nowhere writable)."""
+        if self._cache_key is None:
+            return None
+        return sidecar.save(self.url, self._cache_key, self.metadata.to_json(), self._arrays())
+
+    def _data_mz_range(self) -> tuple[float, float]:
         live = np.flatnonzero(self.intensity_lengths > 0)
         if self.mode == "continuous":
             axis = self.shared_mz()
-            return [float(axis[0]), float(axis[int(self.mz_lengths[live].max()) - 1])]
+            return float(axis[0]), float(axis[int(self.mz_lengths[live].max()) - 1])
         size = self.mz_dtype.itemsize
         first = self.mz_offsets[live]
-        last = first + (self.mz_lengths[live] - 1) * size
+        last = first + (self.mz_lengths[live].astype(np.int64) - 1) * size
         starts = np.concatenate([first, last])
         buf, pos = binary.read_ranges(self._reader, starts, np.full(len(starts), size))
         values = binary.gather(buf, pos, np.ones(len(starts), np.int64), self.mz_dtype)
-        return [float(values[: len(live)].min()), float(values[len(live) :].max())]
+        return float(values[: len(live)].min()), float(values[len(live) :].max())
 
     def _detect_spectrum_type(self) -> str:
         if self.mode == "continuous":
@@ -244,7 +241,7 @@ class ImzMLFile:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(idx) and (idx.min() < 0 or idx.max() >= self.n_spectra):
             raise IndexError(f"{self.url}: spectrum index out of range 0..{self.n_spectra - 1}")
-        lengths = self.intensity_lengths[idx]
+        lengths = self.intensity_lengths[idx].astype(np.int64)
         offsets = np.zeros(len(idx) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
         int_bytes = lengths * self.intensity_dtype.itemsize
@@ -327,9 +324,9 @@ class ImzMLFile:
                else np.asarray(indices, dtype=np.int64).reshape(-1))
         if len(idx) == 0:
             return
-        payload = self.intensity_lengths[idx] * self.intensity_dtype.itemsize
-        if self.mode == "processed":
-            payload = payload + self.mz_lengths[idx] * self.mz_dtype.itemsize
+        payload = self.intensity_lengths[idx].astype(np.int64)
+        payload *= self.intensity_dtype.itemsize + (
+            self.mz_dtype.itemsize if self.mode == "processed" else 0)
         before = np.cumsum(payload) - payload
         cuts = np.flatnonzero(np.diff(before // max(1, int(max_bytes)))) + 1
         for part in np.split(idx, cuts):
@@ -339,262 +336,3 @@ class ImzMLFile:
         """(mz, intensity) of spectrum ``i``: the values and dtypes pyimzML's
         ``ImzMLParser.getspectrum(i)`` returns."""
         return self.read_batch([i]).spectrum(0)
-
-
-# ---- opening ---------------------------------------------------------------------------
-def open_imzml(path_or_url: str | os.PathLike, storage_options: Mapping[str, Any] | None = None,
-               *, cache: bool = True) -> ImzMLFile:
-    """Open an imzML file (local path or fsspec URL such as ``s3://bucket/run.imzML``).
-
-    The binary ``.ibd`` is looked up beside it (extension case-insensitive). Metadata are
-    validated: the .ibd UUID against the XML's, every array against the .ibd size, 2-D
-    coordinates on the grid (1 .. ``MAX_GRID_SIDE``) without duplicates. Positions beyond
-    the declared max count of pixels grow the grid. With ``cache`` the parsed metadata are
-    kept in a sidecar (see :mod:`ionmap.imzml.cache`) so a reopen skips the XML.
-
-    Raises ImzMLError subclasses (naming the file and the problem) for files that cannot
-    be read correctly, StorageError when the location cannot be reached.
-    """
-    url = os.fspath(path_or_url)
-    options = dict(storage_options or {})
-    if url.lower().endswith(".ibd"):
-        raise ImzMLError(url, "this is the binary part; open the .imzML file beside it")
-    st = storage.stat(url, options)
-    if st is None:
-        local = storage.local_path(url)
-        if local is not None and os.path.isdir(local):
-            raise ImzMLError(url, "is a folder, not an imzML file")
-        raise ImzMLError(url, "no such file")
-    _check_looks_like_xml(url, options, st.size)
-    ibd_url, ibd_st = _find_ibd(url, options)
-    reader = storage.RangeReader(ibd_url, options)
-    try:
-        head = reader.read(0, 16)
-    finally:
-        reader.close()
-    if len(head) < 16:
-        raise TruncatedIbdError(ibd_url, f"only {len(head)} bytes, shorter than the 16-byte "
-                                         "UUID that starts every .ibd")
-    key = {"size": st.size, "mtime_ns": st.mtime_ns, "ibd_uuid": head.hex()} if cache else None
-    found = _cache_load(url, key) if key is not None else None
-    if found is None:
-        fields, arrays = _parse(url, options)
-        _check_uuid(fields["uuid"], head, url, ibd_url)
-        _validate(url, ibd_url, ibd_st.size, fields, arrays)
-        if key is not None:
-            sidecar.save(url, key, fields, arrays)
-    else:
-        fields, arrays = found
-        _validate(url, ibd_url, ibd_st.size, fields, arrays)
-    return ImzMLFile(url, options, ibd_url, ibd_st.size, fields, arrays, key)
-
-
-def _check_looks_like_xml(url: str, options: Mapping[str, Any], size: int) -> None:
-    """Refuse what is plainly no XML (empty, a text or binary file) before looking for a
-    .ibd, so the message says what is wrong with the file itself."""
-    if size == 0:
-        raise ImzMLFormatError(url, "not an imzML file (it is empty)")
-    reader = storage.RangeReader(url, options)
-    try:
-        head = reader.read(0, min(size, 256))
-    finally:
-        reader.close()
-    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    if not text.startswith(b"<"):
-        raise ImzMLFormatError(url, "not an imzML file (it does not start with XML)")
-
-
-def _cache_load(url: str, key: dict) -> tuple[dict, dict] | None:
-    found = sidecar.load(url, key)
-    if found is None:
-        return None
-    fields, arrays = found
-    if set(arrays) != set(_ARRAYS) or set(fields) != set(_FIELDS):
-        return None
-    return fields, {name: np.ascontiguousarray(a, np.int64) for name, a in arrays.items()}
-
-
-def _find_ibd(url: str, options: dict) -> tuple[str, storage.FileStat]:
-    name = storage.basename(url)
-    stem = name.rsplit(".", 1)[0] if "." in name else name
-    directory = storage.parent(url)
-    for ext in (".ibd", ".IBD"):
-        candidate = storage.join(directory, stem + ext)
-        st = storage.stat(candidate, options)
-        if st is not None:
-            return candidate, st
-    wanted = (stem + ".ibd").lower()
-    for entry in storage.listdir(directory, options):
-        if entry.lower() == wanted:
-            candidate = storage.join(directory, entry)
-            st = storage.stat(candidate, options)
-            if st is not None:
-                return candidate, st
-    raise MissingIbdError(url, f"no binary file {stem}.ibd beside it (looked up ignoring case)")
-
-
-def _parse(url: str, options: dict, *, fast: bool = True) -> tuple[dict, dict]:
-    """Metadata fields and arrays from the XML (offsets already unwrapped)."""
-    path = storage.local_path(url)
-    if path is not None:
-        try:
-            with open(path, "rb") as fh:
-                try:
-                    data: Any = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-                    if hasattr(mmap, "MADV_SEQUENTIAL"):  # read once, front to back
-                        data.madvise(mmap.MADV_SEQUENTIAL)
-                except ValueError:  # empty file
-                    data = b""
-        except OSError as exc:
-            raise StorageError(url, f"cannot read: {exc.strerror or exc}") from None
-        try:
-            meta = xml.parse(data, url, fast=fast)
-        finally:
-            if isinstance(data, mmap.mmap):
-                try:
-                    data.close()
-                except BufferError:  # a view still alive (error path): the GC closes it
-                    pass
-    else:
-        with storage.open_input(url, options) as stream:
-            meta = xml.parse(stream, url, fast=fast)
-    return _fields(meta, url), _arrays(meta)
-
-
-def _fields(meta: xml.XmlMetadata, url: str) -> dict[str, Any]:
-    head = meta.header
-    content = head.file_content
-    group_terms = {t for params in head.groups.values() for t, _ in params}
-    first_terms = meta.first.terms
-    modes = {"continuous", "processed"} & set(content)
-    declared_type = None
-    for terms in (set(content), first_terms, group_terms):  # most specific declaration first
-        types = {"profile", "centroid"} & terms
-        if len(types) == 1:
-            declared_type = types.pop()
-            break
-    signs = {"positive", "negative"} & (set(content) | group_terms | first_terms)
-    polarity = "mixed" if len(signs) == 2 else (signs.pop() if signs else None)
-    settings = head.scan_settings
-
-    def number(term: str) -> float | None:
-        try:
-            value = float(settings[term])  # type: ignore[arg-type]
-        except (KeyError, TypeError, ValueError):
-            return None
-        return value if np.isfinite(value) and value > 0 else None
-
-    px, py = number("pixel_size_x"), number("pixel_size_y")
-    nx, ny = number("max_count_x"), number("max_count_y")
-    mz_range = None if meta.mz_bounds is None else list(meta.mz_bounds)
-    return {
-        "uuid": _canonical_uuid(content.get("uuid"), url),
-        "declared_mode": modes.pop() if len(modes) == 1 else None,
-        "declared_spectrum_type": declared_type,
-        "spectrum_type": declared_type,
-        "polarity": polarity,
-        "pixel_size_um": None if px is None else [px, py if py is not None else px],
-        "max_count": None if nx is None or ny is None else [int(nx), int(ny)],
-        "mz_dtype": xml.DTYPES[meta.mz_dtype].str,
-        "intensity_dtype": xml.DTYPES[meta.intensity_dtype].str,
-        "mz_range": mz_range,
-    }
-
-
-def _canonical_uuid(value: str | None, url: str) -> str | None:
-    if not value:
-        return None
-    try:
-        return str(uuidlib.UUID(value.strip().strip("{}")))
-    except ValueError:
-        raise ImzMLFormatError(url, f"universally unique identifier {value!r} is not a UUID") from None
-
-
-def _unwrap(offsets: np.ndarray) -> np.ndarray:
-    """Undo offsets written as signed 32-bit: each step from a non-negative to a negative
-    value adds 2**32 to it and to all later offsets (as pyimzML does; unlike pyimzML, a
-    negative first offset is wrapped too)."""
-    negative = offsets < 0
-    if not negative.any():
-        return offsets
-    wraps = negative & ~np.concatenate([[False], negative[:-1]])
-    return offsets + np.cumsum(wraps) * 2**32
-
-
-def _arrays(meta: xml.XmlMetadata) -> dict[str, np.ndarray]:
-    cols = meta.columns
-    return {
-        "coordinates": np.stack([cols["x"], cols["y"], cols["z"]], axis=1),
-        "mz_offsets": _unwrap(cols["mz_offset"]),
-        "mz_lengths": cols["mz_length"],
-        "intensity_offsets": _unwrap(cols["intensity_offset"]),
-        "intensity_lengths": cols["intensity_length"],
-    }
-
-
-def _check_uuid(declared: str | None, head: bytes, url: str, ibd_url: str) -> None:
-    if declared is not None and uuidlib.UUID(declared).bytes != head:
-        raise UUIDMismatchError(
-            ibd_url, f"its UUID {uuidlib.UUID(bytes=head)} differs from {declared} in {url}: "
-                     "the two files do not belong together")
-
-
-def _grid(fields: dict, coordinates: np.ndarray) -> tuple[int, int]:
-    """(nx, ny): the declared max count of pixels, grown to cover every position."""
-    nx, ny = (int(v) for v in coordinates[:, :2].max(axis=0))
-    if fields["max_count"] is not None:
-        nx, ny = max(nx, fields["max_count"][0]), max(ny, fields["max_count"][1])
-    return nx, ny
-
-
-def _validate(url: str, ibd_url: str, ibd_size: int, fields: dict, arrays: dict) -> None:
-    """Vectorised checks that every spectrum can be placed and read correctly."""
-    xyz = arrays["coordinates"]
-    z = xyz[:, 2]
-    if (z > 1).any() or (z != z[0]).any():
-        i = int(np.flatnonzero((z > 1) | (z != z[0]))[0])
-        raise UnsupportedImzMLError(url, f"3-D data (spectrum {i} has position z = {z[i]}) "
-                                         "is not supported")
-    x, y = xyz[:, 0], xyz[:, 1]
-    outside = (x < 1) | (y < 1)
-    if outside.any():
-        i = int(np.flatnonzero(outside)[0])
-        raise ImzMLFormatError(url, f"spectrum {i} at position x={x[i]}, y={y[i]} lies outside "
-                                    "the pixel grid (positions are 1-based)")
-    huge = (x > MAX_GRID_SIDE) | (y > MAX_GRID_SIDE)
-    if huge.any():
-        i = int(np.flatnonzero(huge)[0])
-        raise ImzMLFormatError(url, f"spectrum {i} at position x={x[i]}, y={y[i]} lies beyond "
-                                    f"the largest supported grid ({MAX_GRID_SIDE} pixels a side)")
-    if fields["max_count"] is not None and max(fields["max_count"]) > MAX_GRID_SIDE:
-        nx, ny = fields["max_count"]
-        raise ImzMLFormatError(url, f"declared grid of {nx} x {ny} pixels (x, y) exceeds the "
-                                    f"largest supported grid ({MAX_GRID_SIDE} pixels a side)")
-    nx, _ = _grid(fields, xyz)
-    linear = (y - 1) * nx + (x - 1)
-    order = np.argsort(linear, kind="stable")
-    same = np.flatnonzero(linear[order][1:] == linear[order][:-1])
-    if len(same):
-        a, b = sorted(order[[same[0], same[0] + 1]].tolist())
-        raise ImzMLFormatError(url, f"spectra {a} and {b} share position x={x[a]}, y={y[a]}")
-    for kind in ("mz", "intensity"):
-        lengths, offsets = arrays[f"{kind}_lengths"], arrays[f"{kind}_offsets"]
-        label = "m/z" if kind == "mz" else "intensity"
-        if (lengths < 0).any():
-            i = int(np.flatnonzero(lengths < 0)[0])
-            raise ImzMLFormatError(url, f"spectrum {i}: negative {label} array length")
-        size = np.dtype(fields[f"{kind}_dtype"]).itemsize
-        # offset + length * size > ibd_size, written so that no int64 product can overflow
-        beyond = (lengths > 0) & ((offsets < 0) | (offsets > ibd_size)
-                                  | (lengths > (ibd_size - np.clip(offsets, 0, ibd_size)) // size))
-        if beyond.any():
-            i = int(np.flatnonzero(beyond)[0])
-            end = int(offsets[i]) + int(lengths[i]) * size
-            raise TruncatedIbdError(
-                ibd_url, f"spectrum {i}'s {label} array (bytes {offsets[i]}..{end}) reaches "
-                         f"beyond the end of the file ({ibd_size} bytes): truncated .ibd?")
-    differ = arrays["mz_lengths"] != arrays["intensity_lengths"]
-    if differ.any():
-        i = int(np.flatnonzero(differ)[0])
-        raise ImzMLFormatError(url, f"spectrum {i}: {arrays['mz_lengths'][i]} m/z values but "
-                                    f"{arrays['intensity_lengths'][i]} intensities")

@@ -15,12 +15,13 @@ command). Frames: MSI pixels are (x, y), 0-based, pixel centres at integers; the
 annotation frame is that of the cell file (µm or histology pixels, origin top-left).
 """
 from .cells import Cells, read_cells, read_class_table
-from .export import hotspots_geojson, outlines, overlay_png, write_csv
+from .export import hotspots_geojson, outlines, write_csv
 from .hotspots import Hotspots, bh_qvalues, find_hotspots, gi_star
 from .immune import ImmuneContext, classify, edge_distance, exclusion_score, immune_context
 from .maps import DEFAULT_MAPS, PRESETS, build_maps, ratio, resolve_map, tissue_mask
 from .register import Registration, fit_landmarks, read_landmarks, register_auto
-from .run import HOTSPOT_COLUMNS, HotspotRun, MSIData, load_result, run_hotspots, summary
+from .run import (HOTSPOT_COLUMNS, HotspotRun, MSIData, load_result, run_hotspots, store_maps,
+                  summary)
 
 __all__ = [
     "Cells", "read_cells", "read_class_table",
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_MAPS", "PRESETS", "build_maps", "ratio", "resolve_map", "tissue_mask",
     "Hotspots", "find_hotspots", "gi_star", "bh_qvalues",
     "ImmuneContext", "immune_context", "classify", "exclusion_score", "edge_distance",
-    "hotspots_geojson", "outlines", "overlay_png", "write_csv",
-    "HOTSPOT_COLUMNS", "HotspotRun", "MSIData", "load_result", "run_hotspots", "summary",
+    "hotspots_geojson", "outlines", "write_csv",
+    "HOTSPOT_COLUMNS", "HotspotRun", "MSIData", "load_result", "run_hotspots", "store_maps",
+    "summary",
 ]

@@ -168,6 +168,23 @@ def build_maps(
     return out
 
 
+def map_info(name: str, channels: Sequence[str], groups: Mapping[str, str | None] | None,
+             *, normalisation: str = "TIC") -> dict[str, str]:
+    """Name, unit and definition of map ``name`` as :func:`build_maps` makes it (for
+    colour-bar labels and stored metadata); ``normalisation``: "TIC" or "RMS"."""
+    spec = resolve_map(name, channels, groups)
+    norm = f"{normalisation}-normalised, "
+    if spec[0] == "single":
+        return {"name": name, "unit": f"fold of tissue median ({normalisation}-normalised)",
+                "definition": f"{spec[1]}, {norm}divided by its tissue median"}
+    if spec[0] == "ratio":
+        return {"name": name, "unit": f"ratio {spec[1]}/{spec[2]}",
+                "definition": f"{spec[1]} / {spec[2]} (raw intensities; semi-quantitative)"}
+    return {"name": name, "unit": f"sum of folds of tissue median ({len(spec) - 2} ions)",
+            "definition": f"sum over group {spec[1]} ({', '.join(spec[2:])}) of each ion, "
+                          f"{norm}divided by its tissue median"}
+
+
 def map_channels(names: Sequence[str], channels: Sequence[str],
                  groups: Mapping[str, str | None] | None = None) -> list[str]:
     """The channels the named maps read (to load only those from a store)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,12 @@ from .. import store
 from ..errors import InputError, StorageError
 from ..params import HotspotParams, ImmuneParams, RegistrationParams, split_overrides, with_overrides
 from . import export
+from .export import json_ready
 from .cells import Cells, read_cells
 from .hotspots import find_hotspots
 from .immune import immune_context
-from .maps import DEFAULT_MAPS, build_maps, map_channels, resolve_map, tissue_mask
 from .coverage import coverage_mask
+from .maps import DEFAULT_MAPS, build_maps, map_channels, map_info, resolve_map, tissue_mask
 from .register import Registration, audit_registration, fit_landmarks, register_auto
 
 #: Columns of hotspots.csv: the documented ones first, then extra measurements.
@@ -68,6 +70,7 @@ class MSIData:
     groups: dict[str, str | None] = field(default_factory=dict)
     normalized: bool = False
     url: str | None = None
+    normalisation: str = "TIC"
 
 
 def load_result(result: Any, maps: Sequence[str] | None = None,
@@ -88,16 +91,35 @@ def load_result(result: Any, maps: Sequence[str] | None = None,
                                          "can be built from the result's channels; name them")
     need = map_channels(maps, channels, groups)
     params = result.attrs.get("parameters", {}) if isinstance(result.attrs, Mapping) else {}
+    method = params.get("normalize", "none")
     data = MSIData(
         images={c: np.asarray(result.ion_image(c)) for c in need},
         mask=np.asarray(result.mask, dtype=bool),
         tic=np.asarray(result.tic),
         pixel_size_um=result.pixel_size_um,
         groups=groups,
-        normalized=params.get("normalize", "none") != "none",
+        normalized=method != "none",
         url=str(result.url),
+        normalisation="RMS" if method == "rms" else "TIC",
     )
     return data, list(maps)
+
+
+def store_maps(result: Any, maps: Sequence[str] | None = None, *,
+               noise_floor: float = HotspotParams.noise_floor,
+               storage_options: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Build the tissue mask and the maps of a result (no cells needed) and store them in
+    it, for the report and viewers of a sample without cell annotations. Returns the maps."""
+    from ..store import analysis
+
+    data, maps = load_result(result, maps, storage_options)
+    tissue = tissue_mask(data.mask, data.tic)
+    values = build_maps(data.images, tissue, maps, data.groups,
+                        tic=None if data.normalized else data.tic, noise_floor=noise_floor)
+    infos = [map_info(m, list(data.images), data.groups, normalisation=data.normalisation)
+             for m in maps]
+    analysis.write_maps(data.url, values, tissue, infos, storage_options=storage_options)
+    return values
 
 
 def _resolvable(name: str, channels: list[str], groups: Mapping[str, str | None]) -> bool:
@@ -128,8 +150,9 @@ class HotspotRun:
     params: dict
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+def label_name(map_name: str) -> str:
+    """Name of the label image (and PNG stem) of a map's hotspots: ``hotspots_<map>``."""
+    return "hotspots_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", map_name)
 
 
 def run_hotspots(
@@ -144,7 +167,7 @@ def run_hotspots(
     annotated_region: str | os.PathLike | np.ndarray | None = None,
     pixel_size_um: float | tuple[float, float] | None = None,
     write_labels: bool = True,
-    overlays: bool = True,
+    colors: Mapping[str, Sequence[int]] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> HotspotRun:
@@ -163,9 +186,12 @@ def run_hotspots(
     file or an MSI-grid bool array; default: the cells file's annotations, else the hull of
     the cells; see :mod:`ionmap.regions.coverage`). The registration is audited against
     the declared units (:func:`~ionmap.regions.register.audit_registration`); its warnings
-    are in ``params["warnings"]``. ``write_labels``: also write the labels into the result store
-    (if ``source`` is one); ``overlays``: also draw the PNGs (a fraction of a second per
-    map). Hotspot ids are unique over maps.
+    are in ``params["warnings"]``. ``write_labels``: also store the labels, maps, tissue,
+    hotspot tables and cells in the result store (if ``source`` is one), for viewers, the
+    report and the exports; ``colors``: immune class -> RGB (0-255) for the GeoJSON
+    classifications and label colours (the command line passes the report's palette,
+    :mod:`ionmap.report.palette`; None: no colours, QuPath and napari choose their own).
+    Hotspot ids are unique over maps.
     """
     hot_over, imm_over = split_overrides(overrides, HotspotParams, ImmuneParams)
     hp = with_overrides(hotspots, HotspotParams, hot_over)
@@ -244,23 +270,37 @@ def run_hotspots(
               "n_cells": len(cells), "tissue_px": int(tissue.sum()),
               "coverage_source": coverage_source,
               "coverage_px": int((coverage & tissue).sum()), "warnings": notes}
-    files = _write_outputs(Path(out_dir), data, cells, cells_msi, reg, values, labels, rows,
-                           densities, curves, params, cell_type, write_labels, overlays,
+    infos = [map_info(m, list(data.images), data.groups, normalisation=data.normalisation)
+             for m in maps]
+    files = _write_outputs(Path(out_dir), data, cells, cells_msi, reg, tissue, values, labels,
+                           rows, densities, curves, params, infos, write_labels, colors or {},
                            storage_options)
     return HotspotRun(rows, densities, curves, reg, tissue, values, labels, files, params)
 
 
-def _annotation_output(reg: Registration, cells: Cells) -> tuple[np.ndarray, str]:
-    """MSI -> GeoJSON frame: QuPath wants histology pixels; µm only if the size is unknown."""
+#: GeoJSON of the hotspots when the cells are in µm and the histology pixel size unknown:
+#: QuPath would read it as pixels, so the name says it is not.
+GEOJSON_UM = "hotspots_UM_NOT_PIXELS.geojson"
+
+
+def _annotation_output(reg: Registration, cells: Cells) -> tuple[np.ndarray, str, str]:
+    """MSI -> GeoJSON frame, its unit and the file name: QuPath wants histology pixels;
+    cells in µm without a histology pixel size give µm, named and warned as such."""
     if cells.unit == "um" and cells.pixel_size_um:
-        return np.diag([1 / cells.pixel_size_um, 1 / cells.pixel_size_um, 1.0]) @ reg.matrix, "px"
-    return reg.matrix, cells.unit
+        scale = np.diag([1 / cells.pixel_size_um, 1 / cells.pixel_size_um, 1.0])
+        return scale @ reg.matrix, "px", "hotspots.geojson"
+    if cells.unit == "um":
+        warnings.warn(f"{cells.source}: cells are in µm and the histology pixel size is "
+                      f"unknown, so the QuPath annotations are in µm ({GEOJSON_UM}); give "
+                      "cells_pixel_size_um=... to get them in image pixels", stacklevel=3)
+        return reg.matrix, "um", GEOJSON_UM
+    return reg.matrix, cells.unit, "hotspots.geojson"
 
 
 def _write_outputs(out: Path, data: MSIData, cells: Cells, cells_msi: np.ndarray,
-                   reg: Registration, values: dict, labels: dict, rows: list, densities: list,
-                   curves: list, params: dict, cell_type: str, write_labels: bool,
-                   overlays: bool, storage_options) -> list[Path]:
+                   reg: Registration, tissue: np.ndarray, values: dict, labels: dict, rows: list, densities: list,
+                   curves: list, params: dict, infos: list[dict], write_labels: bool,
+                   colors: Mapping[str, Sequence[int]], storage_options) -> list[Path]:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -274,30 +314,52 @@ def _write_outputs(out: Path, data: MSIData, cells: Cells, cells_msi: np.ndarray
                          ("id", "map", "cell_type", "distance_um", "n_cells", "area_mm2",
                           "density_per_mm2")),
     ]
-    matrix, unit = _annotation_output(reg, cells)
-    geo = export.hotspots_geojson(labels, rows, matrix=matrix)
-    geo_msi = export.hotspots_geojson(labels, rows)
-    files.append(export.write_json(out / "hotspots.geojson", geo))
+    matrix, unit, geo_name = _annotation_output(reg, cells)
+    for stale in {"hotspots.geojson", GEOJSON_UM} - {geo_name}:
+        (out / stale).unlink(missing_ok=True)  # never leave one of an earlier run beside
+    geo = export.hotspots_geojson(labels, rows, matrix=matrix, colors=colors)
+    geo_msi = export.hotspots_geojson(labels, rows, colors=colors)
+    files.append(export.write_json(out / geo_name, geo))
     files.append(export.write_json(out / "hotspots_msi.geojson", geo_msi))
-    files.append(export.write_json(out / "registration.json", {
-        **reg.to_dict(), "geojson_unit": unit, "cells_file": cells.source,
-        "cells_unit": cells.unit, "histology_pixel_size_um": cells.pixel_size_um,
-        "msi_pixel_size_um": params["pixel_size_um"], "parameters": params}))
-    focus = cells.cell_type == cell_type
-    for name, lab in labels.items() if overlays else ():
-        files.append(export.overlay_png(
-            out / f"hotspots_{_safe(name)}.png", values[name], lab,
-            [r for r in rows if r["map"] == name], cells_msi[focus],
-            title=name, cell_label=f"{cell_type} cells"))
+    registration = {**reg.to_dict(), "geojson_unit": unit, "geojson_file": geo_name,
+                    "cells_file": cells.source, "cells_unit": cells.unit,
+                    "histology_pixel_size_um": cells.pixel_size_um,
+                    "msi_pixel_size_um": params["pixel_size_um"], "parameters": params}
+    files.append(export.write_json(out / "registration.json", registration))
     if write_labels and data.url:
-        for name, lab in labels.items():
-            props = [{"label-value": int(r["id"]), "map": name, "class": r["class"],
-                      "area_px": int(r["area_px"])} for r in rows if r["map"] == name]
-            colors = {int(r["id"]): (*export.CLASS_COLORS.get(r["class"], (128, 128, 128)), 255)
-                      for r in rows if r["map"] == name}
-            store.write_labels(data.url, f"hotspots_{_safe(name)}", lab, colors=colors,
-                         properties=props, storage_options=storage_options)
+        _store(data.url, tissue, values, labels, rows, densities, curves, params, infos,
+               registration, cells, cells_msi, colors, storage_options)
     return files
+
+
+def _store(url: str, tissue: np.ndarray, values: dict, labels: dict, rows: list, densities: list, curves: list,
+           params: dict, infos: list[dict], registration: dict, cells: Cells,
+           cells_msi: np.ndarray, colors: Mapping[str, Sequence[int]], storage_options) -> None:
+    """Maps, tissue, hotspot tables and cells into the result; one label image per map
+    with its provenance, and no label image left of an earlier run's other maps."""
+    from ..store import analysis
+
+    analysis.write_maps(url, values, tissue, infos, storage_options=storage_options)
+    stamp = analysis.now()
+    names = []
+    for name, lab in labels.items():
+        mine = [r for r in rows if r["map"] == name]
+        props = [{"label-value": int(r["id"]), **{k: v for k, v in r.items()
+                  if k != "id" and isinstance(v, (int, float, str)) and not (
+                      isinstance(v, float) and not np.isfinite(v))}} for r in mine]
+        label_colors = {int(r["id"]): (*colors[r["class"]], 255) for r in mine
+                        if r["class"] in colors}
+        names.append(label_name(name))
+        store.write_labels(url, names[-1], lab, colors=label_colors or None, properties=props,
+                     provenance={"map": name, "parameters": params, "written": stamp},
+                     storage_options=storage_options)
+    analysis.remove_stale_labels(url, names, prefix="hotspots_",
+                                 storage_options=storage_options)
+    clean = json_ready({"hotspots": rows, "densities": densities, "curves": curves,
+                        "registration": registration, "parameters": params,
+                        "maps": [i["name"] for i in infos]})
+    analysis.write_hotspots(url, clean, cells_msi, cells.cell_type,
+                            storage_options=storage_options)
 
 
 def summary(run: HotspotRun) -> str:

@@ -1,4 +1,6 @@
-"""The per-sample report: one self-contained HTML file with every picture embedded."""
-from .html import write_report
+"""Renderings of stored results: the per-sample HTML report, the hotspot overlay PNGs and
+the class palette they share with the GeoJSON and label exports."""
+from .html import render_report, write_overlays, write_report
+from .palette import CLASS_RGB
 
-__all__ = ["write_report"]
+__all__ = ["CLASS_RGB", "render_report", "write_overlays", "write_report"]

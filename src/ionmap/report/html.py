@@ -1,8 +1,13 @@
-"""Assemble the self-contained ``report.html`` of one sample."""
+"""The self-contained ``report.html`` of one sample, rendered from stored results only.
+
+What it shows was computed and stored by convert (TIC, mask, ion images, mean spectrum)
+and by the hotspot step (tissue, maps, labels, hotspot tables, registration, cells); the
+report reads it through the result reader and draws it (Jinja2 template
+``templates/report.html.j2``, figures from :mod:`ionmap.report.figures`).
+"""
 from __future__ import annotations
 
 import base64
-import html
 import json
 import os
 import platform
@@ -13,47 +18,47 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from markupsafe import Markup, escape
 
 from ..errors import StorageError
-from . import figures
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
-max-width:1100px;color:#222;padding:0 1em}
-h1{font-size:1.6em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;
-margin-top:2em}table{border-collapse:collapse;font-size:.85em}
-td,th{border:1px solid #ddd;padding:.25em .5em;text-align:right}th{background:#f4f4f4}
-td:first-child,th:first-child{text-align:left}img{max-width:100%}
-.cls-immune-excluded{color:#c2185b;font-weight:600}.cls-inflamed{color:#2e7d32}
-.cls-immune-desert{color:#6d4c41}.note{color:#666;font-size:.9em}
-pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
-"""
+from . import figures, palette
+from .stored import Stored, read_stored
 
 _VERSIONS = ("ionmap", "numpy", "zarr", "dask", "distributed", "scikit-image", "pyimzml")
+#: Target columns shown when present (annotation scores appear once stored).
+_TARGET_COLUMNS = ("name", "formula", "adduct", "mz", "ppm", "group", "msm", "fdr",
+                   "mass_error_ppm")
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, (float, np.floating)):
-        return f"{v:.4g}"
-    return html.escape(str(v))
+def _fmt(column: str, value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return ""
+        if column == "mz" or column.endswith("_mz"):
+            return f"{value:.5f}"  # m/z to 5 decimals (0.01 ppm at m/z 1000 is 0.00001)
+        return f"{value:.4g}"
+    return str(value)
 
 
-def _table(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+def _table(rows: Sequence[Mapping], columns: Sequence[str]) -> Markup:
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     body = []
     for r in rows:
         cells = []
         for c in columns:
-            v = r.get(c, "")
-            cls = f' class="cls-{html.escape(str(v))}"' if c == "class" else ""
-            cells.append(f"<td{cls}>{_fmt(v)}</td>")
+            text = escape(_fmt(c, r.get(c, "")))
+            if c == "class":
+                text = Markup(f'<span class="swatch" style="background:'
+                              f'{palette.hex_color(str(r.get(c, "")))}"></span>') + text
+            cells.append(f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return Markup(f"<table><tr>{head}</tr>{''.join(body)}</table>")
 
 
 def _versions() -> dict[str, str]:
@@ -66,104 +71,137 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def write_report(path: str | os.PathLike, result: Any, *, hotspots: Any = None,
-                 imzml: str | None = None, storage_options: Mapping | None = None) -> Path:
-    """Write one self-contained HTML report (images embedded) for a sample.
+def _environment():
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    ``result``: an opened :class:`ionmap.store.Result` (or its URL). ``hotspots``: the
-    :class:`ionmap.regions.HotspotRun` of the sample, or None when it has no cells (the
-    metabolite maps are then drawn without hotspots). ``imzml``: the source file, for the
-    mean spectrum (default: the source recorded in the result).
-    """
-    from .. import regions
-    from ..store import open_result
+    env = Environment(loader=PackageLoader("ionmap.report", "templates"),
+                      autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined)
+    env.globals["table"] = _table
+    return env
 
-    if isinstance(result, (str, os.PathLike)):
-        result = open_result(result, storage_options)
-    attrs = dict(result.attrs)
-    source = attrs.get("source", {})
-    mask = np.asarray(result.mask, bool)
-    sections: list[str] = []
 
-    meta = {"source": source.get("path", ""), "uuid": source.get("uuid", ""),
-            "grid (y × x)": " × ".join(map(str, result.shape)),
-            "spectra": int(mask.sum()),
-            "pixel size (µm)": result.pixel_size_um or "unknown",
-            "result store": str(result.url)}
-    sections.append("<h2>Sample</h2>" + _table(
-        [{"key": k, "value": v} for k, v in meta.items()], ["key", "value"]))
+def ion_unit(attrs: Mapping[str, Any]) -> str:
+    """Unit of the stored ion images."""
+    method = attrs.get("parameters", {}).get("normalize", "none")
+    if method == "none":
+        return "counts (summed intensity in the m/z window)"
+    return f"{method.upper()}-normalised counts (× median {method.upper()} / pixel's)"
 
-    sections.append("<h2>Total ion current</h2>" + _img(
-        figures.image_grid({"TIC": np.asarray(result.tic)}, mask, columns=1), "TIC"))
 
-    imzml = imzml or source.get("path")
-    if imzml:
-        mz, mean = figures.read_mean_spectrum(imzml, storage_options)
-        sections.append("<h2>Mean spectrum</h2>" + (_img(
-            figures.mean_spectrum(mz, mean, result.targets), "mean spectrum") if len(mz) else
-            '<p class="note">Every spectrum of the file is empty.</p>'))
+def _figures(s: Stored) -> dict[str, Any]:
+    px = s.pixel_size_um
+    out: dict[str, Any] = {
+        "tic": _data_uri(figures.image_grid({"TIC": s.tic}, "counts (sum of the spectrum)",
+                                            pixel_size_um=px, mask=s.mask, columns=1)),
+        "ions": _data_uri(figures.image_grid(s.ion_images, ion_unit(s.attrs),
+                                             pixel_size_um=px, mask=s.mask)),
+        "spectrum": None, "maps": None, "overlays": {}, "curves": None,
+    }
+    if s.mean_spectrum is not None and len(s.mean_spectrum[0]):
+        out["spectrum"] = _data_uri(figures.mean_spectrum(*s.mean_spectrum[:2], s.targets))
+    if s.maps:
+        out["maps"] = _data_uri(figures.image_grid(s.maps, s.map_units, pixel_size_um=px))
+    if s.hotspots is not None:
+        out["overlays"] = {}
+        for name, data in overlay_pngs(s).items():
+            rows = [r for r in s.hotspots["hotspots"] if r["map"] == name]
+            numbers = ", ".join(f"{r['id']} ({r['class']})" for r in rows) or "none"
+            out["overlays"][name] = {
+                "src": _data_uri(data),
+                "caption": f"{name} ({s.map_units.get(name, '')}). Hotspots numbered as in "
+                           f"the table: {numbers}. {s.cell_type} cells: white dots."}
+        if s.hotspots.get("curves"):
+            out["curves"] = _data_uri(figures.distance_curves(
+                s.hotspots["curves"], s.hotspots["hotspots"], s.cell_type))
+    return out
 
-    images = {n: np.asarray(result.ion_image(n)) for n in result.target_names}
-    sections.append(f"<h2>Ion images ({len(images)} targets)</h2>" + _img(
-        figures.image_grid(images, mask), "ion images") + _table(
-        result.targets, ["name", "formula", "adduct", "mz", "ppm", "group"]))
 
-    if hotspots is not None:
-        maps, cell_type = hotspots.maps, hotspots.params["cell_type"]
-    else:
-        data, names = regions.load_result(result)
-        tissue = regions.tissue_mask(data.mask, data.tic)
-        maps = regions.build_maps(data.images, tissue, names, data.groups,
-                                  tic=None if data.normalized else data.tic)
-    sections.append("<h2>Metabolite and ratio maps</h2>" + _img(
-        figures.image_grid(maps, None), "maps") + '<p class="note">Ratio maps are '
-        "semi-quantitative (ionisation efficiencies differ); pixels whose denominator is "
-        "below the noise floor are grey.</p>")
+def overlay_pngs(s: Stored) -> dict[str, bytes]:
+    """One overlay PNG per analysed map: map, numbered outlines, cells of the type."""
+    focus = s.hotspots["cells_xy"][s.hotspots["cells_type"] == s.cell_type]
+    out = {}
+    for name in s.hotspots.get("maps", []):
+        if name not in s.maps or name not in s.hotspot_labels:
+            continue
+        rows = [r for r in s.hotspots["hotspots"] if r["map"] == name]
+        out[name] = figures.overlay(s.maps[name], s.hotspot_labels[name], rows, focus,
+                                    unit=s.map_units.get(name, ""),
+                                    pixel_size_um=s.pixel_size_um, title=name,
+                                    cell_label=f"{s.cell_type} cells")
+    return out
 
-    if hotspots is None:
-        sections.append('<h2>Hotspots</h2><p class="note">No cell annotations for this '
-                        "sample: immune context not assessed.</p>")
-    else:
-        reg = hotspots.registration
-        quality = ({"RMS residual (MSI px)": reg.rms_px, "leave-one-out RMS (MSI px)":
-                    reg.loo_rms_px} if reg.method == "landmarks" else
-                   {"tissue/cell-density correlation": reg.score})
-        sections.append("<h2>Registration</h2>" + _table(
-            [{"key": k, "value": v} for k, v in {"method": f"{reg.method} ({reg.model})",
-                                                 **reg.parameters(), **quality}.items()],
-            ["key", "value"]))
-        pngs = [p for p in hotspots.files if Path(p).suffix == ".png"]
-        sections.append(f"<h2>Hotspots and {html.escape(cell_type)} cells</h2>" + "".join(
-            _img(Path(p).read_bytes(), Path(p).stem) for p in pngs))
-        from ..regions.run import HOTSPOT_COLUMNS
 
-        sections.append("<h2>Hotspot table</h2>" + (_table(
-            hotspots.hotspots, HOTSPOT_COLUMNS[:HOTSPOT_COLUMNS.index("p_value") + 1])
-            if hotspots.hotspots else
-            '<p class="note">No hotspot passed the FDR and area thresholds.</p>'))
-        if hotspots.curves:
-            sections.append("<h2>Density against distance from the edge</h2>" + _img(
-                figures.distance_curves(hotspots.curves, hotspots.hotspots, cell_type),
-                "distance curves"))
+def write_overlays(result: Any, out_dir: str | os.PathLike, *,
+                   storage_options: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write ``hotspots_<map>.png`` overlays from the hotspot run stored in ``result``."""
+    s = read_stored(result, storage_options)
+    if s.hotspots is None:
+        return []
+    files = []
+    for name, data in overlay_pngs(s).items():
+        path = Path(out_dir) / f"hotspots_{s.safe_names[name]}.png"
+        files.append(_atomic_write(path, data))
+    return files
 
-    params = {"conversion": attrs.get("parameters", {}),
-              "hotspots": hotspots.params if hotspots is not None else None,
-              "versions": _versions()}
-    sections.append("<h2>Parameters and versions</h2><pre>" + html.escape(
-        json.dumps(params, indent=1, default=str)) + "</pre>")
 
-    name = Path(str(source.get("path", "sample"))).stem
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    doc = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-           f"<title>ionmap report: {html.escape(name)}</title><style>{_CSS}</style></head>"
-           f"<body><h1>ionmap report: {html.escape(name)}</h1><p class=\"note\">"
-           f"{stamp}</p>{''.join(sections)}</body></html>")
-    path = Path(path)
+def _atomic_write(path: Path, data: bytes | str) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".html.tmp")
-        tmp.write_text(doc, encoding="utf-8")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
         tmp.replace(path)
     except OSError as exc:
-        raise StorageError(path, f"cannot write report: {exc.strerror or exc}") from None
+        raise StorageError(path, f"cannot write: {exc.strerror or exc}") from None
     return path
+
+
+def render_report(result: Any, *, storage_options: Mapping[str, Any] | None = None) -> str:
+    """The report of a result (URL or opened Result) as one HTML string."""
+    s = read_stored(result, storage_options)
+    source = s.attrs.get("source", {})
+    px = s.pixel_size_um
+    sample = {"source": source.get("path", ""), "uuid": source.get("uuid", ""),
+              "grid (y × x)": " × ".join(map(str, s.tic.shape)),
+              "spectra": int(s.mask.sum()),
+              "tissue pixels": int(s.tissue.sum()) if s.tissue is not None else "not stored",
+              "pixel size (µm)": f"{px:g}" if px else "unknown (no scale bar)",
+              "result store": s.url}
+    if s.mean_spectrum is None:
+        note = "No mean spectrum stored (result written by an older ionmap)."
+    elif not len(s.mean_spectrum[0]):
+        note = "Every spectrum of the file is empty."
+    else:
+        info = s.mean_spectrum[2]
+        note = (f"Mean of {info.get('spectra')} spectra spread evenly over the file, in "
+                f"{info.get('bins')} log-spaced m/z bins; red lines: panel targets.")
+    bar = figures.bar_length_um(s.tic.shape[1], px)
+    context = {
+        "scale_bar": (f"Scale bars: {figures.bar_label(bar)}." if bar else
+                      "No scale bar: the file does not record its pixel size."),
+        "name": Path(str(source.get("path", "sample"))).stem,
+        "stamp": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "url": s.url, "sample": sample, "figures": _figures(s), "spectrum_note": note,
+        "targets": s.targets, "ion_unit": ion_unit(s.attrs),
+        "target_columns": [c for c in _TARGET_COLUMNS if any(c in t for t in s.targets)],
+        "maps": s.map_info, "hotspots": s.hotspots is not None,
+        "classes": {c: palette.hex_color(c) for c in palette.CLASS_RGB},
+        "parameters": json.dumps({"conversion": s.attrs.get("parameters", {}),
+                                  "hotspots": (s.hotspots or {}).get("parameters"),
+                                  "versions": _versions()}, indent=1, default=str),
+    }
+    if s.hotspots is not None:
+        rows = s.hotspots["hotspots"]
+        reg = s.hotspots.get("registration", {})
+        context.update(
+            cell_type=s.cell_type, hotspot_rows=rows,
+            hotspot_columns=list(dict.fromkeys(k for r in rows for k in r)),
+            registration={k: _fmt(k, v) for k, v in reg.items()
+                          if not isinstance(v, (dict, list)) and k != "parameters"})
+    return _environment().get_template("report.html.j2").render(**context)
+
+
+def write_report(path: str | os.PathLike, result: Any, *,
+                 storage_options: Mapping[str, Any] | None = None) -> Path:
+    """Write the self-contained HTML report (images embedded) of a result (URL or opened
+    Result), drawn from what convert and the hotspot step stored in it."""
+    return _atomic_write(Path(path), render_report(result, storage_options=storage_options))

@@ -16,15 +16,17 @@ above it (only errors and :mod:`ionmap.storage`). Public zarr API only.
 from .backend import open_store, prepare_output, read_root_attrs, update_root_attrs, worker_store
 from .checkpoint import Checkpoint
 from .labels import write_labels
-from .layout import (FEATURES, FORMAT, ION, LABELS, MASK, TIC, WORK, Layout, level_shapes)
+from .layout import (FEATURES, FORMAT, ION, LABELS, MASK, MASS_ERROR, TIC, WORK, Layout,
+                     level_shapes)
 from .result import Result, open_result
 from .write import (create_result, delete_scratch, display_ranges, downsample_mean,
-                    normalize_band, pyramid_band, read_norm, write_band, write_display_ranges)
+                    normalize_band, pyramid_band, read_mass_error, read_norm, write_band,
+                    write_display_ranges)
 
 __all__ = [
-    "FEATURES", "FORMAT", "ION", "LABELS", "MASK", "TIC", "WORK", "Layout", "level_shapes",
+    "FEATURES", "FORMAT", "ION", "LABELS", "MASK", "MASS_ERROR", "TIC", "WORK", "Layout", "level_shapes",
     "open_store", "prepare_output", "read_root_attrs", "update_root_attrs", "worker_store",
-    "create_result", "write_band", "read_norm", "normalize_band", "delete_scratch",
+    "create_result", "write_band", "read_mass_error", "read_norm", "normalize_band", "delete_scratch",
     "downsample_mean", "pyramid_band", "display_ranges", "write_display_ranges",
     "Checkpoint", "write_labels", "Result", "open_result",
 ]

@@ -19,6 +19,7 @@ def write_labels(
     result_url: str | os.PathLike, name: str, labels: np.ndarray, *,
     colors: Mapping[int, Sequence[int]] | Iterable[Mapping] | None = None,
     properties: Mapping[int, Mapping] | Iterable[Mapping] | None = None,
+    provenance: Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Write an OME-NGFF label image under ``ion_images/labels/<name>`` of a result.
@@ -30,6 +31,8 @@ def write_labels(
         colors: ``{label value: (r, g, b, a)}`` (0-255) or a list of NGFF color dicts.
         properties: ``{label value: {key: value}}`` or a list of dicts with
             ``label-value``; shown by viewers (e.g. the hotspot's map and class).
+        provenance: what made the labels (e.g. map, parameters, time), stored as the
+            label group's ``ionmap`` attribute.
 
     The label pyramid matches the image levels (level l = labels[::2**l, ::2**l]), so the
     labels open in napari over the ion images.
@@ -59,7 +62,7 @@ def write_labels(
         "image-label": image_label(colors, properties),
         "multiscales": multiscales(name, "yx", n_levels, pixel, method="subsample",
                                    centred=False),
-    }})
+    }, **({"ionmap": dict(provenance)} if provenance else {})})
     for level in range(n_levels):
         data = labels[:: 2**level, :: 2**level]
         create_array(label, str(level), data.shape, str(labels.dtype), layout, "yx")[...] = data

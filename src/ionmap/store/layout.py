@@ -11,6 +11,10 @@ Layout (paths relative to the store root)::
     mask                 bool (y, x): the pixel has a spectrum
     features/            only with features: ``mz`` (F,) float64 axis in Th and
         0                float32 (F, y, x) feature cube (an OME-NGFF image, one level)
+    mass_error           unless recalibration is off: float32 (3, y, x), per pixel the
+                         median error (ppm) of the reference ions on the recorded axis,
+                         after the model, and the model offset a(x, y) (NaN: no reference
+                         found, or no model)
     _work/               scratch space of an unfinished normalised run (deleted at the end)
 
 Pixel (x, y) of the imzML file (1-based) is image[..., y - 1, x - 1]. Every banded array is
@@ -26,6 +30,7 @@ ION = "ion_images"
 TIC = "tic"
 MASK = "mask"
 FEATURES = "features"
+MASS_ERROR = "mass_error"
 WORK = "_work"
 LABELS = "labels"
 #: Version of the ionmap layout inside the root ``ionmap`` attribute.

@@ -12,7 +12,7 @@ import zarr.errors
 from ..errors import InputError, StorageError
 from ..storage import local_path
 from .backend import open_store, read_root_attrs
-from .layout import FEATURES, ION, LABELS, MASK, TIC
+from .layout import FEATURES, ION, LABELS, MASK, MASS_ERROR, TIC
 
 
 class Result:
@@ -105,6 +105,23 @@ class Result:
         return self._dask(f"{FEATURES}/0") if "features" in self.attrs else None
 
     @property
+    def recalibration(self) -> dict | None:
+        """What recalibration did: method, applied, message, model and per-reference
+        errors (see :mod:`ionmap.recal`), or None for results made before it existed."""
+        rec = self.attrs.get("recalibration")
+        return None if rec is None else dict(rec)
+
+    @property
+    def mass_error(self) -> dict[str, np.ndarray] | None:
+        """Per-pixel mass error maps (y, x) float32 in ppm when the run was recalibrated:
+        ``before`` (median reference error on the recorded axis), ``after`` (after the
+        model) and ``model`` (the offset field a); NaN where no reference was found."""
+        if not (self.recalibration or {}).get("applied"):
+            return None
+        planes = self._zarr(MASS_ERROR)[...]
+        return {"before": planes[0], "after": planes[1], "model": planes[2]}
+
+    @property
     def label_names(self) -> list[str]:
         """Names of the label images under ion_images/labels."""
         try:
@@ -119,6 +136,35 @@ class Result:
         if name not in self.label_names:
             raise InputError(self.url, f"no labels {name!r} (have: {self.label_names})")
         return self._zarr(f"{ION}/{LABELS}/{name}/0")[...]
+
+    # -- what the analysis steps stored (None when absent) --------------------------------
+    @property
+    def mean_spectrum(self) -> tuple[np.ndarray, np.ndarray, dict] | None:
+        """(m/z in Th, mean intensity per spectrum, info) stored by convert, or None."""
+        from . import analysis
+
+        return analysis.read_mean_spectrum(self._store)
+
+    @property
+    def tissue(self) -> np.ndarray | None:
+        """(y, x) bool tissue mask stored with the maps, or None."""
+        from . import analysis
+
+        return analysis.read_tissue(self._store)
+
+    @property
+    def maps(self) -> tuple[dict[str, np.ndarray], list[dict]] | None:
+        """(map name -> (y, x) float32 values, per-map name/unit/definition), or None."""
+        from . import analysis
+
+        return analysis.read_maps(self._store)
+
+    @property
+    def hotspots(self) -> dict | None:
+        """The stored hotspot run (tables, registration, parameters, cells), or None."""
+        from . import analysis
+
+        return analysis.read_hotspots(self._store)
 
     def __repr__(self) -> str:
         state = "complete" if self.complete else "INCOMPLETE"

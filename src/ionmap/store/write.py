@@ -14,7 +14,8 @@ import zarr
 import zarr.codecs
 
 from .backend import Store, storage_errors
-from .layout import FEATURES, ION, ION_PLANES_PER_CHUNK, MASK, TIC, WORK, Layout, level_shapes
+from .layout import (FEATURES, ION, ION_PLANES_PER_CHUNK, MASK, MASS_ERROR, TIC, WORK, Layout,
+                     level_shapes)
 from .ngff import OME_VERSION, DisplayRange, multiscales, omero
 
 
@@ -42,10 +43,11 @@ def _compressor() -> zarr.codecs.BloscCodec:
 def create_result(
     store: Store, attrs: dict, layout: Layout, channel_names: Sequence[str],
     pixel_size_um: Sequence[float] | None, *, normalized: bool,
-    axis: np.ndarray | None = None,
+    axis: np.ndarray | None = None, mass_error: bool = False,
 ) -> None:
     """Create the root (attrs with complete = false), ion_images, tic, mask, the scratch
-    group of a normalised run and, given a feature ``axis`` (m/z, Th), the features."""
+    group of a normalised run, given a feature ``axis`` (m/z, Th) the features, and with
+    ``mass_error`` the recalibration maps."""
     root = zarr.open_group(store, mode="w", zarr_format=3, attributes={"ionmap": attrs})
     ny, nx = layout.shape
     levels = level_shapes(layout.shape)
@@ -64,6 +66,9 @@ def create_result(
                       planes_per_chunk=ION_PLANES_PER_CHUNK)
         create_array(tic, str(level), (ly, lx), "float32", layout, "yx")
     create_array(root, MASK, (ny, nx), "bool", layout, "yx", fill=False)
+    if mass_error:
+        create_array(root, MASS_ERROR, (3, ny, nx), "float32", layout, "cyx",
+                     fill=float("nan"), planes_per_chunk=3)
     if normalized:
         work = root.create_group(WORK)
         create_array(work, ION, (k, ny, nx), "float32", layout, "cyx",
@@ -83,6 +88,8 @@ def _create_features(
     group = root.create_group(FEATURES, overwrite=True, attributes={"ome": {
         "version": OME_VERSION,
         "multiscales": multiscales(FEATURES, "cyx", 1, pixel_size_um, method="mean"),
+        # viewers list the features by their m/z, not as anonymous channels
+        "omero": omero([f"m/z {mz:.4f}" for mz in axis], None),
     }})
     mz = group.create_array("mz", shape=axis.shape, dtype="float64",
                             chunks=(max(1, len(axis)),), dimension_names=["c"], overwrite=True)
@@ -104,6 +111,7 @@ def _array(store: Store, path: str, mode: str = "r+") -> zarr.Array:
 def write_band(
     store: Store, y0: int, *, images: np.ndarray, tic: np.ndarray,
     mask: np.ndarray, norm: np.ndarray | None = None, features: np.ndarray | None = None,
+    mass_error: np.ndarray | None = None,
 ) -> None:
     """Write one band (rows y0 .. y0 + rows, full width) of every level-0 array.
 
@@ -117,6 +125,8 @@ def write_band(
         _array(store, path)[:, y0:y1, :] = features
     if norm is not None:
         _array(store, f"{WORK}/norm")[y0:y1, :] = norm
+    if mass_error is not None:
+        _array(store, MASS_ERROR)[:, y0:y1, :] = mass_error
     _array(store, f"{TIC}/0")[y0:y1, :] = tic
     _array(store, MASK)[y0:y1, :] = mask
 
@@ -125,6 +135,12 @@ def write_band(
 def read_norm(store: Store) -> np.ndarray:
     """The per-pixel normaliser (float64 TIC or RMS) written by the bands."""
     return _array(store, f"{WORK}/norm", "r")[...]
+
+
+@storage_errors
+def read_mass_error(store: Store) -> np.ndarray:
+    """The (3, y, x) float32 mass error maps (before, after, model offset; ppm)."""
+    return _array(store, MASS_ERROR, "r")[...]
 
 
 @storage_errors

@@ -50,8 +50,8 @@ from .cells import (
 )
 from .layout import NICHE_MAPS, Layout, make_layout
 from .spectra import (
-    MATRIX_IONS, NOISE_SIGMA, POINTS_PER_FWHM, Pixels, Renderer, available_kinds, make_peaks,
-    make_pixels, mz_range, niche_folds,
+    MATRIX_IONS, NOISE_SIGMA, POINTS_PER_FWHM, Pixels, Renderer, add_impostors,
+    available_kinds, calibration_drift, make_peaks, make_pixels, mz_range, niche_folds,
 )
 from .writer import SynthWriter
 
@@ -109,6 +109,9 @@ def make_sample(
     annotated_fraction: float = 1.0,
     landmarks_other_unit: bool = False,
     near_symmetric: bool = False,
+    drift_ppm: float = 0.0,
+    drift_gradient_ppm: float = 0.0,
+    impostors: tuple[float, ...] = (),
     overwrite: bool = False,
 ) -> SampleFiles:
     """Write a synthetic tumour section (imzML, cells, landmarks, truth) into ``outdir``.
@@ -150,6 +153,14 @@ def make_sample(
             cells (histology pixels of ``HISTOLOGY_PIXEL_UM`` for µm cells, µm for pixel
             cells): the unit confusion users make.
         near_symmetric: a tissue outline almost alike after a 180° turn.
+        drift_ppm: calibration error (ppm) added to every peak of every pixel, on top of
+            the small built-in drift (≤ 5 ppm). Continuous centroid files share one peak
+            list, so they carry ``drift_ppm`` only.
+        drift_gradient_ppm: a linear calibration gradient: the error changes by this many
+            ppm from one edge of the grid to the opposite one, along a seeded direction
+            (``drift_direction_deg`` in the truth).
+        impostors: m/z values (Th) of impostor peaks: one peak each, no isotopes, with a
+            spatially random abundance (what a wrong annotation looks like).
         overwrite: replace the files of an earlier sample ``NAME`` in ``outdir`` (all of
             them, so no stale cell file of the other format stays); without it an
             existing one is an error.
@@ -190,15 +201,21 @@ def make_sample(
 
     def streams() -> list[np.random.Generator]:
         # Independent streams, so e.g. the cells do not change with the spectrum type.
-        return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]
+        return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7)]
 
-    rng_peaks, _, _, rng_spectra, rng_cells, rng_marks, rng_geo, rng_part = streams()
+    rng_peaks, _, _, rng_spectra, rng_cells, rng_marks, rng_geo = streams()
+    # two more streams, so the drift and impostors leave every other draw unchanged
+    seed_drift, seed_impostors = np.random.SeedSequence(seed).spawn(9)[7:]
+    rng_part = np.random.default_rng(np.random.SeedSequence(seed).spawn(10)[9])  # partial annotation
     panel_name = f"tme-{polarity}"
     targets = panel(panel_name)
     kinds = available_kinds(targets)
     lo, hi = mz_range(targets, polarity)
-    peaks = make_peaks(targets, polarity, resolving_power, lo, hi, n_background, rng_peaks)
-    renderer = Renderer(peaks, mode, spectrum_type, resolving_power, lo, hi, dense_axis=dense_axis)
+    impostors = tuple(float(m) for m in impostors)
+    peaks = make_peaks(targets, polarity, resolving_power, lo, hi, n_background, rng_peaks,
+                       impostors)
+    renderer = Renderer(peaks, mode, spectrum_type, resolving_power, lo, hi,
+                        dense_axis=dense_axis, axis_shift_ppm=drift_ppm)
     rim_px = rim_um / pixel_size_um
     isize, msize = np.dtype(intensity_dtype).itemsize, np.dtype(mz_dtype).itemsize
 
@@ -209,13 +226,16 @@ def make_sample(
             raise InputError(None, f"grid {grid[0]}x{grid[1]} is too small for three niches "
                              f"with a {rim_um:g} µm rim; use a larger shape")
         fl = [niche_folds(targets, n.kind, r_pixels) for n in lay.niches]
-        return lay, fl, make_pixels(lay, targets, fl, off_tissue, pixel_size_um, r_pixels)
+        px = make_pixels(lay, targets, fl, off_tissue, pixel_size_um, r_pixels)
+        return lay, fl, add_impostors(px, len(impostors), np.random.default_rng(seed_impostors))
 
     layout, folds, pixels = build(shape)
     if target_bytes:
         layout, folds, pixels = _grow_to(target_bytes, shape, build, pixels, renderer,
                                          isize, msize)
         shape = layout.shape
+    pixels, drift_deg = calibration_drift(pixels, shape, drift_ppm, drift_gradient_ppm,
+                                          np.random.default_rng(seed_drift))
 
     def path(suffix: str) -> Path:
         return out / f"{name}{suffix}"  # not with_suffix: names may contain dots
@@ -225,7 +245,10 @@ def make_sample(
                     mz_dtype=mz_dtype, intensity_dtype=intensity_dtype, polarity=polarity,
                     shape=list(shape), pixel_size_um=pixel_size_um,
                     resolving_power=resolving_power, off_tissue=off_tissue,
-                    n_background=n_background, dense_axis=dense_axis, n_niches=n_niches)
+                    n_background=n_background, dense_axis=dense_axis, n_niches=n_niches,
+                    **({"drift_ppm": drift_ppm, "drift_gradient_ppm": drift_gradient_ppm,
+                        "impostors": list(impostors)}
+                       if drift_ppm or drift_gradient_ppm or impostors else {}))
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).digest()
     file_uuid = uuid.UUID(bytes=digest[:16], version=4)
     n_points = _write_imzml(imzml, renderer, pixels, shape, pixel_size_um, file_uuid,
@@ -306,6 +329,10 @@ def make_sample(
         "n_peaks": int(len(peaks.mz)),
         "points_per_spectrum_mean": round(n_points / max(1, len(pixels.x)), 1),
         "mass_shift_ppm_max": round(float(np.abs(pixels.shift_ppm).max()), 3),
+        "drift_ppm": drift_ppm,
+        "drift_gradient_ppm": drift_gradient_ppm,
+        "drift_direction_deg": round(drift_deg, 3),
+        "impostor_mz": list(impostors),
         "noise_sigma": NOISE_SIGMA,
     }
     truth_path = path(".truth.json")

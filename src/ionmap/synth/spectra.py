@@ -2,11 +2,17 @@
 
 Every ion is a peak with an exact m/z (Th) computed by :mod:`ionmap.chem` (panel
 metabolites and matrix clusters) or drawn on a realistic mass-defect line (unassigned
-background ions), plus 13C isotopes. A pixel's spectrum is
+background ions), with its isotope peaks: the full isotope pattern at the resolving power
+(:func:`ionmap.isotopes.isotope_pattern`) for ions with a formula, 13C isotopes for the
+unassigned ones. A pixel's spectrum is
 
     height[pixel, peak] = abundance[pixel, component(peak)] · weight(peak) · TIC(pixel) · ε
 
-with ε a log-normal ionisation noise. Profile spectra are Gaussian peaks of FWHM = m/R on a
+with ε a log-normal ionisation noise drawn per pixel and ion (the isotopologues of one ion
+ionise together, so its isotope peaks keep the pattern's ratios up to counting noise). Every
+peak of a pixel is shifted by that pixel's mass error (ppm): a slow drift along the
+acquisition plus jitter, and optionally (:func:`calibration_drift`) a global offset and a
+linear gradient across the section, as TOF instruments show. Profile spectra are Gaussian peaks of FWHM = m/R on a
 TOF-like grid of constant ppm spacing (``points_per_fwhm`` points per FWHM); centroid
 spectra hold one point per detected peak. Noise is Poisson-like (√signal) on top of a
 half-normal baseline that rises at low m/z. Spectra are generated for blocks of pixels at
@@ -14,17 +20,20 @@ once: no Python loop runs per spectrum or per point.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import sparse
 
-from ..chem import Target, mz, parse_adduct
+from ..chem import Target, parse_adduct
+from ..isotopes import isotope_pattern
 from .layout import Layout, smooth_field
 
-#: 13C − 12C mass difference (u), for isotope peaks.
+#: 13C − 12C mass difference (u), for isotope peaks of unassigned ions.
 C13_SHIFT = 1.0033548378
+#: Isotope peaks rendered per ion with a formula, and their smallest relative abundance.
+N_ISOTOPES = 5
+MIN_ISOTOPE = 0.002
 #: Fraction of 13C per carbon atom (natural abundance), for isotope ratios.
 C13_PER_CARBON = 0.0107
 #: Gaussian FWHM / σ.
@@ -67,6 +76,8 @@ MATRIX_IONS: dict[str, tuple[str, list[tuple[str, str, float]]]] = {
     ]),
 }
 MATRIX_LEVEL = 30000.0  # 9-AA / DHB: the base peak off tissue
+#: Apex height (counts) of an impostor peak at abundance 1.
+IMPOSTOR_LEVEL = 3000.0
 #: Default m/z range (Th) per polarity, widened if a panel ion falls outside.
 MZ_RANGE = {"negative": (70.0, 950.0), "positive": (100.0, 1000.0)}
 #: Background noise σ (counts) at high m/z; it rises ×2.5 towards the low-mass end.
@@ -79,21 +90,15 @@ ION_NOISE = 0.12
 #: Profile grid points per FWHM (the grid's relative spacing is 1 / (R · this)).
 POINTS_PER_FWHM = 5.0
 
-_CARBON = re.compile(r"C(\d*)(?![a-z])")
-
-
-def _carbons(formula: str, adduct: str) -> int:
-    n = parse_adduct(adduct)[0]
-    return n * sum(int(c) if c else 1 for c in _CARBON.findall(formula))
-
-
 @dataclass(frozen=True)
 class Peaks:
-    """The sample's ions, sorted by m/z: exact m/z (Th), abundance component, weight."""
+    """The sample's peaks, sorted by m/z: exact m/z (Th), abundance component, weight and
+    the ion each belongs to (its isotope peaks share the ionisation noise)."""
 
     mz: np.ndarray
     comp: np.ndarray
     weight: np.ndarray
+    ion: np.ndarray
 
 
 def niche_folds(targets: list[Target], kind: str, rng: np.random.Generator) -> dict[str, float]:
@@ -127,20 +132,35 @@ def make_peaks(
     mz_hi: float,
     n_background: int,
     rng: np.random.Generator,
+    impostors: tuple[float, ...] = (),
 ) -> Peaks:
     """Panel ions (component = target index), matrix ions (component T), background ions
-    (components T+1 .. T+N_BACKGROUND_FIELDS), each with its 13C isotopes."""
+    (components T+1 .. T+N_BACKGROUND_FIELDS), each with its isotope peaks, and impostors
+    (component T+1+N_BACKGROUND_FIELDS+i): single peaks at the given m/z, no isotopes."""
     n_t = len(targets)
-    mono: list[tuple[float, int, float, int, int]] = []  # m/z, comp, weight, carbons, |z|
+    # per ion: its peaks as (m/z, relative weight), component, weight of the first peak
+    ions: list[tuple[list[tuple[float, float]], int, float]] = []
+
+    def pattern(formula: str, adduct: str) -> list[tuple[float, float]]:
+        p = isotope_pattern(formula, adduct, resolving_power, n_peaks=N_ISOTOPES,
+                            min_abundance=MIN_ISOTOPE)
+        return list(zip(p.mz.tolist(), (p.abundance / p.abundance[0]).tolist()))
+
+    def carbon13(m: float, nc: int, z: int) -> list[tuple[float, float]]:
+        r1 = C13_PER_CARBON * nc
+        out = [(m, 1.0), (m + C13_SHIFT / z, r1)]
+        return out + ([(m + 2 * C13_SHIFT / z, r1 * r1 / 2)] if r1 * r1 / 2 > 0.05 else [])
+
     for i, t in enumerate(targets):
-        z = abs(parse_adduct(t.adduct)[2]) if t.adduct else 1
-        nc = _carbons(t.formula, t.adduct) if t.formula and t.adduct else round(t.mz / 14.5)
-        mono.append((t.mz, i, LEVELS.get(t.name, DEFAULT_LEVEL), nc, z))
+        level = LEVELS.get(t.name, DEFAULT_LEVEL)
+        if t.formula and t.adduct:
+            ions.append((pattern(t.formula, t.adduct), i, level))
+        else:
+            ions.append((carbon13(t.mz, round(t.mz / 14.5), 1), i, level))
     for formula, adduct, w in MATRIX_IONS[polarity][1]:
-        z = abs(parse_adduct(adduct)[2])
-        mono.append((mz(formula, adduct), n_t, MATRIX_LEVEL * w, _carbons(formula, adduct), z))
+        ions.append((pattern(formula, adduct), n_t, MATRIX_LEVEL * w))
     # Unassigned ions on the organic mass-defect band, ≥ 3 FWHM from every other ion.
-    taken = [m for m, *_ in mono] + [m + C13_SHIFT / z for m, *_, z in mono]
+    taken = [m for peaks, *_ in ions for m, _ in peaks[:2]] + list(impostors)
     cands = rng.integers(int(mz_lo) + 2, int(mz_hi) - 2, 8 * n_background + 16).astype(float)
     cands += cands * rng.uniform(0.0003, 0.0008, len(cands))
     added = 0
@@ -150,18 +170,40 @@ def make_peaks(
         if np.min(np.abs(np.asarray(taken) - m)) > 3.0 * m / resolving_power:
             level = 10.0 ** rng.uniform(1.9, 3.6)
             comp = n_t + 1 + int(rng.integers(0, N_BACKGROUND_FIELDS))
-            mono.append((m, comp, level, round(m / 14.5), 1))
+            ions.append((carbon13(m, round(m / 14.5), 1), comp, level))
             taken += [m, m + C13_SHIFT]
             added += 1
-    rows = []
-    for m, comp, w, nc, z in mono:
-        r1 = C13_PER_CARBON * nc
-        rows.append((m, comp, w))
-        rows.append((m + C13_SHIFT / z, comp, w * r1))
-        if r1 * r1 / 2 > 0.05:
-            rows.append((m + 2 * C13_SHIFT / z, comp, w * r1 * r1 / 2))
+    for j, m in enumerate(impostors):
+        ions.append(([(float(m), 1.0)], n_t + 1 + N_BACKGROUND_FIELDS + j, IMPOSTOR_LEVEL))
+    rows = [(m, comp, w * r, ion) for ion, (peaks, comp, w) in enumerate(ions)
+            for m, r in peaks]
     arr = np.array(sorted(r for r in rows if mz_lo <= r[0] <= mz_hi))
-    return Peaks(arr[:, 0], arr[:, 1].astype(np.intp), arr[:, 2])
+    return Peaks(arr[:, 0], arr[:, 1].astype(np.intp), arr[:, 2], arr[:, 3].astype(np.intp))
+
+
+def calibration_drift(px: Pixels, shape: tuple[int, int], global_ppm: float,
+                      gradient_ppm: float, rng: np.random.Generator) -> tuple[Pixels, float]:
+    """Add a calibration error to every pixel's mass shift: ``global_ppm`` everywhere plus a
+    linear gradient of ``gradient_ppm`` from one edge of the grid to the opposite one, along
+    a seeded random direction. Returns the pixels and the direction (degrees from +x)."""
+    angle = float(rng.uniform(0.0, 360.0))
+    ny, nx = shape
+    ux, uy = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    # projection on the direction, scaled to -0.5 .. 0.5 over the grid's extent
+    span = (abs(nx - 1) * abs(ux) + abs(ny - 1) * abs(uy)) or 1.0
+    proj = ((px.x - (nx - 1) / 2) * ux + (px.y - (ny - 1) / 2) * uy) / span
+    shift = px.shift_ppm + global_ppm + gradient_ppm * proj
+    return replace(px, shift_ppm=shift), angle
+
+
+def add_impostors(px: Pixels, n: int, rng: np.random.Generator) -> Pixels:
+    """Append ``n`` impostor components: spatially random (independent per pixel,
+    log-normal σ 0.5) abundance on tissue, none elsewhere."""
+    if not n:
+        return px
+    on = px.abundance[:, 0] > 0
+    extra = np.exp(rng.normal(0.0, 0.5, (len(px.x), n))) * on[:, None]
+    return replace(px, abundance=np.hstack([px.abundance, extra.astype(np.float32)]))
 
 
 @dataclass(frozen=True)
@@ -254,13 +296,16 @@ class Renderer:
         dense_axis: bool = False,
         points_per_fwhm: float = POINTS_PER_FWHM,
         window_fwhm: float = 2.0,
+        axis_shift_ppm: float = 0.0,
     ) -> None:
         self.peaks, self.mode, self.type = peaks, mode, spectrum_type
         self.step = 1.0 / (resolving_power * points_per_fwhm)  # relative grid spacing
         sigma = peaks.mz / (resolving_power * FWHM_SIGMA)
         self.peak_noise = self._noise(peaks.mz, mz_lo).astype(np.float32)
         if spectrum_type == "centroid":
-            self.axis = peaks.mz
+            # one shared peak list: continuous centroid files carry a global shift only
+            self.axis = peaks.mz * (1.0 + axis_shift_ppm * 1e-6) if mode == "continuous" \
+                else peaks.mz
             return
         ln_step = np.log1p(self.step)
         half = window_fwhm / resolving_power
@@ -298,7 +343,9 @@ class Renderer:
         log-normal ionisation noise (mean 1)."""
         h = px.abundance[sl][:, self.peaks.comp] * self.peaks.weight.astype(np.float32)
         h *= px.tic[sl, None]
-        h *= np.exp(rng.normal(-ION_NOISE**2 / 2, ION_NOISE, h.shape)).astype(np.float32)
+        n_ions = int(self.peaks.ion.max()) + 1
+        eps = np.exp(rng.normal(-ION_NOISE**2 / 2, ION_NOISE, (h.shape[0], n_ions)))
+        h *= eps.astype(np.float32)[:, self.peaks.ion]
         return h
 
     def block(self, px: Pixels, sl: slice, rng: np.random.Generator) -> Block:

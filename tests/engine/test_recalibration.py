@@ -1,0 +1,105 @@
+"""Recalibration on synthetic sections with planted calibration drift (ionmap.synth).
+
+Truth: the same seed written without and with drift (+20 ppm global and a 20 ppm gradient
+across the section, or −20 ppm); every intensity is the same, only the peak positions move.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import ionmap
+from ionmap.synth import make_sample
+
+SHAPE, RIM = (36, 44), 10.0
+
+
+@pytest.fixture(scope="module")
+def sections(tmp_path_factory):
+    d = tmp_path_factory.mktemp("drift")
+    out = {}
+    for kind, mode in (("profile", "processed"), ("centroid", "processed"),
+                       ("profile", "continuous")):
+        for name, drift in (("flat", {}), ("up", dict(drift_ppm=20.0, drift_gradient_ppm=20.0)),
+                            ("down", dict(drift_ppm=-20.0, drift_gradient_ppm=20.0))):
+            out[kind, mode, name] = make_sample(d, f"{kind}-{mode}-{name}", seed=4, mode=mode,
+                                                spectrum_type=kind, shape=SHAPE, rim_um=RIM,
+                                                **drift).imzml
+    return out
+
+
+def _convert(path, out, recalibrate):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lactate's window is below a drifted file's range
+        return ionmap.convert(path, out, ppm=5.0, progress=False, recalibrate=recalibrate)
+
+
+@pytest.mark.parametrize("kind,mode", [("profile", "processed"), ("centroid", "processed"),
+                                       ("profile", "continuous")])
+@pytest.mark.parametrize("drift", ["up", "down"])
+def test_recalibration_removes_drift(sections, tmp_path, kind, mode, drift):
+    flat = _convert(sections[kind, mode, "flat"], tmp_path / "flat.zarr", "none")
+    raw = _convert(sections[kind, mode, drift], tmp_path / "raw.zarr", "none")
+    fixed = _convert(sections[kind, mode, drift], tmp_path / "fixed.zarr", "auto")
+    rec = fixed.recalibration
+    assert rec["applied"] and sum(r["used"] for r in rec["references"]) >= 10
+    used = [r for r in rec["references"] if r["used"]]
+    assert max(abs(r["residual_ppm"]) for r in used) <= 2.0
+    errors = fixed.mass_error
+    after = errors["after"][np.isfinite(errors["after"])]
+    before = errors["before"][np.isfinite(errors["before"])]
+    assert np.median(np.abs(before)) > 10          # the drift was there
+    assert np.median(np.abs(after)) <= 2.0          # and is gone, pixel by pixel
+    assert np.percentile(np.abs(after), 90) <= 2.0
+    truth, broken, good = (r.ion_images.compute() for r in (flat, raw, fixed))
+    mask = flat.mask
+    corr = [np.corrcoef(t[mask], g[mask])[0, 1] for t, g in zip(truth, good) if t[mask].any()]
+    assert min(corr) >= 0.9
+    def loss(images):  # mean relative L1 distance to the undrifted images
+        return np.mean([np.abs(t - i).sum() / t.sum() for t, i in zip(truth, images) if t.sum()])
+
+    assert loss(broken) > 0.25 and loss(good) < loss(broken) / 3
+
+
+def test_recalibrate_none_is_bit_identical_and_auto_without_references_keeps_axis(
+        sections, tmp_path, write_imzml):
+    path = sections["profile", "processed", "up"]
+    before = _convert(path, tmp_path / "a.zarr", "none")
+    # the plain kernel path, computed here without any shift machinery
+    from ionmap.engine.compute import window_bounds
+    from ionmap.kernels import window_sums
+
+    src = ionmap.open_imzml(str(path))
+    lo, hi = window_bounds([t["mz"] for t in before.targets], [5.0] * len(before.targets))
+    want = np.zeros((len(lo), *before.shape), np.float32)
+    for batch in src.iter_batches(np.arange(src.n_spectra)):
+        xy = src.coordinates[batch.index] - 1
+        want[:, xy[:, 1], xy[:, 0]] = window_sums(batch, lo, hi).T
+    np.testing.assert_array_equal(before.ion_images.compute(), want)
+    assert before.mass_error is None
+    # random spectra hold no reference ion: auto keeps the axis and says so in one line
+    w = write_imzml(mode="processed")
+    with pytest.warns(UserWarning, match="m/z axis kept as recorded") as caught:
+        auto = ionmap.convert(w.path, tmp_path / "r.zarr", targets=[ionmap.chem.Target(
+            "x", 500.0, 10.0)], progress=False)
+    assert len(str(caught[0].message).splitlines()) == 1
+    none = ionmap.convert(w.path, tmp_path / "n.zarr", targets=[ionmap.chem.Target(
+        "x", 500.0, 10.0)], progress=False, recalibrate="none")
+    np.testing.assert_array_equal(auto.ion_images.compute(), none.ion_images.compute())
+    assert not auto.recalibration["applied"]
+
+
+def test_lock_mass_file(sections, tmp_path):
+    from ionmap.recal import MATRIX_REFERENCES
+
+    locks = tmp_path / "locks.csv"
+    rows = [f"{m}-{a},{f},{a}" for m, f, a in MATRIX_REFERENCES["negative"] if m == "9-AA"]
+    locks.write_text("name,formula,adduct\n" + "\n".join(rows) + "\n")
+    res = _convert(sections["centroid", "processed", "up"], tmp_path / "l.zarr", str(locks))
+    rec = res.recalibration
+    assert rec["applied"] and rec["method"] == str(locks)
+    assert {r["name"] for r in rec["references"]} == {r.split(",")[0] for r in rows}
+    after = res.mass_error["after"]
+    assert np.nanmedian(np.abs(after)) <= 2.0
