@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each ionmap step (best)")
     args = ap.parse_args(argv)
 
+    from pyimzml.ImzMLParser import ImzMLParser
+
     import ionmap
     from ionmap.imzml import cache
-    from pyimzml.ImzMLParser import ImzMLParser
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,20 @@ import numpy as np
 import psutil
 from scipy import sparse, special
 
-from ionmap.regions import (Cells, MSIData, Registration, bh_qvalues, build_maps,
-                            find_hotspots, fit_landmarks, gi_star, immune_context, read_cells,
-                            register_auto, run_hotspots)
+from ionmap.regions import (
+    Cells,
+    MSIData,
+    Registration,
+    bh_qvalues,
+    build_maps,
+    find_hotspots,
+    fit_landmarks,
+    gi_star,
+    immune_context,
+    read_cells,
+    register_auto,
+    run_hotspots,
+)
 from ionmap.regions.export import hotspots_geojson, overlay_png
 
 ROWS: list[tuple[str, float, float, str]] = []

@@ -41,7 +41,8 @@ def test_storage_and_argument_errors_are_builtin_kinds(tmp_path):
         ionmap.chem.mz("C3Xy", "[M-H]-")
     with pytest.raises(ValueError, match="ppm"):
         ionmap.convert(tmp_path / "a.imzML", tmp_path / "b.zarr", ppm="ten")
-    from ionmap.kernels import pick_peaks
     import numpy as np
+
+    from ionmap.kernels import pick_peaks
     with pytest.raises(errors.InputError, match="snr"):
         pick_peaks(np.arange(3.0), np.ones(3), snr=-1)

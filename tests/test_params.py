@@ -7,8 +7,15 @@ import pytest
 
 import ionmap
 from ionmap.errors import InputError
-from ionmap.params import (ConvertParams, HotspotParams, ImmuneParams, RecalibrationParams,
-                           RegistrationParams, describe, split_overrides)
+from ionmap.params import (
+    ConvertParams,
+    HotspotParams,
+    ImmuneParams,
+    RecalibrationParams,
+    RegistrationParams,
+    describe,
+    split_overrides,
+)
 from ionmap.pipeline import SECTIONS, load_config
 
 ALL = (ConvertParams, RecalibrationParams, RegistrationParams, HotspotParams, ImmuneParams)

@@ -1,47 +1,61 @@
 """ionmap: high-throughput spatial metabolomics image processing.
 
-The public API is re-exported here; heavy modules load on first use so that the command
-line starts fast.
+The user's verbs and types are here: :func:`open_imzml` / :class:`ImzMLFile` (reading),
+:class:`SpectrumBatch` (the spectra the kernels take), :class:`Target` (an ion to map),
+:func:`convert` (imzML -> OME-Zarr ion images) and :func:`open_result` / :class:`Result`
+(reading a result), the parameter objects of each stage (:class:`ConvertParams`, ...) and
+the errors. Subpackages (``ionmap.regions``, ``ionmap.kernels``, ``ionmap.chem``,
+``ionmap.store``, ``ionmap.pipeline``, ``ionmap.synth``) load on first use, so that
+``import ionmap`` and the command line start fast. ``__init__.pyi`` states the types.
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
+from .errors import (
+    ImzMLError,
+    InputError,
+    IonmapError,
+    IonmapWarning,
+    MissingIbdError,
+    StorageError,
+)
+
 __version__ = "0.1.0"
 
-from .errors import ImzMLError, InputError, IonmapError, StorageError  # noqa: E402
-
-# public name -> (module, attribute or None for the module itself)
-_LAZY: dict[str, tuple[str, str | None]] = {
-    "chem": ("ionmap.chem", None),
-    "regions": ("ionmap.regions", None),
-    "synth": ("ionmap.synth", None),
-    "convert": ("ionmap.engine.convert", "convert"),
-    "open_result": ("ionmap.store", "open_result"),
-    "Result": ("ionmap.store", "Result"),
-    "kernels": ("ionmap.kernels", None),
-    "pick_peaks": ("ionmap.kernels", "pick_peaks"),
-    "build_mz_axis": ("ionmap.kernels", "build_mz_axis"),
-    "open_imzml": ("ionmap.imzml", "open_imzml"),
-    "ImzMLFile": ("ionmap.imzml", "ImzMLFile"),
-    "pipeline": ("ionmap.pipeline", None),
-    "run_pipeline": ("ionmap.pipeline", "run_pipeline"),
+# public name -> module that defines it (loaded on first access)
+_LAZY: dict[str, str] = {
+    "open_imzml": "ionmap.imzml",
+    "ImzMLFile": "ionmap.imzml",
+    "SpectrumBatch": "ionmap.batch",
+    "Target": "ionmap.chem",
+    "convert": "ionmap.engine.convert",
+    "open_result": "ionmap.store",
+    "Result": "ionmap.store",
+    "ConvertParams": "ionmap.params",
+    "RecalibrationParams": "ionmap.params",
+    "RegistrationParams": "ionmap.params",
+    "HotspotParams": "ionmap.params",
+    "ImmuneParams": "ionmap.params",
 }
+_SUBPACKAGES = ("chem", "imzml", "kernels", "params", "pipeline", "regions", "report",
+                "store", "synth")
 
-__all__ = ["__version__", "ImzMLError", "InputError", "IonmapError", "StorageError", *_LAZY]
+__all__ = ["__version__", "IonmapError", "InputError", "StorageError", "ImzMLError",
+           "MissingIbdError", "IonmapWarning", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    try:
-        module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'ionmap' has no attribute {name!r}") from None
-    mod = importlib.import_module(module)
-    value = mod if attr is None else getattr(mod, attr)
+    if name in _SUBPACKAGES:
+        value = importlib.import_module(f"ionmap.{name}")
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'ionmap' has no attribute {name!r}")
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted([*__all__, *_SUBPACKAGES])

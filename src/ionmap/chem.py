@@ -108,10 +108,11 @@ def read_targets(text: str, source: str = "<targets>") -> list[Target]:
         raise InputError(source, f"unknown column(s) {', '.join(map(repr, unknown))} "
                          f"(columns: {', '.join(TARGET_COLUMNS)})")
     if "name" not in cols or not ({"mz"} <= cols or {"formula", "adduct"} <= cols):
-        raise InputError(source, "targets CSV needs columns name and mz, or name, formula and adduct")
+        raise InputError(source, "targets CSV needs columns name and mz, or name, formula and "
+                                 "adduct")
     targets: list[Target] = []
     for line, row in enumerate(rows, start=2):
-        def cell(key: str) -> str | None:
+        def cell(key: str, row: dict = row) -> str | None:
             value = (row.get(key) or "").strip()
             return value or None
 

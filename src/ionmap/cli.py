@@ -13,16 +13,23 @@ import re
 import signal
 import sys
 import threading
-import warnings
 import types
 import typing
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
 from .errors import IonmapError
-from .params import (ConvertParams, HotspotParams, ImmuneParams, Params, RecalibrationParams,
-                     RegistrationParams, describe)
+from .params import (
+    ConvertParams,
+    HotspotParams,
+    ImmuneParams,
+    Params,
+    RecalibrationParams,
+    RegistrationParams,
+    describe,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +187,13 @@ def _run_convert(args) -> int:
     extra = f", {n_features} features" if n_features is not None else ""
     print(f"{result.url}: {len(result.target_names)} ion images of {ny} x {nx} pixels{extra} "
           f"({time.perf_counter() - start:.1f} s)")
+    scored = [t for t in result.targets if t.get("msm") is not None]
+    if scored:
+        print(f"{'target':<24} {'MSM':>6} {'FDR':>6}  spectral spatial  chaos")
+        for t in scored:
+            flag = "" if t["fdr"] <= 0.1 else "  not confidently annotated"
+            print(f"{t['name']:<24} {t['msm']:6.3f} {t['fdr']:6.3f}  {t['rho_spectral']:8.3f} "
+                  f"{t['rho_spatial']:7.3f} {t['rho_chaos']:6.3f}{flag}")
     rec = result.recalibration or {}
     if rec.get("applied"):
         hist = rec.get("histogram", {})
@@ -259,7 +273,7 @@ def _run_synth(args) -> int:
         target_bytes=args.size, off_tissue=args.off_tissue, overwrite=args.overwrite,
         drift_ppm=args.drift_ppm, drift_gradient_ppm=args.drift_gradient_ppm,
     )
-    print(synth.summary(sample))
+    print(synth.sample_summary(sample))
     print(f"({time.perf_counter() - start:.1f} s)")
     return 0
 
@@ -357,6 +371,7 @@ def _add_hotspots(sub) -> None:
 
 def _run_hotspots(args) -> int:
     from . import regions
+    from .regions.run import run_summary
     from .report import CLASS_RGB, write_overlays
     options = _storage_options(args)
     cells = regions.read_cells(args.cells, units=args.cells_units,
@@ -371,7 +386,7 @@ def _run_hotspots(args) -> int:
     )
     if not args.no_png and not args.no_labels:
         run.files += write_overlays(args.result, args.out, storage_options=options)
-    print(regions.summary(run))
+    print(run_summary(run))
     return 0
 
 

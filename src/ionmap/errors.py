@@ -36,6 +36,10 @@ class IonmapError(Exception):
         return type(self), (self.path, self.problem)
 
 
+class IonmapWarning(UserWarning):
+    """Input that gives a valid but probably unintended result (e.g. all images zero)."""
+
+
 class InputError(IonmapError, ValueError):
     """Bad user input other than imzML: targets CSV, pipeline config, cell annotations."""
 

@@ -23,9 +23,15 @@ from typing import Any
 import numpy as np
 
 from . import storage
-from .errors import InputError, IonmapError, StorageError
-from .params import (ConvertParams, HotspotParams, ImmuneParams, Params, RecalibrationParams,
-                     RegistrationParams)
+from .errors import InputError, IonmapError
+from .params import (
+    ConvertParams,
+    HotspotParams,
+    ImmuneParams,
+    Params,
+    RecalibrationParams,
+    RegistrationParams,
+)
 
 _DONE = "sample.json"  # written last in OUTPUT/NAME: the sample is complete
 #: TOML section -> the parameter object it is checked against.
@@ -114,7 +120,7 @@ def _local_copy(url: str, folder: Path, storage_options: Mapping[str, Any] | Non
     """A local path for a small annotation file (downloaded when it is a URL)."""
     if storage.local_path(url) is not None:
         return storage.local_path(url)
-    folder.mkdir(parents=True, exist_ok=True)
+    storage.make_dir(folder)
     target = folder / storage.basename(url)
     with storage.open_input(url, storage_options) as src, open(target, "wb") as dst:
         shutil.copyfileobj(src, dst)
@@ -163,7 +169,7 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
     from .regions import read_cells, run_hotspots, store_maps
     from .report import CLASS_RGB, write_overlays, write_report
 
-    out.mkdir(parents=True, exist_ok=True)
+    storage.make_dir(out)
     (out / _DONE).unlink(missing_ok=True)
     result = convert(sample.imzml, str(out / "result.zarr"), config.convert,
                      recalibration=config.recalibration, resume=resume, overwrite=not resume,
@@ -189,7 +195,7 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
         row = cohort_row(sample.name, run.hotspots, run.labels, run.tissue, px[0] * px[1] * 1e-6)
     else:
         row = {"sample": sample.name}
-    (out / _DONE).write_text(json.dumps({"complete": True, "cohort": row}))
+    storage.write_atomic(out / _DONE, json.dumps({"complete": True, "cohort": row}))
     return row
 
 
@@ -213,17 +219,14 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
     complete samples are skipped and interrupted ones finished.
     """
     from .engine.run import check_scheduler
-    from .regions import write_csv
+    from .regions.export import write_csv
 
     if not isinstance(config, PipelineConfig):
         config = load_config(config)
     check_scheduler(scheduler)
     samples = discover_samples(str(input_dir), storage_options)
     out = Path(output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(out, f"cannot create output folder: {exc.strerror or exc}") from None
+    storage.make_dir(out)
     outcomes = []
     for i, sample in enumerate(samples, 1):
         echo(f"[{i}/{len(samples)}] {sample.name}")
@@ -244,7 +247,7 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
                        else f"{type(exc).__name__}: {exc}")
             outcomes.append(SampleOutcome(sample.name, "failed", time.perf_counter() - t0,
                                           message.splitlines()[0] if message else ""))
-            (out / sample.name).mkdir(parents=True, exist_ok=True)
+            storage.make_dir(out / sample.name)
             (out / sample.name / "error.txt").write_text(traceback.format_exc())
             echo(f"  failed: {outcomes[-1].error}")
     write_csv(out / "summary.csv",
@@ -270,7 +273,7 @@ def run_demo(out_dir: str | os.PathLike = "ionmap-demo", *, seed: int = 0,
     if (out / "output").exists() and not overwrite:
         raise InputError(out, "holds an earlier demo; pass overwrite=True to replace it")
     sample = synth.make_sample(out / "input", "demo", seed=seed, overwrite=overwrite)
-    echo(synth.summary(sample))
+    echo(synth.sample_summary(sample))
     outcome = run_pipeline(PipelineConfig("<defaults>"), str(out / "input"), out / "output",
                            progress=progress, echo=echo)[0]
     if outcome.status == "failed":

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -69,6 +70,33 @@ def join(directory: str, name: str) -> str:
     if local_path(directory) is not None:
         return os.path.join(local_path(directory), name)
     return directory.rstrip("/") + "/" + name
+
+
+def make_dir(path: str | os.PathLike) -> Path:
+    """Create a local folder (and its parents) if missing; failure is a StorageError."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(path, f"cannot create output folder: {exc.strerror or exc}") from None
+    return path
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write a local file whole or not at all: a temporary file beside it, then a rename,
+    so a reader (or a resumed run) never sees half of it. Failure is a StorageError."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(path, f"cannot write: {exc.strerror or exc}") from None
+    return path
 
 
 def parse_storage_options(items: Iterable[str]) -> dict[str, Any]:

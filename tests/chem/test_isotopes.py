@@ -6,8 +6,15 @@ import pyopenms as oms
 import pytest
 
 from ionmap import chem
-from ionmap.isotopes import (DECOY_ELEMENTS, ISOTOPES, centroid_peaks, composition,
-                             fine_pattern, ion_composition, isotope_pattern)
+from ionmap.isotopes import (
+    DECOY_ELEMENTS,
+    ISOTOPES,
+    centroid_peaks,
+    composition,
+    fine_pattern,
+    ion_composition,
+    isotope_pattern,
+)
 
 # pyopenms' element table leaves out 3He (1.3 ppm) and 87Rb (radioactive), and its Ir
 # entry holds rhenium's isotopes; those three are checked against NIST values by hand.

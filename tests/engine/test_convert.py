@@ -17,10 +17,10 @@ from pyimzml.ImzMLParser import ImzMLParser
 
 import ionmap
 from ionmap import kernels
+from ionmap import store as st
 from ionmap.batch import SpectrumBatch
 from ionmap.chem import Target, panel
 from ionmap.cli import main
-from ionmap import store as st
 from ionmap.errors import InputError, StorageError
 from ionmap.synth import make_sample
 

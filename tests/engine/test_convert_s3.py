@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import ionmap
-from ionmap.cli import main
 from ionmap import store as st
+from ionmap.cli import main
 from ionmap.errors import StorageError
 from ionmap.synth import make_sample
 

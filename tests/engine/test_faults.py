@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr.storage
-from conftest import _start_weed, _stop, _wait_ready, _weed_binary
 from distributed import WorkerPlugin
 
 import ionmap
+from conftest import _start_weed, _stop, _wait_ready, _weed_binary
+from ionmap import store as st
 from ionmap.cli import main
 from ionmap.engine import convert as engine_convert
-from ionmap import store as st
 from ionmap.errors import StorageError
 from ionmap.synth import make_sample
 

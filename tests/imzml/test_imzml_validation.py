@@ -14,8 +14,15 @@ from pyimzml.ImzMLWriter import ImzMLWriter
 
 import ionmap
 from ionmap import cli
-from ionmap.errors import (ImzMLError, ImzMLFormatError, MissingIbdError, SpectrumDataError,
-                           TruncatedIbdError, UnsupportedImzMLError, UUIDMismatchError)
+from ionmap.errors import (
+    ImzMLError,
+    ImzMLFormatError,
+    MissingIbdError,
+    SpectrumDataError,
+    TruncatedIbdError,
+    UnsupportedImzMLError,
+    UUIDMismatchError,
+)
 from ionmap.imzml import numbers, xml
 from ionmap.imzml.opener import read_metadata as _parse
 
@@ -128,7 +135,7 @@ def test_ibd_shorter_than_its_uuid(write_imzml):
 def test_negative_offsets_are_wrapped(write_imzml, first):
     """Offsets written as signed 32-bit: from spectrum ``first`` on they read negative."""
     w = write_imzml(seed=4)
-    signed = lambda t: re.sub(  # noqa: E731
+    signed = lambda t: re.sub(
         rb'(accession="IMS:1000102"[^>]*value=")(\d+)"',
         lambda m: m.group(1) + str(int(m.group(2)) - 2**32).encode() + b'"', t)
     for k in range(first, len(w.mzs)):
@@ -244,7 +251,7 @@ def test_malformed_xml(write_imzml, damage, problem):
 
 def test_3d_data_rejected(write_imzml):
     w = write_imzml()
-    add_z = lambda z: lambda t: re.sub(  # noqa: E731
+    add_z = lambda z: lambda t: re.sub(
         rb'(<cvParam[^>]*name="position y"[^>]*/>)',
         rb'\1<cvParam accession="IMS:1000052" cvRef="IMS" name="position z" value="%d"/>' % z, t)
     for k in range(len(w.mzs)):

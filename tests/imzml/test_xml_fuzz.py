@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_imzml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ionmap
+from conftest import make_imzml
 from ionmap.errors import ImzMLError, ImzMLFormatError
 from ionmap.imzml import xml
 

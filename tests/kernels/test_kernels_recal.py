@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_kernels_windows import random_batch, reference
 
 from ionmap.batch import SpectrumBatch
 from ionmap.kernels import MassShift, reference_errors, window_sums
-
-from test_kernels_windows import random_batch, reference
 
 
 @pytest.mark.parametrize("shared", [False, True])

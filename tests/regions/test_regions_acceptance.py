@@ -21,6 +21,7 @@ import pytest
 import ionmap
 from ionmap import regions
 from ionmap.cli import main
+from ionmap.regions.maps import DEFAULT_MAPS
 
 SEEDS = range(24)
 COMBOS = [("processed", "profile"), ("continuous", "centroid"), ("continuous", "profile"),
@@ -120,7 +121,7 @@ def test_cli_writes_every_output(runs, tmp_path, capsys):
     for name in ("hotspots.csv", "cell_densities.csv", "distance_curves.csv",
                  "hotspots.geojson", "hotspots_msi.geojson", "registration.json"):
         assert (out / name).stat().st_size > 0
-    maps = [m for m in regions.DEFAULT_MAPS if (out / f"hotspots_{m}.png").exists()]
+    maps = [m for m in DEFAULT_MAPS if (out / f"hotspots_{m}.png").exists()]
     assert len(maps) >= 3
     geo = json.loads((out / "hotspots.geojson").read_text())
     assert {f["properties"]["classification"]["name"] for f in geo["features"]} <= set(

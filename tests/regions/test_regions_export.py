@@ -9,8 +9,9 @@ import pytest
 from matplotlib.path import Path as MplPath
 
 from ionmap.errors import InputError
-from ionmap.regions import (HOTSPOT_COLUMNS, Cells, MSIData, Registration, hotspots_geojson,
-                            outlines, read_cells, run_hotspots, summary, write_csv)
+from ionmap.regions import Cells, MSIData, Registration, read_cells, run_hotspots
+from ionmap.regions.export import hotspots_geojson, outlines, write_csv
+from ionmap.regions.run import HOTSPOT_COLUMNS, run_summary
 
 
 def _area(ring):
@@ -166,7 +167,7 @@ def test_run_hotspots_on_arrays(tmp_path):
         dens = list(csv.DictReader(f))
     assert {d["compartment"] for d in dens} == {"inside", "rim", "outside"}
     assert {d["cell_type"] for d in dens} == {"CD8", "Tumor"}
-    text = summary(run)
+    text = run_summary(run)
     assert "3 hotspot(s)" in text and "immune-excluded" in text
 
 

@@ -17,16 +17,16 @@ from typing import Any
 import dask
 import numpy as np
 
-from .. import __version__, chem, kernels, recal
+from .. import __version__, annotate, chem, kernels, recal
 from .. import store as st
-from ..errors import InputError, IonmapError, StorageError
+from ..errors import InputError, IonmapError, IonmapWarning, StorageError
 from ..params import ConvertParams, RecalibrationParams, split_overrides, with_overrides
 from ..storage import open_input
 from ..store import Layout, Result, analysis, level_shapes, open_result
 from .compute import Extraction, axis_part, compute_band, window_bounds
 from .plan import Band, choose_band_rows, plan_bands
-from .spectrum import mean_spectrum
 from .run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
+from .spectrum import mean_spectrum
 
 #: Spectrum payload per task of the m/z-axis pass (bytes).
 AXIS_TASK_BYTES = 256 * 2**20
@@ -164,8 +164,9 @@ def convert(
                 axis = _stored_axis(out_url, store, attrs) if features else None
             # pass 0 (after the store exists, so a bad spectrum leaves an incomplete store);
             # deterministic, so a resumed run fits the same model again
-            model, attrs["recalibration"] = _calibrate(src, recalibrate, rp, table,
-                                                       storage_options)
+            model, attrs["recalibration"], lattice = _calibrate(src, recalibrate, rp, table,
+                                                                storage_options)
+            attrs["annotation"] = _annotate(src, lattice, model, table, rp)
             ex = replace(ex, axis=axis, recal=model,
                          references=None if model is None else model.ref_mz)
             checkpoint = st.Checkpoint(store, attrs)
@@ -199,37 +200,69 @@ def _stored_axis(url: str, store: Any, attrs: dict) -> np.ndarray:
 
 
 def _calibrate(src, recalibrate: str, rp: RecalibrationParams, table: list[dict],
-               storage_options) -> tuple[recal.Model | None, dict]:
-    """Pass 0: the mass error model from a lattice of spectra, or None (axis kept)."""
+               storage_options) -> tuple[recal.Model | None, dict, tuple[list, int]]:
+    """Pass 0: (model or None when the axis is kept, its description, the lattice read:
+    its batches and spacing in pixels)."""
     base = {"method": recalibrate, "applied": False, "model": recal.MODEL}
-    if recalibrate == "none":
-        return None, {**base, "message": "recalibration: off (recalibrate none)"}
-    mz_range = None if src.mz_range is None else tuple(src.mz_range)
-    if recalibrate == "auto":
-        refs = recal.reference_ions(table, src.polarity, rp.resolving_power, mz_range)
-    else:
-        refs = recal.read_lock_masses(_read_text(recalibrate, storage_options, "lock masses"),
-                                      recalibrate)
     coords = src.coordinates
     x, y = coords[:, 0].astype(np.intp) - 1, coords[:, 1].astype(np.intp) - 1
     step = recal.lattice_step(int(src.n_spectra), rp.max_sample)
     chosen = np.flatnonzero((x % step == 0) & (y % step == 0) & (src.intensity_lengths > 0))
     model, message = None, "recalibration: no reference ion in the m/z range; m/z axis " \
         "kept as recorded"
-    if refs.mz.size and chosen.size:
-        errs = []
-        for batch in src.iter_batches(chosen, max_bytes=64 * 2**20):
-            errs.append(kernels.reference_errors(batch, refs.mz, rp.search_ppm,
-                                                 profile=src.spectrum_type != "centroid"))
+    # the lattice is read once: for the fit and for the annotation scores (bounded memory:
+    # about max_sample spectra)
+    batches = list(src.iter_batches(chosen, max_bytes=64 * 2**20)) if chosen.size else []
+    lattice = (batches, step)
+    if recalibrate == "none":
+        return None, {**base, "message": "recalibration: off (recalibrate none)"}, lattice
+    mz_range = None if src.mz_range is None else tuple(src.mz_range)
+    if recalibrate == "auto":
+        refs = recal.reference_ions(table, src.polarity, rp.resolving_power, mz_range)
+    else:
+        refs = recal.read_lock_masses(_read_text(recalibrate, storage_options, "lock masses"),
+                                      recalibrate)
+    if refs.mz.size and batches:
+        errs = [kernels.reference_errors(b, refs.mz, rp.search_ppm,
+                                         profile=src.spectrum_type != "centroid")
+                for b in batches]
         err = np.concatenate([e for e, _, _ in errs])
         height = np.concatenate([h for _, h, _ in errs])
         model, message = recal.fit_model(err, height, refs, x[chosen], y[chosen],
                                          tuple(src.shape), step, rp)
     if model is None:
         warnings.warn(f"{src.url}: {message}", stacklevel=3)
-        return None, {**base, "message": message}
+        return None, {**base, "message": message}, lattice
     return model, {**base, **model.summary(refs), "applied": True, "message": message,
-                   "lattice_step": step}
+                   "lattice_step": step}, lattice
+
+
+def _annotate(src, lattice, model: recal.Model | None, table: list[dict],
+              rp: RecalibrationParams) -> dict:
+    """MSM and target–decoy FDR per target on the lattice spectra (:mod:`ionmap.annotate`),
+    windows moved by the mass error model like the images'."""
+    batches, step = lattice
+    ions = annotate.build_ions(table, rp.resolving_power)
+    info = {"method": "METASPACE-style MSM and target-decoy FDR (ionmap.annotate)",
+            "n_decoys": annotate.N_DECOYS, "resolving_power": rp.resolving_power}
+    if not len(ions.target) or not batches:  # nothing to score, or no spectrum at all
+        sums = np.zeros((1, ions.lo.size))
+        return {**info, "n_spectra": 0, "targets": annotate.annotate(
+            sums, ions, (np.zeros(1, int), np.zeros(1, int), (1, 1)), table,
+            annotate.N_DECOYS)}
+    coords = src.coordinates
+    sums, gy, gx = [], [], []
+    for b in batches:
+        x, y = coords[b.index, 0].astype(np.intp) - 1, coords[b.index, 1].astype(np.intp) - 1
+        shift = None if model is None else model.shift_at(x, y)
+        sums.append(kernels.window_sums(b, ions.lo, ions.hi, shift=shift))
+        gy.append(y // step)
+        gx.append(x // step)
+    gy, gx = np.concatenate(gy), np.concatenate(gx)
+    shape = (int(gy.max()) + 1, int(gx.max()) + 1)
+    rows = annotate.annotate(np.concatenate(sums), ions, (gy, gx, shape), table,
+                             annotate.N_DECOYS)
+    return {**info, "n_spectra": int(len(gy)), "lattice_step": step, "targets": rows}
 
 
 # -- targets ---------------------------------------------------------------------------------
@@ -286,7 +319,7 @@ def _check_targets(table: list[dict], src: Any) -> None:
     it or of the wrong polarity (their images cannot show signal)."""
     if src.mz_range is None:
         warnings.warn(f"{src.url}: every spectrum is empty (all images are zero)",
-                      stacklevel=3)
+                      IonmapWarning, stacklevel=3)
         return
     lo, hi = src.mz_range
     outside = [t["name"] for t in table if t["window"][1] < lo or t["window"][0] > hi]
@@ -296,12 +329,12 @@ def _check_targets(table: list[dict], src: Any) -> None:
                          "be zero")
     if outside:
         warnings.warn(f"{src.url}: targets outside the file's m/z range {lo:.4f}-{hi:.4f} "
-                      f"(their images are zero): {', '.join(outside)}", stacklevel=3)
+                      f"(their images are zero): {', '.join(outside)}", IonmapWarning, stacklevel=3)
     charges = {t["adduct"].strip()[-1] for t in table if t.get("adduct")}
     wanted = {"positive": "+", "negative": "-"}.get(src.polarity or "")
     if wanted and charges and wanted not in charges:
         warnings.warn(f"{src.url}: the file is {src.polarity} mode but no target is a "
-                      f"{src.polarity} ion", stacklevel=3)
+                      f"{src.polarity} ion", IonmapWarning, stacklevel=3)
 
 
 # -- run state -------------------------------------------------------------------------------

@@ -8,7 +8,13 @@ from typing import Any
 import numpy as np
 
 from .. import storage
-from ..errors import ImzMLError, ImzMLFormatError, MissingIbdError, StorageError, TruncatedIbdError
+from ..errors import (
+    ImzMLError,
+    ImzMLFormatError,
+    MissingIbdError,
+    StorageError,
+    TruncatedIbdError,
+)
 from . import cache as sidecar
 from . import xml
 from .blocks import advise_sequential

@@ -114,8 +114,8 @@ def learn(text: bytes, first: ET.Element, rec: Record, row: Row, columns_type) -
             cols[j] = COLUMN_CODES[name]
     if not seen.issuperset(_REQUIRED):
         return None
-    tpl = Template(tuple(refs), tuple(fixed), has_value, cols, row[1])
     values, kind = row
+    tpl = Template(tuple(refs), tuple(fixed), has_value, cols, kind)
     check = columns_type(tpl.rows_bound(len(text)))
     got = tpl.scan(text, check, 0)
     live = values[6] > 0

@@ -6,7 +6,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..errors import ImzMLFormatError, TruncatedIbdError, UnsupportedImzMLError, UUIDMismatchError
+from ..errors import (
+    ImzMLFormatError,
+    TruncatedIbdError,
+    UnsupportedImzMLError,
+    UUIDMismatchError,
+)
 
 #: Largest pixel grid side accepted (1 m at 1 µm pixels): a position or declared size
 #: beyond it is corrupt metadata, and would make a grid no image can be allocated for.

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..geometry import ring_moments
 
 #: Cell type given to objects without a classification (QuPath's name for it).
 UNCLASSIFIED = "Unclassified"
@@ -243,19 +244,13 @@ def _polygon_centroid(rings: list) -> tuple[float, float, float]:
     """(cx, cy, area) of a GeoJSON polygon (outer ring minus holes), shoelace formula."""
     total = sx = sy = 0.0
     for ring in rings:
-        p = np.asarray(ring, dtype=np.float64)[:, :2]
-        if len(p) < 3:
-            continue
-        x0, y0 = p[:, 0], p[:, 1]
-        x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-        cross = x0 * y1 - x1 * y0
-        a = cross.sum() / 2
+        a, cx, cy = ring_moments(ring)
         # Holes wind the other way; abs values with sign by ring role keep both conventions.
         sign = 1.0 if ring is rings[0] else -1.0
         s = sign * np.sign(a) if a else 0.0
         total += s * a
-        sx += s * ((x0 + x1) * cross).sum() / 6
-        sy += s * ((y0 + y1) * cross).sum() / 6
+        sx += s * a * cx
+        sy += s * a * cy
     if total == 0:
         p = np.asarray(rings[0], dtype=np.float64)[:, :2]
         return float(p[:, 0].mean()), float(p[:, 1].mean()), 0.0

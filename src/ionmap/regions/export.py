@@ -18,7 +18,8 @@ from scipy import ndimage
 from skimage.measure import find_contours, points_in_poly
 
 from ..errors import StorageError
-from .register import apply_affine
+from ..geometry import apply_affine, ring_area
+
 
 def outlines(labels: np.ndarray) -> dict[int, list[list[np.ndarray]]]:
     """Polygons of every labelled region, in MSI pixel (x, y).
@@ -36,19 +37,14 @@ def outlines(labels: np.ndarray) -> dict[int, list[list[np.ndarray]]]:
                                         positive_orientation="high")]
         # In (x, y) with y down, outer rings (high values on their left in (row, col)) have
         # negative shoelace area, holes positive.
-        outer = [r for r in rings if _area(r) < 0]
-        holes = [r for r in rings if _area(r) >= 0]
+        outer = [r for r in rings if ring_area(r) < 0]
+        holes = [r for r in rings if ring_area(r) >= 0]
         polys = [[r] for r in outer]
         for h in holes:
             owner = next((p for p in polys if points_in_poly(h[:1], p[0])[0]), polys[0])
             owner.append(h)
         out[k] = polys
     return out
-
-
-def _area(ring: np.ndarray) -> float:
-    x, y = ring[:, 0], ring[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
 def hotspots_geojson(labels: Mapping[str, np.ndarray], rows: Sequence[Mapping], *,

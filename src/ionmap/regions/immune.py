@@ -78,6 +78,7 @@ import numpy as np
 from scipy import ndimage, special
 
 from ..errors import InputError
+from ..geometry import nearest_pixel
 from ..params import ImmuneParams
 
 #: Defaults, all options of :func:`immune_context` and the ``hotspots`` command.
@@ -339,8 +340,7 @@ def immune_context(
 
     xy = np.asarray(cells_xy, dtype=np.float64).reshape(-1, 2)
     types, codes = np.unique(np.asarray(cell_types, dtype=str), return_inverse=True)
-    ix = np.floor(xy[:, 0] + 0.5).astype(np.int64)
-    iy = np.floor(xy[:, 1] + 0.5).astype(np.int64)
+    ix, iy = nearest_pixel(xy)
     on = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
     on[on] = tissue[iy[on], ix[on]]
     _check_on_tissue(int(on.sum()), len(xy), min_on_tissue)

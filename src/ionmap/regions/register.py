@@ -28,6 +28,7 @@ from scipy.spatial import cKDTree
 from skimage import transform as sktransform
 
 from ..errors import InputError
+from ..geometry import apply_affine, count_points
 from .cells import Cells
 
 _MODELS = {"similarity": sktransform.SimilarityTransform,
@@ -97,15 +98,6 @@ class Registration:
                 "score": self.score, "mismatch": self.mismatch,
                 "alternatives": list(self.alternatives),
                 "notes": list(self.notes)}
-
-
-def apply_affine(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    # Element-wise, not a matrix product: BLAS threads would fight over busy cores for
-    # a 2 x 2 product repeated hundreds of times by the optimiser.
-    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-    x, y = xy[:, 0], xy[:, 1]
-    (a, b, c), (d, e, f) = matrix[0, :3], matrix[1, :3]
-    return np.column_stack([a * x + b * y + c, d * x + e * y + f])
 
 
 def _estimate(model: str, src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
@@ -421,8 +413,7 @@ class _AutoFit:
         self.origin = xy.min(axis=0) - 8 * scale
         shape = np.ceil((xy.max(axis=0) + 8 * scale - self.origin) / self.step).astype(int)
         ij = np.floor((xy - self.origin) / self.step).astype(np.int64)
-        counts = np.bincount(ij[:, 1] * shape[0] + ij[:, 0], minlength=shape[0] * shape[1])
-        self.counts = counts.reshape(shape[1], shape[0]).astype(np.float64)
+        self.counts = count_points(ij, shape).astype(np.float64)
         # Cells per raster pixel in tissue if every cell lies in the tissue: clip there so
         # that dense rings do not outweigh the tissue outline.
         self.level = len(xy) / (area * self.oversample**2)
@@ -537,8 +528,7 @@ def _scale_from_area(xy: np.ndarray, tissue_area_px: int) -> float:
     h = max(math.sqrt(float(span[0] * span[1]) / len(xy)) * 2.0, 1e-9)
     shape = (np.floor(span / h).astype(int) + 1)
     ij = np.minimum(np.floor((xy - xy.min(axis=0)) / h).astype(np.int64), shape - 1)
-    counts = np.bincount(ij[:, 1] * shape[0] + ij[:, 0], minlength=shape[0] * shape[1])
-    smooth = ndimage.gaussian_filter(counts.reshape(shape[1], shape[0]).astype(float), 1.0)
+    smooth = ndimage.gaussian_filter(count_points(ij, shape).astype(float), 1.0)
     covered = np.count_nonzero(smooth > 0.5 * np.median(smooth[smooth > 0]))
     return math.sqrt(covered * h * h / tissue_area_px)
 
@@ -572,8 +562,7 @@ def _coarse_search(tissue: np.ndarray, xy: np.ndarray, scale: float, center: np.
         lo = p.min(axis=0)
         ij = np.floor((p - lo) / f).astype(np.int64)
         shape = ij.max(axis=0) + 1
-        img = np.bincount(ij[:, 1] * shape[0] + ij[:, 0],
-                          minlength=shape[0] * shape[1]).reshape(shape[1], shape[0])
+        img = count_points(ij, shape)
         img = ndimage.gaussian_filter(img.astype(np.float64), sigma, mode="constant")
         img = np.minimum(img / level, 1.0)
         corr = signal.fftconvolve(tc, img[::-1, ::-1], mode="full")

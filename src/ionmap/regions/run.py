@@ -28,11 +28,18 @@ from typing import Any
 import numpy as np
 
 from .. import store
-from ..errors import InputError, StorageError
-from ..params import HotspotParams, ImmuneParams, RegistrationParams, split_overrides, with_overrides
+from ..errors import InputError
+from ..params import (
+    HotspotParams,
+    ImmuneParams,
+    RegistrationParams,
+    split_overrides,
+    with_overrides,
+)
+from ..storage import make_dir
 from . import export
-from .export import json_ready
 from .cells import Cells, read_cells
+from .export import json_ready
 from .hotspots import find_hotspots
 from .immune import immune_context
 from .coverage import coverage_mask
@@ -301,10 +308,7 @@ def _write_outputs(out: Path, data: MSIData, cells: Cells, cells_msi: np.ndarray
                    reg: Registration, tissue: np.ndarray, values: dict, labels: dict, rows: list, densities: list,
                    curves: list, params: dict, infos: list[dict], write_labels: bool,
                    colors: Mapping[str, Sequence[int]], storage_options) -> list[Path]:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(out, f"cannot create output folder: {exc.strerror or exc}") from None
+    make_dir(out)
     files = [
         export.write_csv(out / "hotspots.csv", rows, HOTSPOT_COLUMNS),
         export.write_csv(out / "cell_densities.csv", densities,
@@ -362,7 +366,7 @@ def _store(url: str, tissue: np.ndarray, values: dict, labels: dict, rows: list,
                             storage_options=storage_options)
 
 
-def summary(run: HotspotRun) -> str:
+def run_summary(run: HotspotRun) -> str:
     """A short text report of a run: registration, one line per hotspot, files."""
     reg = run.registration
     if reg.method == "landmarks":

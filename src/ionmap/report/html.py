@@ -12,7 +12,7 @@ import json
 import os
 import platform
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -179,7 +179,7 @@ def render_report(result: Any, *, storage_options: Mapping[str, Any] | None = No
         "scale_bar": (f"Scale bars: {figures.bar_label(bar)}." if bar else
                       "No scale bar: the file does not record its pixel size."),
         "name": Path(str(source.get("path", "sample"))).stem,
-        "stamp": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "stamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "url": s.url, "sample": sample, "figures": _figures(s), "spectrum_note": note,
         "targets": s.targets, "ion_unit": ion_unit(s.attrs),
         "target_columns": [c for c in _TARGET_COLUMNS if any(c in t for t in s.targets)],

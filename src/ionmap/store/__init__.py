@@ -16,12 +16,20 @@ above it (only errors and :mod:`ionmap.storage`). Public zarr API only.
 from .backend import open_store, prepare_output, read_root_attrs, update_root_attrs, worker_store
 from .checkpoint import Checkpoint
 from .labels import write_labels
-from .layout import (FEATURES, FORMAT, ION, LABELS, MASK, MASS_ERROR, TIC, WORK, Layout,
-                     level_shapes)
+from .layout import FEATURES, FORMAT, ION, LABELS, MASK, MASS_ERROR, TIC, WORK, Layout, level_shapes
 from .result import Result, open_result
-from .write import (create_result, delete_scratch, display_ranges, downsample_mean,
-                    normalize_band, pyramid_band, read_mass_error, read_norm, write_band,
-                    write_display_ranges)
+from .write import (
+                     create_result,
+                     delete_scratch,
+                     display_ranges,
+                     downsample_mean,
+                     normalize_band,
+                     pyramid_band,
+                     read_mass_error,
+                     read_norm,
+                     write_band,
+                     write_display_ranges,
+)
 
 __all__ = [
     "FEATURES", "FORMAT", "ION", "LABELS", "MASK", "MASS_ERROR", "TIC", "WORK", "Layout", "level_shapes",

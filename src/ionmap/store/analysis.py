@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ HOTSPOTS = "hotspots"
 
 def now() -> str:
     """The current time, ISO 8601 in UTC (provenance stamps)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _group(store: Any, path: str, mode: str = "r") -> zarr.Group | None:

@@ -46,8 +46,13 @@ class Result:
 
     @property
     def targets(self) -> list[dict]:
-        """One dict per channel: name, formula, adduct, mz (Th), ppm, group, window."""
-        return [dict(t) for t in self.attrs["targets"]]
+        """One dict per channel: name, formula, adduct, mz (Th), ppm, group, window, and
+        the annotation confidence (:mod:`ionmap.annotate`): msm, fdr (q-value; 1 for a
+        target without signal), rho_spectral, rho_spatial, rho_chaos, n_decoys (None
+        without a formula or in results made before scoring existed)."""
+        scores = (self.attrs.get("annotation") or {}).get("targets") or [{}] * len(
+            self.attrs["targets"])
+        return [{**dict(t), **s} for t, s in zip(self.attrs["targets"], scores)]
 
     @property
     def target_names(self) -> list[str]:

@@ -14,10 +14,18 @@ import zarr
 import zarr.codecs
 
 from .backend import Store, storage_errors
-from .layout import (FEATURES, ION, ION_PLANES_PER_CHUNK, MASK, MASS_ERROR, TIC, WORK, Layout,
-                     level_shapes)
+from .layout import (
+    FEATURES,
+    ION,
+    ION_PLANES_PER_CHUNK,
+    MASK,
+    MASS_ERROR,
+    TIC,
+    WORK,
+    Layout,
+    level_shapes,
+)
 from .ngff import OME_VERSION, DisplayRange, multiscales, omero
-
 
 # -- creating a result -----------------------------------------------------------------------
 

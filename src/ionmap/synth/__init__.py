@@ -43,19 +43,31 @@ import numpy as np
 
 from ..chem import panel
 from ..errors import InputError, StorageError
+from ..geometry import apply_affine
 from .cells import (
-    BASE_DENSITY, CD8, CELL_TYPES, HISTOLOGY_PIXEL_UM, Cells, annotated_part, apply, landmarks,
-    make_cells, make_transform, niche_densities, part_polygon, write_csv, write_geojson,
+    BASE_DENSITY, CD8, CELL_TYPES, HISTOLOGY_PIXEL_UM, PlantedCells, annotated_part, landmarks,
+    make_cells, make_transform, niche_densities, part_polygon, write_cells_csv,
+    write_geojson,
     write_landmarks,
 )
-from .layout import NICHE_MAPS, Layout, make_layout
+from .layout import NICHE_MAPS, Section, make_section
 from .spectra import (
-    MATRIX_IONS, NOISE_SIGMA, POINTS_PER_FWHM, Pixels, Renderer, add_impostors,
-    available_kinds, calibration_drift, make_peaks, make_pixels, mz_range, niche_folds,
+    MATRIX_IONS,
+    NOISE_SIGMA,
+    POINTS_PER_FWHM,
+    Pixels,
+    Renderer,
+    add_impostors,
+    available_kinds,
+    calibration_drift,
+    make_peaks,
+    make_pixels,
+    mz_range,
+    niche_folds,
 )
 from .writer import SynthWriter
 
-__all__ = ["SampleFiles", "make_sample", "summary", "parse_size", "parse_shape"]
+__all__ = ["SampleFiles", "make_sample", "sample_summary", "parse_size", "parse_shape"]
 
 MODES = ("processed", "continuous")
 SPECTRUM_TYPES = ("profile", "centroid")
@@ -219,9 +231,9 @@ def make_sample(
     rim_px = rim_um / pixel_size_um
     isize, msize = np.dtype(intensity_dtype).itemsize, np.dtype(mz_dtype).itemsize
 
-    def build(grid: tuple[int, int]) -> tuple[Layout, list[dict], Pixels]:
+    def build(grid: tuple[int, int]) -> tuple[Section, list[dict], Pixels]:
         r_layout, r_pixels = streams()[1:3]  # fresh: a grid tried while sizing leaves no trace
-        lay = make_layout(grid, kinds, rim_px, r_layout, n_niches, near_symmetric)
+        lay = make_section(grid, kinds, rim_px, r_layout, n_niches, near_symmetric)
         if lay is None:
             raise InputError(None, f"grid {grid[0]}x{grid[1]} is too small for three niches "
                              f"with a {rim_um:g} µm rim; use a larger shape")
@@ -265,15 +277,15 @@ def make_sample(
     if annotated_fraction < 1:
         normal, offset = annotated_part(layout.mask, annotated_fraction, rng_part)
         keep = cells.x * normal[0] + cells.y * normal[1] <= offset
-        cells = Cells(cells.x[keep], cells.y[keep], cells.cell_type[keep])
+        cells = PlantedCells(cells.x[keep], cells.y[keep], cells.cell_type[keep])
         part = {"normal": normal.tolist(), "offset": offset}
-        ring = np.column_stack(apply(matrix, *part_polygon(shape, normal, offset).T))
-    cx, cy = apply(matrix, cells.x, cells.y)
+        ring = np.column_stack(apply_affine(matrix, part_polygon(shape, normal, offset)).T)
+    cx, cy = apply_affine(matrix, np.column_stack([cells.x, cells.y])).T
     if geojson:
         write_geojson(cells_path, cx, cy, cells.cell_type, 1.0 / HISTOLOGY_PIXEL_UM, rng_geo,
                       annotation=ring)
     else:
-        write_csv(cells_path, cx, cy, cells.cell_type)
+        write_cells_csv(cells_path, cx, cy, cells.cell_type)
     marks = landmarks(layout, rng_marks)
     # Landmarks in the other unit: histology pixels for µm cells, µm for pixel cells.
     other = (HISTOLOGY_PIXEL_UM if geojson else 1.0 / HISTOLOGY_PIXEL_UM) \
@@ -455,7 +467,7 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def summary(sample: SampleFiles) -> str:
+def sample_summary(sample: SampleFiles) -> str:
     """A short human-readable description of a written sample."""
     t = sample.truth_dict
     ny, nx = t["shape"]

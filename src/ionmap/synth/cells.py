@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .layout import Layout, smooth_field
+from ..geometry import apply_affine, nearest_pixel
+from .layout import Section, smooth_field
 
 CD8 = "CD8"
 #: Tissue baseline densities (cells/mm²).
@@ -40,7 +41,7 @@ _COLORS = {
 
 
 @dataclass(frozen=True)
-class Cells:
+class PlantedCells:
     """Cells in MSI pixel coordinates ``(x, y)`` (0-based pixel centres) and their class."""
 
     x: np.ndarray
@@ -48,7 +49,7 @@ class Cells:
     cell_type: np.ndarray
 
 
-def niche_densities(layout: Layout, rng: np.random.Generator) -> list[dict]:
+def niche_densities(layout: Section, rng: np.random.Generator) -> list[dict]:
     """Planted CD8 multipliers per niche: ``{"inside": f, "rim": f}`` (× baseline)."""
     out = []
     for n in layout.niches:
@@ -60,11 +61,11 @@ def niche_densities(layout: Layout, rng: np.random.Generator) -> list[dict]:
 
 
 def make_cells(
-    layout: Layout,
+    layout: Section,
     cd8: list[dict],
     pixel_size_um: float,
     rng: np.random.Generator,
-) -> Cells:
+) -> PlantedCells:
     """Draw every class by thinning: candidates uniform over the grid at the class's
     highest density, kept with probability density(x, y) / highest density."""
     ny, nx = layout.shape
@@ -76,8 +77,8 @@ def make_cells(
         n_cand = rng.poisson(peak * px_mm2 * nx * ny)
         x = rng.uniform(-0.5, nx - 0.5, n_cand)
         y = rng.uniform(-0.5, ny - 0.5, n_cand)
-        ix = np.clip(np.rint(x).astype(int), 0, nx - 1)
-        iy = np.clip(np.rint(y).astype(int), 0, ny - 1)
+        ix, iy = nearest_pixel(np.column_stack([x, y]))
+        ix, iy = np.clip(ix, 0, nx - 1), np.clip(iy, 0, ny - 1)
         dens = np.where(layout.mask[iy, ix], base, 0.0)
         if ctype == "Tumor":
             dens *= 2.0 - stroma[iy, ix]
@@ -97,7 +98,7 @@ def make_cells(
         xs.append(x[keep])
         ys.append(y[keep])
         types.append(np.full(int(keep.sum()), ctype))
-    return Cells(np.concatenate(xs), np.concatenate(ys), np.concatenate(types))
+    return PlantedCells(np.concatenate(xs), np.concatenate(ys), np.concatenate(types))
 
 
 def make_transform(
@@ -122,12 +123,7 @@ def make_transform(
     return m, {"rotation_deg": round(angle, 6), "scale": scale, "translation": t.tolist()}
 
 
-def apply(m: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Map points ``(x, y)`` through the 3×3 affine ``m``."""
-    return m[0, 0] * x + m[0, 1] * y + m[0, 2], m[1, 0] * x + m[1, 1] * y + m[1, 2]
-
-
-def landmarks(layout: Layout, rng: np.random.Generator, n: int = 8) -> np.ndarray:
+def landmarks(layout: Section, rng: np.random.Generator, n: int = 8) -> np.ndarray:
     """``n`` well-spread points on the tissue outline (0.5 px inside), as MSI ``(x, y)``."""
     theta = 2 * np.pi * np.arange(n) / n + rng.uniform(0, 2 * np.pi / n)
     return layout.tissue.boundary(theta, inset=0.5)
@@ -138,8 +134,7 @@ def write_landmarks(path: Path, msi_xy: np.ndarray, m: np.ndarray, noise_px: flo
     """``msi_x,msi_y,x,y``: MSI pixel (0-based) → annotation frame, the annotation side
     placed with ``noise_px`` MSI pixels of Gaussian error (like a hand-placed point)."""
     jitter = rng.normal(0.0, noise_px, msi_xy.shape)
-    ax, ay = apply(m, msi_xy[:, 0] + jitter[:, 0], msi_xy[:, 1] + jitter[:, 1])
-    table = np.column_stack([msi_xy, ax, ay])
+    table = np.column_stack([msi_xy, apply_affine(m, msi_xy + jitter)])
     np.savetxt(path, table, fmt="%.3f", delimiter=",", header="msi_x,msi_y,x,y", comments="")
 
 
@@ -170,7 +165,7 @@ def part_polygon(shape: tuple[int, int], normal: np.ndarray, offset: float) -> n
     return np.array(out + out[:1])
 
 
-def write_csv(path: Path, x: np.ndarray, y: np.ndarray, cell_type: np.ndarray) -> None:
+def write_cells_csv(path: Path, x: np.ndarray, y: np.ndarray, cell_type: np.ndarray) -> None:
     """Plain cell table ``x,y,cell_type`` (µm)."""
     with open(path, "w", newline="") as fh:
         fh.write("x,y,cell_type\n")

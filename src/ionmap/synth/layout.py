@@ -78,7 +78,7 @@ class Niche:
 
 
 @dataclass(frozen=True)
-class Layout:
+class Section:
     """Tissue mask ``(ny, nx)`` bool, the outline, and the niches (disjoint with rims)."""
 
     shape: tuple[int, int]
@@ -164,21 +164,21 @@ def place_niches(
     ]
 
 
-def make_layout(
+def make_section(
     shape: tuple[int, int],
     kinds: list[str],
     rim_px: float,
     rng: np.random.Generator,
     n_niches: int | None = None,
     near_symmetric: bool = False,
-) -> Layout | None:
+) -> Section | None:
     """Tissue and niches for a grid ``(ny, nx)``; None when three niches do not fit
     (after a few tissue outlines were tried)."""
     for _ in range(8):
         tissue, mask = make_tissue(shape, rng, near_symmetric)
         niches = place_niches(mask, kinds, rim_px, rng, n_niches)
         if niches is not None:
-            return Layout(shape, tissue, mask, niches, rim_px)
+            return Section(shape, tissue, mask, niches, rim_px)
     return None
 
 

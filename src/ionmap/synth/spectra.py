@@ -25,9 +25,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import sparse
 
-from ..chem import Target, parse_adduct
+from ..chem import Target
 from ..isotopes import isotope_pattern
-from .layout import Layout, smooth_field
+from .layout import Section, smooth_field
 
 #: 13C − 12C mass difference (u), for isotope peaks of unassigned ions.
 C13_SHIFT = 1.0033548378
@@ -222,7 +222,7 @@ class Pixels:
 
 
 def make_pixels(
-    layout: Layout,
+    layout: Section,
     targets: list[Target],
     folds: list[dict[str, float]],
     off_tissue: str,
