@@ -308,9 +308,11 @@ def _add_hotspots(sub) -> None:
         description="Find hotspots of metabolite maps of a result (clusters of Getis-Ord "
         "Gi* in the tissue, each tested against surrogate maps with the map's own spatial "
         "autocorrelation; Benjamini-Hochberg q-values over the clusters of all maps) and "
-        "classify each significant one as inflamed, "
-        "immune-excluded or immune-desert (undetermined if too thin to measure) from the "
-        "cell densities inside, in a rim outside its edge and in the rest of the tissue. "
+        "classify each significant one as inflamed, immune-excluded or immune-desert from "
+        "the cell densities inside, in a rim outside its edge and in the rest of the "
+        "annotated tissue, with exact Poisson rate-ratio intervals; undetermined (with the "
+        "reason) when the evidence is too weak or the hotspot lies outside the annotated "
+        "region. "
         "Writes hotspots.csv, cell_densities.csv, "
         "distance_curves.csv, hotspots.geojson (QuPath annotations, annotation frame), "
         "hotspots_msi.geojson (MSI pixels), registration.json and a PNG per map into "
@@ -346,6 +348,14 @@ def _add_hotspots(sub) -> None:
     _param(p, ImmuneParams, "edge_guard_um", metavar="UM")
     _param(p, ImmuneParams, "n_permutations", "--permutations", metavar="N")
     _param(p, ImmuneParams, "seed")
+    _param(p, ImmuneParams, "min_expected", metavar="N")
+    _param(p, ImmuneParams, "confidence")
+    _param(p, ImmuneParams, "min_coverage")
+    p.add_argument("--annotated-region", metavar="FILE",
+                   help="where cells were annotated: GeoJSON polygons (histology pixels) or "
+                   "a TIFF mask (MSI grid or histology pixels); hotspots outside it are "
+                   "undetermined (default: the annotations of a QuPath cells GeoJSON, else "
+                   "the hull of the cells)")
     p.add_argument("--cells-units", choices=("um", "px"), help="unit of the cell "
                    "coordinates (default: from the format; plain CSV is um)")
     p.add_argument("--cells-pixel-size-um", type=float, metavar="UM",
@@ -377,8 +387,8 @@ def _run_hotspots(args) -> int:
     run = regions.run_hotspots(
         args.result, cells, args.landmarks or args.register, args.out,
         _params(HotspotParams, args), _params(ImmuneParams, args), model=args.model,
-        pixel_size_um=args.pixel_size_um, write_labels=not args.no_labels,
-        colors=CLASS_RGB, storage_options=options,
+        annotated_region=args.annotated_region, pixel_size_um=args.pixel_size_um,
+        write_labels=not args.no_labels, colors=CLASS_RGB, storage_options=options,
     )
     if not args.no_png and not args.no_labels:
         run.files += write_overlays(args.result, args.out, storage_options=options)
