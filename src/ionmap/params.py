@@ -258,6 +258,10 @@ class HotspotParams(Params):
                                  "maximum; none: no trimming)", "fraction 0..1")
     noise_floor: float = param(0.1, "ratio maps: mask pixels whose denominator is below this "
                                "fraction of its tissue median", "fraction")
+    annotation_fdr: float = param(0.1, "annotation FDR (target-decoy q-value, "
+                                  "ionmap.annotate) above which a map's hotspots are marked "
+                                  "not confidently annotated in hotspots.csv; a derived map "
+                                  "takes the worst FDR of its channels", "q-value 0..1")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@
 an opened :class:`ionmap.store.Result`) or plain arrays (:class:`MSIData`), the cells and
 a registration, and writes into ``out_dir``:
 
-- ``hotspots.csv``: one row per hotspot (columns in :data:`HOTSPOT_COLUMNS`);
+- ``hotspots.csv``: one row per hotspot (columns in :data:`HOTSPOT_COLUMNS`); its
+  ``annotation`` column (:func:`annotation_status`) says whether the map's ions are
+  confidently annotated at ``annotation_fdr``;
 - ``cell_densities.csv``: density of every cell type inside / rim / outside each hotspot;
 - ``distance_curves.csv``: density against signed distance from each hotspot's edge;
 - ``hotspots.geojson``: outlines as QuPath annotations in the annotation frame (histology
@@ -50,7 +52,7 @@ HOTSPOT_COLUMNS = (
     "id", "map", "class", "centroid_x", "centroid_y", "area_px", "area_mm2", "mean_value",
     "inside_density", "rim_density", "outside_density", "exclusion_score", "p_value",
     "max_value", "max_z", "min_q", "inside_count", "rim_count", "rim_area_mm2",
-    "centroid_annotation_x", "centroid_annotation_y",
+    "centroid_annotation_x", "centroid_annotation_y", "annotation",
 )
 
 
@@ -61,7 +63,10 @@ class MSIData:
     ``images``: channel name -> (ny, nx) ion image; ``mask``: (ny, nx) bool, pixel has a
     spectrum; ``tic``: (ny, nx) total ion current, or None; ``pixel_size_um``: (x, y) µm;
     ``groups``: channel -> target group (for composite maps); ``normalized``: the images
-    are TIC-normalised already; ``url``: the result store they came from, if any.
+    are TIC-normalised already; ``url``: the result store they came from, if any;
+    ``fdr``: channel -> annotation FDR (q-value, :mod:`ionmap.annotate`), None or absent
+    for a channel that was not scored (results made before scoring, targets without a
+    formula).
     """
 
     images: dict[str, np.ndarray]
@@ -72,6 +77,23 @@ class MSIData:
     normalized: bool = False
     url: str | None = None
     normalisation: str = "TIC"
+    fdr: dict[str, float | None] = field(default_factory=dict)
+
+
+def annotation_status(map_name: str, data: MSIData, threshold: float) -> str:
+    """How confidently the ions of ``map_name`` are annotated: "confident" when every
+    channel the map reads has an FDR at most ``threshold``; otherwise "not confidently
+    annotated (FDR q: ions)" with the worst FDR and the channels above it (a ratio or
+    group map is as doubtful as its worst channel); "not scored" when a channel it reads
+    has no FDR."""
+    chans = map_channels([map_name], list(data.images), data.groups)
+    fdrs = [data.fdr.get(c) for c in chans]
+    if any(q is None for q in fdrs):
+        return "not scored"
+    bad = [c for c, q in zip(chans, fdrs) if q > threshold]
+    if not bad:
+        return "confident"
+    return f"not confidently annotated (FDR {max(fdrs):.2f}: {', '.join(bad)})"
 
 
 def load_result(result: Any, maps: Sequence[str] | None = None,
@@ -102,6 +124,7 @@ def load_result(result: Any, maps: Sequence[str] | None = None,
         normalized=method != "none",
         url=str(result.url),
         normalisation="RMS" if method == "rms" else "TIC",
+        fdr={t["name"]: t.get("fdr") for t in result.targets},
     )
     return data, list(maps)
 
@@ -227,6 +250,7 @@ def run_hotspots(
     rows, densities, curves, labels = [], [], [], {}
     pixel_mm2 = px[0] * px[1] * 1e-6
     for name in maps:
+        status = annotation_status(name, data, hp.annotation_fdr)
         hs = find_hotspots(values[name], tissue, fdr=hp.fdr, min_area_px=hp.min_area_px,
                            radius=hp.radius_px, shape=hp.neighbourhood, extent=hp.extent)
         ctx = immune_context(hs.labels, cells_msi, cells.cell_type, tissue, px,
@@ -242,7 +266,7 @@ def run_hotspots(
             rows.append({"id": h["label"] + offset, "map": name, **h, **c,
                          "area_mm2": h["area_px"] * pixel_mm2,
                          "centroid_annotation_x": float(a[0]),
-                         "centroid_annotation_y": float(a[1])})
+                         "centroid_annotation_y": float(a[1]), "annotation": status})
         densities += [{"id": d["label"] + offset, "map": name, **d} for d in ctx.densities]
         curves += [{"id": d["label"] + offset, "map": name, **d} for d in ctx.curves]
     for r in rows:
