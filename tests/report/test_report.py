@@ -109,8 +109,10 @@ def test_report_in_headless_chromium(analysed, tmp_path):
     assert "Annotation confidence" in text
     scored = [t for t in res.targets if t.get("fdr") is not None]
     assert scored
+    section = dom.split("Annotation confidence", 1)[1].split("<h2>", 1)[0]
     for t in scored:
-        row = re.search(rf"<tr( class=\"flag\")?><td>{re.escape(t['name'])}</td>.*?</tr>", dom)
+        row = re.search(rf"<tr( class=\"flag\")?><td>{re.escape(t['name'])}</td>.*?</tr>",
+                        section)
         assert row, t["name"]
         assert f"<td>{t['mz']:.4f}</td>" in row.group(0)
         assert f"<td>{t['msm']:.3f}</td>" in row.group(0)
