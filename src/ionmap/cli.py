@@ -308,8 +308,10 @@ def _add_hotspots(sub) -> None:
         "hotspots", help="metabolic hotspots and their immune context (CD8 exclusion)",
         description="Find hotspots of metabolite maps of a result (Getis-Ord Gi* in the "
         "tissue, Benjamini-Hochberg FDR, connected regions) and classify each as inflamed, "
-        "immune-excluded or immune-desert (undetermined if too thin to measure) from the "
-        "cell densities inside, in a rim outside its edge and in the rest of the tissue. "
+        "immune-excluded or immune-desert from the cell densities inside, in a rim outside "
+        "its edge and in the rest of the annotated tissue, with exact Poisson rate-ratio "
+        "intervals; undetermined (with the reason) when the evidence is too weak, the "
+        "hotspot lies outside the annotated region or is not significant. "
         "Writes hotspots.csv, cell_densities.csv, "
         "distance_curves.csv, hotspots.geojson (QuPath annotations, annotation frame), "
         "hotspots_msi.geojson (MSI pixels), registration.json and a PNG per map into "
@@ -342,6 +344,14 @@ def _add_hotspots(sub) -> None:
     _param(p, ImmuneParams, "edge_guard_um", metavar="UM")
     _param(p, ImmuneParams, "n_permutations", "--permutations", metavar="N")
     _param(p, ImmuneParams, "seed")
+    _param(p, ImmuneParams, "min_expected", metavar="N")
+    _param(p, ImmuneParams, "confidence")
+    _param(p, ImmuneParams, "min_coverage")
+    p.add_argument("--annotated-region", metavar="FILE",
+                   help="where cells were annotated: GeoJSON polygons (histology pixels) or "
+                   "a TIFF mask (MSI grid or histology pixels); hotspots outside it are "
+                   "undetermined (default: the annotations of a QuPath cells GeoJSON, else "
+                   "the hull of the cells)")
     p.add_argument("--cells-units", choices=("um", "px"), help="unit of the cell "
                    "coordinates (default: from the format; plain CSV is um)")
     p.add_argument("--cells-pixel-size-um", type=float, metavar="UM",
@@ -373,8 +383,8 @@ def _run_hotspots(args) -> int:
     run = regions.run_hotspots(
         args.result, cells, args.landmarks or args.register, args.out,
         _params(HotspotParams, args), _params(ImmuneParams, args), model=args.model,
-        pixel_size_um=args.pixel_size_um, write_labels=not args.no_labels,
-        colors=CLASS_RGB, storage_options=options,
+        annotated_region=args.annotated_region, pixel_size_um=args.pixel_size_um,
+        write_labels=not args.no_labels, colors=CLASS_RGB, storage_options=options,
     )
     if not args.no_png and not args.no_labels:
         run.files += write_overlays(args.result, args.out, storage_options=options)

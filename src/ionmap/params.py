@@ -280,6 +280,13 @@ class ImmuneParams(Params):
                                         "density (none: half an MSI pixel)", "µm")
     n_permutations: int = param(999, "permutations for the exclusion p-value")
     seed: int = param(0, "permutation seed")
+    min_expected: float = param(5.0, "undetermined when fewer cells of the type are expected "
+                                "inside (or at the rim) under the tissue rate", "cells")
+    confidence: float = param(0.9, "confidence of the rate-ratio intervals that decide a "
+                              "class (0.9: each one-sided call errs at most 5 %)", "fraction")
+    min_coverage: float = param(0.5, "undetermined (not annotated) when less of a hotspot's "
+                                "inside (or, for a scarce inside, its rim) lies in the "
+                                "annotated region", "fraction")
 
 
 # -- type checks -----------------------------------------------------------------------------

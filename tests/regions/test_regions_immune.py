@@ -7,7 +7,7 @@ import pytest
 
 from ionmap.errors import InputError
 from ionmap.regions import classify, edge_distance, exclusion_score, immune_context
-from ionmap.regions.immune import _permutation_p
+from ionmap.regions.immune import _permutation_p, rate_ratio_ci, rate_ratio_p_less
 
 PX = 10.0  # µm
 MM2_PER_PX = (PX / 1000) ** 2
@@ -99,13 +99,50 @@ def test_planted_phenotypes(seed):
     labels = disk_labels(shape, disks)
     tissue = np.ones(shape, bool)
     ctx = immune_context(labels, xy, types, tissue, 25.0, rim_um=60.0, seed=seed)
-    assert [row["class"] for row in ctx.table] == classes
+    got = [row["class"] for row in ctx.table]
+    # The inflamed disk is planted at the baseline itself, 47 expected cells: when its
+    # 90 % interval reaches below the scarce threshold the honest call is undetermined.
+    first = ctx.table[0]
+    spans = first["inside_vs_tissue_lo"] < 0.5 <= first["inside_vs_tissue_hi"]
+    assert got == (["undetermined"] if spans else ["inflamed"]) + classes[1:], got
     by = {row["label"]: row for row in ctx.table}
     assert by[2]["exclusion_score"] > 0.8 and by[2]["p_value"] < 0.01
     assert by[4]["p_value"] < 0.05
     assert abs(by[1]["exclusion_score"]) < 0.4
     assert by[3]["inside_count"] == 0 and by[3]["rim_count"] == 0
     assert by[1]["outside_density"] == pytest.approx(0.5 / (0.025**2), rel=0.2)
+    assert by[2]["inside_vs_rim_hi"] < 0.1 and by[2]["inside_vs_rim_p"] < 1e-6
+    assert by[2]["class_stable"] and by[2]["classes_across_settings"] == "immune-excluded"
+    assert all(row["coverage_fraction"] == 1.0 for row in ctx.table)
+
+
+def test_rate_ratio_interval_matches_binomial_and_covers():
+    """The conditional interval equals scipy's exact binomial interval mapped to rate
+    ratios, and covers the true ratio at least at the nominal rate (it is exact, so
+    conservative)."""
+    from scipy.stats import binomtest
+
+    a1, a2 = 3.0, 40.0
+    for n1, n2 in [(0, 50), (3, 40), (17, 200), (9, 0)]:
+        ci = binomtest(n1, n1 + n2, 0.5).proportion_ci(0.9, method="exact")
+        to_ratio = (lambda p: np.inf if p >= 1 else p / (1 - p) * a2 / a1)
+        _, lo, hi = rate_ratio_ci(n1, a1, n2, a2, confidence=0.9)
+        assert lo == pytest.approx(to_ratio(ci.low), abs=1e-9)
+        assert hi == pytest.approx(to_ratio(ci.high), rel=1e-9) if np.isfinite(hi) else \
+            ci.high == 1.0
+        p = binomtest(n1, n1 + n2, a1 / (a1 + a2), alternative="less").pvalue
+        assert rate_ratio_p_less(n1, a1, n2, a2) == pytest.approx(p, rel=1e-9)
+    rng = np.random.default_rng(0)
+    for rho in (0.2, 1.0, 2.5):
+        n1 = rng.poisson(rho * 2.0 * a1, 4000)
+        n2 = rng.poisson(2.0 * a2, 4000)
+        cover = [lo <= rho <= hi for lo, hi in
+                 (rate_ratio_ci(x, a1, y, a2, confidence=0.9)[1:] for x, y in zip(n1, n2))]
+        assert np.mean(cover) >= 0.9
+    # overdispersion widens the interval
+    narrow = rate_ratio_ci(20, a1, 200, a2)
+    wide = rate_ratio_ci(20, a1, 200, a2, dispersion=3.0)
+    assert wide[1] < narrow[1] and wide[2] > narrow[2] and wide[0] == pytest.approx(narrow[0])
 
 
 def test_permutation_p_matches_label_shuffling():
@@ -127,16 +164,24 @@ def test_permutation_p_matches_label_shuffling():
 
 
 def test_classify_and_score():
-    assert classify(100, 100, 100) == "inflamed"
-    assert classify(60, 0, 100) == "inflamed"
-    assert classify(40, 300, 100) == "immune-excluded"
-    assert classify(40, 40, 100) == "immune-desert"
-    assert classify(0, 0, 0) == "immune-desert"
-    assert classify(0, 5, 0) == "immune-excluded"
-    assert classify(40, 300, 100, scarce_ratio=0.3) == "inflamed"
-    assert classify(10, 60, 100, rim_ratio=0.8) == "immune-desert"
-    assert classify(float("nan"), 60, 100) == "undetermined"
-    assert classify(10, 60, float("nan")) == "undetermined"
+    # counts and areas: inside (n, a), rim (n, a), outside (n, a); baseline 1 per unit
+    assert classify(100, 100, 100, 100, 1000, 1000) == ("inflamed", "")
+    assert classify(70, 100, 0, 100, 1000, 1000) == ("inflamed", "")
+    assert classify(0, 100, 300, 100, 1000, 1000) == ("immune-excluded", "")
+    assert classify(0, 100, 0, 100, 1000, 1000) == ("immune-desert", "")
+    # near the threshold, or too few cells expected: undetermined with the reason
+    cls, why = classify(45, 100, 300, 100, 1000, 1000)
+    assert cls == "undetermined" and "scarce threshold" in why
+    cls, why = classify(0, 3, 0, 100, 1000, 1000)
+    assert cls == "undetermined" and "too few cells expected inside" in why
+    assert classify(0, 8, 0, 100, 1000, 1000) == ("immune-desert", "")
+    assert classify(0, 8, 0, 100, 1000, 1000, dispersion=2.0)[0] == "undetermined"
+    cls, why = classify(0, 100, 0, 2, 1000, 1000)
+    assert cls == "undetermined" and "at the rim" in why
+    assert classify(40, 100, 300, 100, 1000, 1000, scarce_ratio=0.25)[0] == "inflamed"
+    assert classify(10, 100, 60, 100, 1000, 1000, rim_ratio=0.9)[0] == "immune-desert"
+    assert classify(10, 0, 60, 100, 1000, 1000)[0] == "undetermined"
+    assert classify(10, 10, 60, 100, 0, 1000)[0] == "undetermined"
     np.testing.assert_allclose(exclusion_score([0, 1, 3, 0], [0, 1, 1, 2]), [0, 0, -0.5, 1])
 
 
@@ -168,7 +213,8 @@ def test_missing_cell_type_and_errors():
     xy = poisson_cells(np.random.default_rng(0), (20, 20), 2.0)
     ctx = immune_context(labels, xy, ["Tumor"] * len(xy), np.ones((20, 20), bool), PX)
     row = ctx.table[0]
-    assert row["class"] == "immune-desert" and np.isnan(row["p_value"])
+    assert row["class"] == "undetermined" and np.isnan(row["p_value"])
+    assert "no cells of the type" in row["class_reason"]
     assert ctx.params["cell_type_present"] is False
     empty = immune_context(np.zeros((20, 20), np.int32), xy, ["CD8"] * len(xy),
                            np.ones((20, 20), bool), PX)
@@ -193,3 +239,21 @@ def test_takes_the_hotspots_of_find_hotspots():
     ctx = immune_context(hs, xy, types, np.ones(shape, bool), 25.0)
     got = {(round(h["centroid_x"]), row["class"]) for h, row in zip(hs.table, ctx.table)}
     assert got == {(20, "immune-excluded"), (55, "inflamed")}
+
+
+def test_dispersion_detects_clustered_cells():
+    """Poisson cells give φ ≈ 1; a Thomas cluster process (parents 0.02/px, 10 offspring,
+    σ 1.5 px) gives φ well above; the intervals widen accordingly."""
+    from ionmap.regions.immune import _dispersion
+
+    rng = np.random.default_rng(0)
+    shape = (80, 100)
+    sd, measured = np.full(shape, np.inf), np.ones(shape, bool)
+    lo, hi = [-0.5, -0.5], [shape[1] - 0.5, shape[0] - 0.5]
+    poisson = rng.uniform(lo, hi, (rng.poisson(0.2 * shape[0] * shape[1]), 2))
+    parents = rng.uniform(lo, hi, (rng.poisson(0.02 * shape[0] * shape[1]), 2))
+    kids = np.repeat(parents, rng.poisson(10, len(parents)), axis=0)
+    kids = kids + rng.normal(0, 1.5, kids.shape)
+    kids = kids[np.all((kids > lo) & (kids < hi), axis=1)]
+    assert _dispersion(sd, measured, poisson, 60.0, (25.0, 25.0)) < 1.3
+    assert _dispersion(sd, measured, kids, 60.0, (25.0, 25.0)) > 3.0

@@ -80,13 +80,17 @@ def test_landmark_errors(tmp_path):
     assert reg.loo_rms_px is None and "says nothing" in reg.notes[0]
 
 
-def planted_section(seed, shape=(60, 80), cells_per_px=1.6):
-    """A lobed tissue mask and cells drawn uniformly inside its pixels (MSI frame)."""
+def planted_section(seed, shape=(60, 80), cells_per_px=1.6, odd=1.0):
+    """A lobed tissue mask and cells drawn uniformly inside its pixels (MSI frame).
+
+    The outline has no rotational or mirror symmetry; ``odd`` scales its odd harmonics
+    (0: symmetric under a 180° turn)."""
     rng = np.random.default_rng(seed)
     ny, nx = shape
     yy, xx = np.mgrid[0:ny, 0:nx]
     theta = np.arctan2(yy - ny / 2, xx - nx / 2)
-    r = 1 + 0.12 * np.cos(3 * theta + rng.uniform(0, 6)) + 0.08 * np.cos(2 * theta + 1)
+    r = 1 + odd * (0.12 * np.cos(3 * theta + rng.uniform(0, 6))
+                   + 0.05 * np.cos(theta + 2.2)) + 0.08 * np.cos(2 * theta + 1)
     tissue = np.hypot((xx - nx / 2) / (0.38 * nx), (yy - ny / 2) / (0.36 * ny)) < r
     counts = rng.poisson(cells_per_px, shape) * tissue
     iy, ix = np.nonzero(counts)
@@ -112,6 +116,38 @@ def test_register_auto_recovers_transform(seed):
         err = np.linalg.norm(reg.to_msi(_apply(truth, pts)) - pts, axis=1)
         assert err.max() < 0.7, err.max()
         assert reg.method == "auto" and reg.score > 0.9
+        alt = reg.alternatives[0]  # the audit: a distinct solution, clearly worse
+        assert alt["mismatch"] >= 2 * reg.mismatch and alt["score"] < reg.score
+        assert reg.to_dict()["alternatives"] == reg.alternatives
+
+
+@pytest.mark.parametrize("odd", [0.0, 0.05])
+def test_register_auto_refuses_a_symmetric_section(odd):
+    """A section alike after a 180° turn: the fit is right within a pixel, or refused
+    with a line that names both solutions and asks for landmarks; never a wrong one."""
+    tissue, xy = planted_section(5, odd=odd)
+    truth = _similarity(40.0, 25.0, 900.0, 1400.0)
+    cells = Cells(*_apply(truth, xy).T, np.full(len(xy), "Tumor"), "um")
+    try:
+        reg = register_auto(tissue, cells, pixel_size_um=25.0)
+    except InputError as exc:
+        assert "ambiguous" in str(exc) and "alternative" in str(exc) and "--landmarks" in str(exc)
+        return
+    yy, xx = np.nonzero(tissue)
+    pts = np.column_stack([xx, yy]).astype(float)
+    assert np.linalg.norm(reg.to_msi(_apply(truth, pts)) - pts, axis=1).max() < 1.0
+    assert reg.alternatives[0]["mismatch"] >= 2 * reg.mismatch  # the audit trail
+
+
+def test_register_auto_refuses_partial_cells():
+    """Cells on a third of the section only: a poor fit, refused (was a math domain
+    error)."""
+    tissue, xy = planted_section(2)
+    truth = _similarity(-60.0, 25.0, 900.0, 1400.0)
+    keep = xy[:, 0] < 30
+    ann = _apply(truth, xy[keep])
+    with pytest.raises(InputError, match="fits poorly|ambiguous|fits only at a scale"):
+        register_auto(tissue, Cells(*ann.T, np.full(len(ann), "CD8"), "um"), pixel_size_um=25.0)
 
 
 def test_register_auto_histology_pixels_and_partial_grid():

@@ -59,7 +59,9 @@ class Cells:
 
     ``x``, ``y``: float64 arrays in ``unit`` ("um" or "px", origin top-left of the
     histology image); ``cell_type``: str array; ``pixel_size_um``: µm per histology pixel,
-    or None when unknown; ``source``: where the cells came from (for messages).
+    or None when unknown; ``source``: where the cells came from (for messages);
+    ``annotations``: the annotation polygons of a QuPath GeoJSON (the annotated region),
+    each [outer ring, *holes] as (k, 2) arrays in the same frame as the cells.
     """
 
     x: np.ndarray
@@ -68,6 +70,7 @@ class Cells:
     unit: str
     pixel_size_um: float | None = None
     source: str = "<cells>"
+    annotations: tuple[list[np.ndarray], ...] = ()
 
     def __post_init__(self) -> None:
         if self.unit not in ("um", "px"):
@@ -117,10 +120,11 @@ def read_cells(
     if pixel_size_um is not None and not pixel_size_um > 0:
         raise InputError(path, f"pixel size must be positive, not {pixel_size_um}")
     suffix = path.suffix.lower()
+    annotations: tuple[list[np.ndarray], ...] = ()
     if suffix in (".csv", ".tsv", ".txt"):
         x, y, types, unit = _read_table(path, phenotype_column)
     elif suffix in (".geojson", ".json"):
-        x, y, types, unit = _read_geojson(path)
+        x, y, types, unit, annotations = _read_geojson(path)
     elif suffix in (".tif", ".tiff"):
         x, y, types, unit = _read_mask(path, class_table)
     else:
@@ -128,7 +132,7 @@ def read_cells(
                                ".txt, .geojson, .json, .tif or .tiff)")
     if len(x) == 0:
         raise InputError(path, "no cells found")
-    return Cells(x, y, types, units or unit, pixel_size_um, str(path))
+    return Cells(x, y, types, units or unit, pixel_size_um, str(path), annotations)
 
 
 def _norm(name: str) -> str:
@@ -271,6 +275,24 @@ def _geometry_centroid(geom: Mapping) -> tuple[float, float]:
     raise ValueError(f"unsupported geometry type {kind!r}")
 
 
+def geometry_polygons(geom: Mapping) -> list[list[np.ndarray]]:
+    """Polygons ([outer ring, *holes], (k, 2) float64 arrays) of a GeoJSON Polygon or
+    MultiPolygon geometry; [] for other geometry types."""
+    kind, coords = geom.get("type"), geom.get("coordinates")
+    if kind == "Polygon":
+        coords = [coords]
+    elif kind != "MultiPolygon":
+        return []
+    out = []
+    for rings in coords:
+        arrays = [np.asarray(r, dtype=np.float64)[:, :2] for r in rings]
+        if arrays and len(arrays[0]) >= 3:
+            if not all(np.isfinite(a).all() for a in arrays):
+                raise ValueError("non-finite coordinates")
+            out.append(arrays)
+    return out
+
+
 def _classification(props: Mapping) -> str:
     """QuPath classification name; derived classes (``names``) joined as QuPath shows them."""
     c = props.get("classification")
@@ -297,12 +319,18 @@ def _read_geojson(path: Path):
         features = data
     else:
         raise InputError(path, "not a GeoJSON FeatureCollection, Feature or list of features")
-    xs, ys, cs = [], [], []
+    xs, ys, cs, annotations = [], [], [], []
     for i, feat in enumerate(features):
         if not isinstance(feat, Mapping):
             raise InputError(path, f"feature {i}: not a JSON object")
         props = feat.get("properties") or {}
         kind = str(props.get("objectType", props.get("object_type", "cell"))).lower()
+        if kind == "annotation" and isinstance(feat.get("geometry"), Mapping):
+            try:  # the annotated region(s) the cells were detected in
+                annotations += geometry_polygons(feat["geometry"])
+            except (ValueError, TypeError, IndexError) as exc:
+                raise InputError(path, f"feature {i}: bad annotation geometry ({exc})") \
+                    from None
         if kind not in ("cell", "detection"):
             continue  # annotations, tiles, TMA cores are not cells
         # A cell's position is its nucleus when QuPath gives one, else the cell outline.
@@ -320,7 +348,7 @@ def _read_geojson(path: Path):
     y = np.asarray(ys, dtype=np.float64)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise InputError(path, "non-finite coordinates in a cell geometry")
-    return x, y, np.array(cs, dtype=str), "px"
+    return x, y, np.array(cs, dtype=str), "px", tuple(annotations)
 
 
 def read_class_table(source: str | os.PathLike | Mapping[int, str]) -> dict[int, str]:

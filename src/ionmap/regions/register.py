@@ -18,11 +18,13 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage, optimize, signal
+from scipy.spatial import cKDTree
 from skimage import transform as sktransform
 
 from ..errors import InputError
@@ -42,7 +44,10 @@ class Registration:
     "landmarks", "auto" or "matrix". ``rms_px`` / ``rms_annotation``: RMS landmark
     residual in MSI pixels / annotation units; ``loo_rms_px``: leave-one-out RMS in MSI
     pixels (None with too few landmarks); ``score``: normalised cross-correlation of
-    tissue and cell density after automatic registration.
+    tissue and cell density after automatic registration; ``alternatives``: the best
+    distinct other solution of an automatic registration (``rotation_deg``,
+    ``mirrored``, ``score``, ``mismatch``) and ``mismatch`` the chosen one's (see
+    :func:`register_auto`), for the audit.
     """
 
     matrix: np.ndarray
@@ -55,6 +60,8 @@ class Registration:
     score: float | None = None
     annotation_unit: str | None = None
     notes: list[str] = field(default_factory=list)
+    alternatives: list[dict] = field(default_factory=list)
+    mismatch: float | None = None
 
     @property
     def inverse(self) -> np.ndarray:
@@ -88,7 +95,9 @@ class Registration:
                 **self.parameters(),
                 "rms_residual_px": self.rms_px, "rms_residual_annotation": self.rms_annotation,
                 "loo_rms_px": self.loo_rms_px, "n_landmarks": self.n_landmarks,
-                "score": self.score, "notes": list(self.notes)}
+                "score": self.score, "mismatch": self.mismatch,
+                "alternatives": list(self.alternatives),
+                "notes": list(self.notes)}
 
 
 def _estimate(model: str, src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
@@ -227,6 +236,15 @@ def _similarity(theta: float, scale: float, center: np.ndarray, target: np.ndarr
     return m
 
 
+#: Refusal rules of :func:`register_auto` (see there).
+AUTO_MIN_SCORE = 0.5
+AUTO_MAX_MISMATCH = 0.25
+AUTO_MIN_MISFIT_RATIO = 2.0
+_MIN_EXTRA_CELLS = 3.0
+#: Two candidate transforms are distinct when mirrored differently or rotated this far apart.
+_DISTINCT_DEG = 20.0
+
+
 def register_auto(
     tissue: np.ndarray,
     cells: Cells | np.ndarray,
@@ -235,6 +253,10 @@ def register_auto(
     scale: float | None = None,
     angle_step_deg: float = 5.0,
     n_starts: int = 3,
+    mirror: bool = False,
+    min_score: float = AUTO_MIN_SCORE,
+    max_mismatch: float = AUTO_MAX_MISMATCH,
+    min_misfit_ratio: float = AUTO_MIN_MISFIT_RATIO,
 ) -> Registration:
     """Estimate a similarity transform MSI pixels -> annotation frame without landmarks.
 
@@ -245,15 +267,34 @@ def register_auto(
     cell-covered area to the tissue area.
 
     1. All rotations (steps of ``angle_step_deg``), each with its best shift from the FFT
-       cross-correlation of tissue and cell density on a coarse grid.
-    2. The ``n_starts`` best start Nelder-Mead on the normalised cross-correlation (NCC)
-       of the tissue mask and the cell-density image, both Gaussian-smoothed at σ = 4 MSI
-       pixels; the best result is refined at σ = 2.
-    3. Last, the likelihood of the cells' exact positions under a Poisson process on the
-       (0.5 px smoothed) tissue is maximised: sub-pixel, with no binning.
+       cross-correlation of tissue and cell density on a coarse grid; with ``mirror``,
+       the same for the cells mirrored left-right (a section mounted face down). The
+       default assumes the two images show the same face (no mirror): many outlines
+       fit their own mirror image within a few cells, so allowing it would refuse them.
+    2. The ``n_starts`` best of each handedness start Nelder-Mead on the normalised
+       cross-correlation (NCC) of the tissue mask and the cell-density image, both
+       Gaussian-smoothed at σ = 4 MSI pixels.
+    3. The best fit, the best of the other handedness and the best other rotation (more
+       than 20° away: typically the ~180° turn of a near-symmetric section) are each
+       refined at σ = 2 and then by maximising the likelihood of the cells' exact
+       positions under a Poisson process on the (0.5 px smoothed) tissue: sub-pixel, with
+       no binning. Each gets its ``score`` (NCC at σ = 1, 1 = perfect match) and its
+       ``mismatch``: the share of cells more than a pixel off the tissue plus the share
+       of tissue farther than 4 median cell spacings from any cell (0 = perfect). The one with
+       the least mismatch wins.
 
-    ``score`` is the final NCC at σ = 1 (1 = perfect match). Assumes the section is not
-    mirrored between the two images and that most cells lie on the imaged tissue.
+    With a declared scale (``scale``, or pixel sizes), a fit more than 10 % off it is
+    refused too (cells stretched over the tissue: a partial annotation).
+
+    Audit: the result's ``score`` and ``alternatives`` (rotation, mirrored, score,
+    mismatch of the best distinct other solution) are reported. The fit is refused with
+    :class:`~ionmap.errors.InputError` (asking for landmarks) when it is poor (score
+    below ``min_score`` or mismatch above ``max_mismatch``: cells on part of the section
+    only, a wrong tissue mask, wrong units), or when the alternative is not clearly worse:
+    its mismatch, counted in cells, is below ``min_misfit_ratio`` times the best one's
+    plus 3 cells. These rules were calibrated on synthetic sections (asymmetric ones are
+    accepted within a pixel; near-symmetric ones are refused or right). A silent wrong
+    transform would make every class wrong.
     """
     tissue = np.asarray(tissue, dtype=bool)
     xy = cells.xy if isinstance(cells, Cells) else np.asarray(cells, dtype=np.float64)
@@ -267,58 +308,165 @@ def register_auto(
     if scale is None and pixel_size_um is not None and isinstance(cells, Cells) \
             and cells.um_per_unit:
         scale = float(np.mean(pixel_size_um)) / cells.um_per_unit
+    declared = scale is not None
     if scale is None:
         scale = _scale_from_area(xy, area)
+    if not (scale > 0 and math.isfinite(scale)):
+        raise InputError(source, "automatic registration: cannot estimate the scale of the "
+                                 "cells (all cells at one point?)")
 
     span = np.ptp(xy, axis=0) / scale  # MSI pixels
     if span[0] * span[1] > 16 * tissue.size + 10**4:
         raise InputError(source, "cells span far more than the MSI image at the expected "
                                  f"scale ({scale:.4g} annotation units per MSI pixel); check "
                                  "the cell units and pixel sizes")
-    yy, xx = np.nonzero(tissue)
-    center = np.array([xx.mean(), yy.mean()])
-    radius = math.sqrt(area / math.pi)  # px; converts angles and log-scales to pixels
-    starts = _coarse_search(tissue, xy, scale, center, angle_step_deg, n_starts)
+    fits = [_AutoFit(tissue, xy, scale, False)]
+    if mirror:
+        fits.append(_AutoFit(tissue, xy * np.array([-1.0, 1.0]), scale, True))
+    # Every start at the coarsest smoothing, best first; then the best one, the best of the
+    # other handedness and the best other rotation are finished and compared.
+    cands = sorted(((fit, start, *fit.refine(start, np.zeros(4), 4.0))
+                    for fit in fits for start in fit.starts(angle_step_deg, n_starts)),
+                   key=lambda c: -c[2])
+    best = cands[0]
+    picks = [best] + [c for c in (
+        next((c for c in cands if c[0].mirrored != best[0].mirrored), None),
+        next((c for c in cands if c[0] is best[0] and _turn(
+            c[0].angle(c[1], c[3]), best[0].angle(best[1], best[3])) > _DISTINCT_DEG),
+            None)) if c is not None]
+    n_cells = len(xy)
+    final = sorted((fit.finish(start, params) for fit, start, _, params in picks),
+                   key=lambda f: (f["mismatch"], -f["score"]))
+    chosen = final[0]
+    other = next((f for f in final[1:] if f["mirrored"] != chosen["mirrored"] or _turn(
+        math.radians(f["rotation_deg"]), math.radians(chosen["rotation_deg"])) > _DISTINCT_DEG),
+        None)
+    keys = ("rotation_deg", "mirrored", "score", "mismatch")
+    alternatives = [] if other is None else [{k: other[k] for k in keys}]
+    unit = cells.unit if isinstance(cells, Cells) else None
 
-    oversample = 2.0  # raster pixels per MSI pixel
-    step = scale / oversample
-    origin = xy.min(axis=0) - 8 * scale
-    shape = np.ceil((xy.max(axis=0) + 8 * scale - origin) / step).astype(int)
-    ij = np.floor((xy - origin) / step).astype(np.int64)
-    counts = count_points(ij, shape).astype(np.float64)
-    # Cells per raster pixel in tissue if every cell lies in the tissue: clip there so that
-    # dense rings do not outweigh the tissue outline.
-    level = len(xy) / (area * oversample**2)
+    def describe(f: dict) -> str:
+        return (f"rotation {f['rotation_deg']:.1f}°{', mirrored' if f['mirrored'] else ''}, "
+                f"score {f['score']:.3f}, mismatch {f['mismatch']:.2%}")
 
-    def matrix_of(start: tuple[float, np.ndarray], p: np.ndarray) -> np.ndarray:
+    described = f"best: {describe(chosen)}" + (
+        "" if other is None else f"; best distinct alternative: {describe(other)}")
+    off = math.sqrt(abs(np.linalg.det(chosen["matrix"][:2, :2]))) / scale
+    if declared and max(off, 1 / off) > SCALE_WARN:
+        raise InputError(source, f"automatic registration fits only at a scale {off:.3g} "
+                                 f"times the declared one ({described}): cells on part of "
+                                 "the section only, or wrong pixel sizes? Give landmarks "
+                                 "(--landmarks)")
+    if chosen["score"] < min_score or chosen["mismatch"] > max_mismatch:
+        raise InputError(source, f"automatic registration fits poorly ({described}): cells "
+                                 "on part of the section only, a wrong tissue mask or wrong "
+                                 "units? Give landmarks (--landmarks)")
+    if other is not None and other["mismatch"] * n_cells < (
+            min_misfit_ratio * chosen["mismatch"] * n_cells + _MIN_EXTRA_CELLS):
+        raise InputError(source, f"automatic registration is ambiguous ({described}): the "
+                                 "section looks alike both ways; give landmarks (--landmarks)")
+    notes = [f"automatic registration {described}"]
+    return Registration(chosen["matrix"], "auto", "similarity", score=chosen["score"],
+                        annotation_unit=unit, notes=notes, alternatives=alternatives,
+                        mismatch=chosen["mismatch"])
+
+
+def _turn(a: float, b: float) -> float:
+    """Absolute difference of two angles (radians), in degrees within [0, 180]."""
+    turn = math.degrees(a - b) % 360.0
+    return min(turn, 360.0 - turn)
+
+
+def _mismatch(tissue: np.ndarray, cells_msi: np.ndarray, reach: float) -> float:
+    """Share of the cells more than a pixel off the tissue plus share of the tissue
+    farther than ``reach`` MSI pixels (4 median cell spacings) from any cell: 0 when cells
+    and tissue coincide."""
+    ny, nx = tissue.shape
+    area = int(tissue.sum())
+    ix = np.floor(cells_msi[:, 0] + 0.5).astype(np.int64)
+    iy = np.floor(cells_msi[:, 1] + 0.5).astype(np.int64)
+    on = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    outside = ndimage.distance_transform_edt(~tissue)
+    off = np.ones(len(ix), dtype=bool)
+    off[on] = outside[iy[on], ix[on]] > 1.0
+    occupied = np.zeros(tissue.shape, dtype=bool)
+    occupied[iy[on], ix[on]] = True
+    empty = tissue & (ndimage.distance_transform_edt(~occupied) > reach)
+    return float(off.mean() + empty.sum() / max(1, area))
+
+
+class _AutoFit:
+    """One handedness of the automatic registration: cells raster and optimisers.
+
+    ``xy`` are the cells in the annotation frame, mirrored (x -> −x) when ``mirrored``;
+    matrices are composed back to the true annotation frame by :meth:`matrix`.
+    """
+
+    def __init__(self, tissue: np.ndarray, xy: np.ndarray, scale: float, mirrored: bool):
+        self.tissue, self.xy, self.scale, self.mirrored = tissue, xy, scale, mirrored
+        yy, xx = np.nonzero(tissue)
+        area = len(xx)
+        self.center = np.array([xx.mean(), yy.mean()])
+        self.radius = math.sqrt(area / math.pi)  # px; converts angles, log-scales to pixels
+        self.oversample = 2.0  # raster pixels per MSI pixel
+        self.step = scale / self.oversample
+        self.origin = xy.min(axis=0) - 8 * scale
+        shape = np.ceil((xy.max(axis=0) + 8 * scale - self.origin) / self.step).astype(int)
+        ij = np.floor((xy - self.origin) / self.step).astype(np.int64)
+        self.counts = count_points(ij, shape).astype(np.float64)
+        # Cells per raster pixel in tissue if every cell lies in the tissue: clip there so
+        # that dense rings do not outweigh the tissue outline.
+        self.level = len(xy) / (area * self.oversample**2)
+        tree = cKDTree(xy)
+        d, _ = tree.query(xy[:: max(1, len(xy) // 20_000)], k=2)
+        self.spacing_px = float(np.median(d[:, 1])) / scale  # cell spacing, MSI pixels
+
+    def starts(self, angle_step_deg: float, n_starts: int) -> list[tuple[float, np.ndarray]]:
+        return _coarse_search(self.tissue, self.xy, self.scale, self.center, angle_step_deg,
+                              n_starts)
+
+    def local(self, start: tuple[float, np.ndarray], p: np.ndarray) -> np.ndarray:
         # p = (angle·radius, log-scale·radius, shift x, shift y): all in MSI pixels at the
-        # tissue edge, so Nelder-Mead sees a well-conditioned problem.
-        return _similarity(start[0] + p[0] / radius, scale * math.exp(p[1] / radius),
-                           center, start[1], p[2:])
+        # tissue edge, so Nelder-Mead sees a well-conditioned problem. The log-scale is
+        # bounded (a factor e^±3) so the optimiser can never reach a degenerate matrix.
+        log_s = float(np.clip(p[1] / self.radius, -3.0, 3.0))
+        return _similarity(self.angle(start, p), self.scale * math.exp(log_s),
+                           self.center, start[1], p[2:])
 
-    def refine(start, params: np.ndarray, sigma: float) -> tuple[float, np.ndarray]:
-        problem = _level(tissue, counts, origin, step, oversample, level, sigma)
+    def angle(self, start: tuple[float, np.ndarray], p: np.ndarray) -> float:
+        """Rotation (radians) of the candidate ``(start, p)``."""
+        return start[0] + p[0] / self.radius
+
+    def matrix(self, start: tuple[float, np.ndarray], p: np.ndarray) -> np.ndarray:
+        """MSI pixels -> the true (unmirrored) annotation frame."""
+        m = self.local(start, p)
+        return np.diag([-1.0, 1.0, 1.0]) @ m if self.mirrored else m
+
+    def problem(self, sigma: float) -> _AutoProblem:
+        return _level(self.tissue, self.counts, self.origin, self.step, self.oversample,
+                      self.level, sigma)
+
+    def refine(self, start, params: np.ndarray, sigma: float) -> tuple[float, np.ndarray]:
+        problem = self.problem(sigma)
         simplex = params + np.vstack([np.zeros(4), sigma * np.eye(4)])
-        res = optimize.minimize(lambda p: -problem.ncc(matrix_of(start, p)), params,
+        res = optimize.minimize(lambda p: -problem.ncc(self.local(start, p)), params,
                                 method="Nelder-Mead",
                                 options={"initial_simplex": simplex, "xatol": 0.01,
                                          "fatol": 1e-7, "maxiter": 800})
         return -float(res.fun), res.x
 
-    # Every start at the coarsest smoothing, then only the best one finer.
-    fits = [(start, *refine(start, np.zeros(4), 4.0)) for start in starts]
-    start, score, params = max(fits, key=lambda f: f[1])
-    score, params = refine(start, params, 2.0)
-    params = _point_likelihood(tissue, xy, lambda p: matrix_of(start, p), params)
-    matrix = matrix_of(start, params)
-    score = _level(tissue, counts, origin, step, oversample, level, 1.0).ncc(matrix)
-    notes = []
-    if score < 0.5:
-        notes.append(f"low tissue/cell-density correlation ({score:.2f}): check the result "
-                     "or use landmarks")
-    return Registration(matrix, "auto", "similarity", score=score,
-                        annotation_unit=cells.unit if isinstance(cells, Cells) else None,
-                        notes=notes)
+    def finish(self, start, params: np.ndarray) -> dict:
+        """σ = 2 refinement, point likelihood, σ = 1 score: the candidate's final form."""
+        _, params = self.refine(start, params, 2.0)
+        params = _point_likelihood(self.tissue, self.xy, lambda p: self.local(start, p),
+                                   params)
+        local = self.local(start, params)
+        a = local[:2, :2]
+        return {"matrix": self.matrix(start, params), "mirrored": self.mirrored,
+                "rotation_deg": math.degrees(math.atan2(a[1, 0], a[0, 0])) % 360.0,
+                "score": self.problem(1.0).ncc(local),
+                "mismatch": _mismatch(self.tissue, apply_affine(np.linalg.inv(local), self.xy),
+                                      max(2.0, 4.0 * self.spacing_px))}
 
 
 def _level(tissue: np.ndarray, counts: np.ndarray, origin: np.ndarray, step: float,
@@ -354,13 +502,18 @@ def _point_likelihood(tissue: np.ndarray, xy: np.ndarray, matrix_of, params: np.
         <= band_px
     band, n = xy[near], len(xy)
 
+    if len(band) == 0:  # no cell near the edge: nothing to refine
+        return params
+
     def nll(p: np.ndarray) -> float:
         m = matrix_of(p)
+        det = abs(float(np.linalg.det(m[:2, :2])))
+        if not (det > 0 and math.isfinite(det)):
+            return math.inf
         q = apply_affine(np.linalg.inv(m), band)
         v = ndimage.map_coordinates(t, [q[:, 1], q[:, 0]], order=1, mode="constant",
                                     cval=0.0, prefilter=False)
-        return -float(np.sum(np.log(outliers + (1 - outliers) * v))) / n + math.log(
-            abs(np.linalg.det(m[:2, :2])))
+        return -float(np.sum(np.log(outliers + (1 - outliers) * v))) / n + math.log(det)
 
     simplex = params + np.vstack([np.zeros(4), 0.5 * np.eye(4)])
     res = optimize.minimize(nll, params, method="Nelder-Mead",
@@ -423,13 +576,99 @@ def _coarse_search(tissue: np.ndarray, xy: np.ndarray, scale: float, center: np.
         # coordinate f·i + f//2, and bin j is centred on offset lo + (j + 0.5)·f.
         shifts.append(off * f + f // 2 - lo - 0.5 * f)
     scores = np.asarray(scores)
-    # Local maxima over the circle of angles, best first.
+    # Local maxima over the circle of angles, best first, at least 20° apart.
     peaks = [i for i in np.argsort(-scores)
              if scores[i] >= scores[i - 1] and scores[i] >= scores[(i + 1) % len(scores)]]
+    chosen: list[int] = []  # the best maxima, each > 20° from the better ones
+    for i in peaks:
+        if all(_turn(angles[i], angles[j]) > _DISTINCT_DEG for j in chosen):
+            chosen.append(i)
+        if len(chosen) == n_starts:
+            break
     starts = []
-    for i in peaks[:n_starts]:
+    for i in chosen:
         c, s = math.cos(angles[i]), math.sin(angles[i])
         # ref (annotation frame) sits at shifts[i] (MSI); so the tissue centre maps to:
         starts.append((float(angles[i]),
                        ref + scale * np.array([[c, -s], [s, c]]) @ (center - shifts[i])))
     return starts
+
+
+# ---------------------------------------------------------------------------------------
+# Sanity of a registration against the declared units
+
+
+#: Fitted / declared scale beyond which a registration warns, and errs.
+SCALE_WARN, SCALE_ERROR = 1.1, 1.5
+#: Plausible density of annotated cells on tissue (cells/mm²; nuclei are ≥ ~5 µm apart).
+DENSITY_RANGE = (10.0, 50_000.0)
+
+
+def audit_registration(reg: Registration, cells: Cells, cells_msi: np.ndarray,
+                       tissue: np.ndarray, pixel_size_um: tuple[float, float],
+                       rim_um: float, coverage: np.ndarray | None = None) -> list[str]:
+    """Check a registration against the declared units; return the warnings (also
+    issued with :func:`warnings.warn`), or raise :class:`InputError` naming the likely
+    cause.
+
+    - the fitted scale (annotation units per MSI pixel) against MSI ``pixel_size_um`` /
+      ``cells.um_per_unit`` (when the cells' unit is known in µm): off by more than 10 %
+      warns, by more than 50 % errs ("landmarks and cells in different units?");
+    - the share of cells that ``cells_msi`` (MSI pixels) puts on the tissue: below half
+      errs, below 90 % warns;
+    - the density of cells on the tissue within ``coverage`` outside 10–50,000 cells/mm²
+      warns;
+    - a landmark leave-one-out error above half the rim width ``rim_um`` warns (classes
+      near a threshold may then follow the registration, see ``registration_stable``).
+    """
+    notes: list[str] = []
+    px_um = float(np.mean(pixel_size_um))
+    scale = reg.parameters()["scale"]
+    what = {"landmarks": "the landmark fit", "auto": "automatic registration"}.get(
+        reg.method, "the registration")
+    if cells.um_per_unit:
+        expected = px_um / cells.um_per_unit
+        ratio = scale / expected
+        if max(ratio, 1 / ratio) > SCALE_WARN:
+            histo = f", histology pixels of {cells.pixel_size_um:g} µm" \
+                if cells.unit == "px" else ""
+            msg = (f"{what} has {scale:.4g} {cells.unit} per MSI pixel, but the declared "
+                   f"pixel sizes give {expected:.4g} ({px_um:g} µm MSI pixels, cells in "
+                   f"{cells.unit}{histo}): {ratio:.3g} times off; landmarks and cells in "
+                   "different units?")
+            if max(ratio, 1 / ratio) > SCALE_ERROR:
+                raise InputError(cells.source, f"{msg} If a declared pixel size is wrong, give "
+                                               "it (--pixel-size-um, --cells-pixel-size-um)")
+            notes.append(msg)
+    else:
+        notes.append("the registration's scale is not checked: the histology pixel size is "
+                     "unknown (--cells-pixel-size-um)")
+    ny, nx = tissue.shape
+    ix = np.floor(cells_msi[:, 0] + 0.5).astype(np.int64)
+    iy = np.floor(cells_msi[:, 1] + 0.5).astype(np.int64)
+    on = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    on[on] = tissue[iy[on], ix[on]]
+    share = float(on.mean()) if len(on) else 1.0
+    if share < 0.5:
+        raise InputError(cells.source, f"after {what} only {share:.0%} of the {len(on)} cells "
+                                       "fall on the MSI tissue: landmarks and cells in "
+                                       "different units, or landmarks of another section?")
+    if share < 0.9:
+        notes.append(f"after {what} {1 - share:.0%} of the cells fall outside the MSI tissue")
+    region = tissue if coverage is None else tissue & coverage
+    inside = on.copy()
+    inside[on] = region[iy[on], ix[on]]
+    area_mm2 = float(region.sum()) * pixel_size_um[0] * pixel_size_um[1] * 1e-6
+    if area_mm2 > 0:
+        density = inside.sum() / area_mm2
+        if not DENSITY_RANGE[0] <= density <= DENSITY_RANGE[1]:
+            notes.append(f"{density:.4g} cells/mm² on the annotated tissue is implausible "
+                         f"(expected {DENSITY_RANGE[0]:g}–{DENSITY_RANGE[1]:g}): cells and "
+                         "MSI pixel sizes in different units?")
+    if reg.loo_rms_px is not None and reg.loo_rms_px * px_um > 0.5 * rim_um:
+        notes.append(f"the landmarks' leave-one-out error ({reg.loo_rms_px * px_um:.0f} µm) "
+                     f"exceeds half the rim width ({rim_um:g} µm): classes may follow the "
+                     "registration error (see registration_stable)")
+    for n in notes:
+        warnings.warn(n, stacklevel=2)
+    return notes

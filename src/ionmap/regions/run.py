@@ -44,15 +44,21 @@ from .cells import Cells, read_cells
 from .export import json_ready
 from .hotspots import find_hotspots
 from .immune import immune_context
+from .coverage import coverage_mask
 from .maps import DEFAULT_MAPS, build_maps, map_channels, map_info, resolve_map, tissue_mask
-from .register import Registration, fit_landmarks, register_auto
+from .register import Registration, audit_registration, fit_landmarks, register_auto
 
 #: Columns of hotspots.csv: the documented ones first, then extra measurements.
 HOTSPOT_COLUMNS = (
     "id", "map", "class", "centroid_x", "centroid_y", "area_px", "area_mm2", "mean_value",
     "inside_density", "rim_density", "outside_density", "exclusion_score", "p_value",
     "max_value", "max_z", "min_q", "inside_count", "rim_count", "rim_area_mm2",
-    "centroid_annotation_x", "centroid_annotation_y", "annotation",
+    "centroid_annotation_x", "centroid_annotation_y",
+    "class_reason", "coverage_fraction", "rim_coverage_fraction", "expected_inside",
+    "inside_vs_tissue", "inside_vs_tissue_lo", "inside_vs_tissue_hi",
+    "rim_vs_tissue", "rim_vs_tissue_lo", "rim_vs_tissue_hi",
+    "inside_vs_rim", "inside_vs_rim_lo", "inside_vs_rim_hi", "inside_vs_rim_p", "dispersion",
+    "class_stable", "classes_across_settings", "registration_stable", "annotation",
 )
 
 
@@ -188,6 +194,7 @@ def run_hotspots(
     immune: ImmuneParams | None = None,
     *,
     model: str = RegistrationParams.model,
+    annotated_region: str | os.PathLike | np.ndarray | None = None,
     pixel_size_um: float | tuple[float, float] | None = None,
     write_labels: bool = True,
     colors: Mapping[str, Sequence[int]] | None = None,
@@ -205,7 +212,11 @@ def run_hotspots(
     permutations); any of their fields given as keywords replace their values
     (``run_hotspots(..., fdr=0.01, cell_type="CD3")``). ``maps`` default: those of
     lactate, kynurenine, kyn_trp, lipids the channels allow. ``pixel_size_um`` overrides
-    the MSI pixel size (µm). ``write_labels``: also store the labels, maps, tissue,
+    the MSI pixel size (µm). ``annotated_region``: where cells were annotated (a GeoJSON/TIFF
+    file or an MSI-grid bool array; default: the cells file's annotations, else the hull of
+    the cells; see :mod:`ionmap.regions.coverage`). The registration is audited against
+    the declared units (:func:`~ionmap.regions.register.audit_registration`); its warnings
+    are in ``params["warnings"]``. ``write_labels``: also store the labels, maps, tissue,
     hotspot tables and cells in the result store (if ``source`` is one), for viewers, the
     report and the exports; ``colors``: immune class -> RGB (0-255) for the GeoJSON
     classifications and label colours (the command line passes the report's palette,
@@ -247,17 +258,29 @@ def run_hotspots(
     values = build_maps(data.images, tissue, maps, data.groups,
                         tic=None if data.normalized else data.tic, noise_floor=hp.noise_floor)
     cells_msi = reg.to_msi(cells.xy)
+    coverage, coverage_source = coverage_mask(tissue.shape, cells, cells_msi, reg,
+                                              annotated_region)
+    notes = audit_registration(reg, cells, cells_msi, tissue, px, ip.rim_um, coverage)
+    loo = reg.loo_rms_px if reg.method == "landmarks" else None
     rows, densities, curves, labels = [], [], [], {}
     pixel_mm2 = px[0] * px[1] * 1e-6
+    found = {name: find_hotspots(values[name], tissue, fdr=hp.fdr, min_area_px=hp.min_area_px,
+                                 radius=hp.radius_px, shape=hp.neighbourhood, extent=hp.extent)
+             for name in maps}
     for name in maps:
         status = annotation_status(name, data, hp.annotation_fdr)
-        hs = find_hotspots(values[name], tissue, fdr=hp.fdr, min_area_px=hp.min_area_px,
-                           radius=hp.radius_px, shape=hp.neighbourhood, extent=hp.extent)
-        ctx = immune_context(hs.labels, cells_msi, cells.cell_type, tissue, px,
+        hs = found[name]
+        others = np.zeros(tissue.shape, dtype=bool)
+        for other in maps:
+            if other != name:
+                others |= found[other].labels > 0
+        ctx = immune_context(hs, cells_msi, cells.cell_type, tissue, px,
                              rim_um=ip.rim_um, cell_type=cell_type,
                              edge_guard_um=ip.edge_guard_um, scarce_ratio=ip.scarce_ratio,
                              rim_ratio=ip.rim_ratio, n_permutations=ip.n_permutations,
-                             seed=ip.seed)
+                             seed=ip.seed, coverage=coverage, min_expected=ip.min_expected,
+                             confidence=ip.confidence, min_coverage=ip.min_coverage,
+                             registration_error_px=loo, other_hotspots=others)
         offset = len(rows)  # ids are unique over all maps
         labels[name] = np.where(hs.labels > 0, hs.labels + offset, 0).astype(np.int32)
         ann = reg.to_annotation(np.array([[h["centroid_x"], h["centroid_y"]] for h in hs.table])
@@ -275,7 +298,9 @@ def run_hotspots(
         d.pop("label", None)
 
     params = {**hp.to_dict(), **ip.to_dict(), "maps": list(maps), "pixel_size_um": list(px),
-              "n_cells": len(cells), "tissue_px": int(tissue.sum())}
+              "n_cells": len(cells), "tissue_px": int(tissue.sum()),
+              "coverage_source": coverage_source,
+              "coverage_px": int((coverage & tissue).sum()), "warnings": notes}
     infos = [map_info(m, list(data.images), data.groups, normalisation=data.normalisation)
              for m in maps]
     files = _write_outputs(Path(out_dir), data, cells, cells_msi, reg, tissue, values, labels,
@@ -377,6 +402,11 @@ def run_summary(run: HotspotRun) -> str:
     lines = [f"registration: {reg.method} ({reg.model}), rotation {p['rotation_deg']:.2f} deg, "
              f"scale {p['scale']:.4g} per MSI pixel; {quality}"]
     lines += [f"  note: {n}" for n in reg.notes]
+    cov = run.params.get("coverage_px")
+    if cov is not None:
+        lines.append(f"annotated region ({run.params['coverage_source']}): {cov} of "
+                     f"{run.params['tissue_px']} tissue pixels")
+    lines += [f"  warning: {n}" for n in run.params.get("warnings", [])]
     lines.append(f"{len(run.hotspots)} hotspot(s) in {len(run.maps)} map(s) "
                  f"({', '.join(run.maps)}); {run.params['cell_type']} per mm2 inside / rim / "
                  "outside:")
@@ -385,7 +415,8 @@ def run_summary(run: HotspotRun) -> str:
             f"  {h['id']:>3} {h['map']:<12} {h['class']:<16} at ({h['centroid_x']:.1f}, "
             f"{h['centroid_y']:.1f}) px, {h['area_px']} px; {h['inside_density']:.0f} / "
             f"{h['rim_density']:.0f} / {h['outside_density']:.0f}, exclusion "
-            f"{h['exclusion_score']:+.2f} (p = {h['p_value']:.3g})")
+            f"{h['exclusion_score']:+.2f} (p = {h['p_value']:.3g})"
+            + (f" [{h['class_reason']}]" if h.get("class_reason") else ""))
     folder = run.files[0].parent if run.files else None
     lines.append(f"wrote {len(run.files)} files to {folder}")
     return "\n".join(lines)

@@ -45,15 +45,8 @@ from ..chem import panel
 from ..errors import InputError, StorageError
 from ..geometry import apply_affine
 from .cells import (
-    BASE_DENSITY,
-    CD8,
-    CELL_TYPES,
-    HISTOLOGY_PIXEL_UM,
-    landmarks,
-    make_cells,
-    make_transform,
-    niche_densities,
-    write_cells_csv,
+    BASE_DENSITY, CD8, CELL_TYPES, HISTOLOGY_PIXEL_UM, PlantedCells, annotated_part, landmarks,
+    make_cells, make_transform, niche_densities, part_polygon, write_cells_csv,
     write_geojson,
     write_landmarks,
 )
@@ -125,6 +118,9 @@ def make_sample(
     dense_axis: bool = False,
     rim_um: float = 60.0,
     landmark_noise_px: float = 0.2,
+    annotated_fraction: float = 1.0,
+    landmarks_other_unit: bool = False,
+    near_symmetric: bool = False,
     drift_ppm: float = 0.0,
     drift_gradient_ppm: float = 0.0,
     impostors: tuple[float, ...] = (),
@@ -162,6 +158,13 @@ def make_sample(
             per spectrum) instead of only the points within ±2 FWHM of some ion.
         rim_um: width (µm) of the rim outside each niche where excluded niches gather CD8.
         landmark_noise_px: Gaussian placement error (MSI pixels) of the landmarks.
+        annotated_fraction: cells only on this share of the tissue (a random half-plane;
+            a partial annotation). GeoJSON cells then carry the annotated region as a
+            QuPath annotation; truth gives each niche's ``annotated_fraction``.
+        landmarks_other_unit: the landmarks' annotation side in the other unit than the
+            cells (histology pixels of ``HISTOLOGY_PIXEL_UM`` for µm cells, µm for pixel
+            cells): the unit confusion users make.
+        near_symmetric: a tissue outline almost alike after a 180° turn.
         drift_ppm: calibration error (ppm) added to every peak of every pixel, on top of
             the small built-in drift (≤ 5 ppm). Continuous centroid files share one peak
             list, so they carry ``drift_ppm`` only.
@@ -188,6 +191,8 @@ def make_sample(
         raise InputError(None, f"sample name {name!r}: use letters, digits, '_', '-', '.'")
     if not (len(shape) == 2 and min(shape) >= 8) or pixel_size_um <= 0 or resolving_power <= 0:
         raise InputError(None, "shape needs two sizes >= 8 px; pixel size and R must be > 0")
+    if not 0 < annotated_fraction <= 1:
+        raise InputError(None, f"annotated_fraction must be in (0, 1], not {annotated_fraction}")
     shape = (int(shape[0]), int(shape[1]))
     if n_background is None:
         big_profile = bool(target_bytes) and mode == "continuous" and spectrum_type == "profile"
@@ -213,6 +218,7 @@ def make_sample(
     rng_peaks, _, _, rng_spectra, rng_cells, rng_marks, rng_geo = streams()
     # two more streams, so the drift and impostors leave every other draw unchanged
     seed_drift, seed_impostors = np.random.SeedSequence(seed).spawn(9)[7:]
+    rng_part = np.random.default_rng(np.random.SeedSequence(seed).spawn(10)[9])  # partial annotation
     panel_name = f"tme-{polarity}"
     targets = panel(panel_name)
     kinds = available_kinds(targets)
@@ -227,7 +233,7 @@ def make_sample(
 
     def build(grid: tuple[int, int]) -> tuple[Section, list[dict], Pixels]:
         r_layout, r_pixels = streams()[1:3]  # fresh: a grid tried while sizing leaves no trace
-        lay = make_section(grid, kinds, rim_px, r_layout, n_niches)
+        lay = make_section(grid, kinds, rim_px, r_layout, n_niches, near_symmetric)
         if lay is None:
             raise InputError(None, f"grid {grid[0]}x{grid[1]} is too small for three niches "
                              f"with a {rim_um:g} µm rim; use a larger shape")
@@ -267,13 +273,25 @@ def make_sample(
     cd8 = niche_densities(layout, rng_cells)
     cells = make_cells(layout, cd8, pixel_size_um, rng_cells)
     matrix, transform = make_transform(shape, pixel_size_um / (histo_um or 1.0), rng_cells)
+    part, ring = None, None
+    if annotated_fraction < 1:
+        normal, offset = annotated_part(layout.mask, annotated_fraction, rng_part)
+        keep = cells.x * normal[0] + cells.y * normal[1] <= offset
+        cells = PlantedCells(cells.x[keep], cells.y[keep], cells.cell_type[keep])
+        part = {"normal": normal.tolist(), "offset": offset}
+        ring = np.column_stack(apply_affine(matrix, part_polygon(shape, normal, offset)).T)
     cx, cy = apply_affine(matrix, np.column_stack([cells.x, cells.y])).T
     if geojson:
-        write_geojson(cells_path, cx, cy, cells.cell_type, 1.0 / HISTOLOGY_PIXEL_UM, rng_geo)
+        write_geojson(cells_path, cx, cy, cells.cell_type, 1.0 / HISTOLOGY_PIXEL_UM, rng_geo,
+                      annotation=ring)
     else:
         write_cells_csv(cells_path, cx, cy, cells.cell_type)
     marks = landmarks(layout, rng_marks)
-    write_landmarks(marks_path, marks, matrix, landmark_noise_px, rng_marks)
+    # Landmarks in the other unit: histology pixels for µm cells, µm for pixel cells.
+    other = (HISTOLOGY_PIXEL_UM if geojson else 1.0 / HISTOLOGY_PIXEL_UM) \
+        if landmarks_other_unit else 1.0
+    write_landmarks(marks_path, marks, np.diag([other, other, 1.0]) @ matrix,
+                    landmark_noise_px, rng_marks)
 
     truth = {
         **{k: settings[k] for k in ("name", "seed", "mode", "spectrum_type", "polarity",
@@ -291,6 +309,10 @@ def make_sample(
         "histology_pixel_size_um": histo_um,
         "landmarks_file": marks_path.name,
         "landmark_noise_px": landmark_noise_px,
+        "landmarks_other_unit": landmarks_other_unit,
+        "near_symmetric": near_symmetric,
+        "annotated_fraction": annotated_fraction,
+        "annotated_part": part,
         "msi_to_cells": matrix.tolist(),
         "transform": transform,
         "rim_um": rim_um,
@@ -300,6 +322,7 @@ def make_sample(
                 "center_x": n.center_x, "center_y": n.center_y, "radius_px": n.radius_px,
                 "immune_class": n.immune_class, "folds": f,
                 "cd8_inside_factor": d["inside"], "cd8_rim_factor": d["rim"],
+                "annotated_fraction": _share_annotated(n, part),
             }
             for n, f, d in zip(layout.niches, folds, cd8)
         ],
@@ -327,6 +350,17 @@ def make_sample(
     truth_path = path(".truth.json")
     truth_path.write_text(json.dumps(truth, indent=1))
     return SampleFiles(imzml, ibd, cells_path, marks_path, truth_path, truth)
+
+
+def _share_annotated(niche, part: dict | None) -> float:
+    """Share of a niche's disk inside the annotated half-plane (1 without one)."""
+    if part is None:
+        return 1.0
+    yy, xx = np.mgrid[-1:1:41j, -1:1:41j]
+    disk = np.hypot(xx, yy) <= 1
+    x, y = niche.center_x + niche.radius_px * xx[disk], niche.center_y + niche.radius_px * yy[disk]
+    nx_, ny_ = part["normal"]
+    return round(float(np.mean(x * nx_ + y * ny_ <= part["offset"])), 3)
 
 
 def _check(value: str, allowed: tuple[str, ...], what: str) -> None:

@@ -138,6 +138,33 @@ def write_landmarks(path: Path, msi_xy: np.ndarray, m: np.ndarray, noise_px: flo
     np.savetxt(path, table, fmt="%.3f", delimiter=",", header="msi_x,msi_y,x,y", comments="")
 
 
+def annotated_part(mask: np.ndarray, fraction: float, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, float]:
+    """A half-plane holding ``fraction`` of the tissue pixels, in a random direction: the
+    part of the section whose cells were annotated. Returns (unit normal, offset): MSI
+    points ``p`` with ``p · normal ≤ offset`` are annotated."""
+    theta = rng.uniform(0.0, 2 * np.pi)
+    normal = np.array([np.cos(theta), np.sin(theta)])
+    yy, xx = np.nonzero(mask)
+    return normal, float(np.quantile(xx * normal[0] + yy * normal[1], fraction))
+
+
+def part_polygon(shape: tuple[int, int], normal: np.ndarray, offset: float) -> np.ndarray:
+    """The MSI grid's rectangle (pixel edges) cut to the half-plane ``p · normal ≤ offset``:
+    a closed (k, 2) ring of MSI (x, y) (one Sutherland–Hodgman clipping step)."""
+    ny, nx = shape
+    rect = np.array([[-0.5, -0.5], [nx - 0.5, -0.5], [nx - 0.5, ny - 0.5], [-0.5, ny - 0.5]])
+    side = rect @ normal - offset
+    out = []
+    for i in range(4):
+        a, b, sa, sb = rect[i], rect[(i + 1) % 4], side[i], side[(i + 1) % 4]
+        if sa <= 0:
+            out.append(a)
+        if (sa <= 0) != (sb <= 0):
+            out.append(a + (b - a) * sa / (sa - sb))
+    return np.array(out + out[:1])
+
+
 def write_cells_csv(path: Path, x: np.ndarray, y: np.ndarray, cell_type: np.ndarray) -> None:
     """Plain cell table ``x,y,cell_type`` (µm)."""
     with open(path, "w", newline="") as fh:
@@ -149,9 +176,11 @@ def write_cells_csv(path: Path, x: np.ndarray, y: np.ndarray, cell_type: np.ndar
 
 
 def write_geojson(path: Path, x: np.ndarray, y: np.ndarray, cell_type: np.ndarray,
-                  px_per_um: float, rng: np.random.Generator) -> None:
+                  px_per_um: float, rng: np.random.Generator,
+                  annotation: np.ndarray | None = None) -> None:
     """QuPath-style FeatureCollection of cell objects in histology pixels: elliptical
-    cell and nucleus polygons (8 vertices) centred on each cell."""
+    cell and nucleus polygons (8 vertices) centred on each cell; ``annotation``: a closed
+    ring (histology pixels) written first as the annotation the cells were detected in."""
     n = len(x)
     radius = rng.uniform(4.0, 7.0, n) * px_per_um
     elong = rng.uniform(1.0, 1.4, n)
@@ -182,5 +211,10 @@ def write_geojson(path: Path, x: np.ndarray, y: np.ndarray, cell_type: np.ndarra
         }
         for i, ct in enumerate(cell_type)
     ]
+    if annotation is not None:
+        features.insert(0, {"type": "Feature", "id": "annotated-region",
+                            "geometry": {"type": "Polygon",
+                                         "coordinates": [np.round(annotation, 2).tolist()]},
+                            "properties": {"objectType": "annotation", "name": "annotated"}})
     with open(path, "w") as fh:
         json.dump({"type": "FeatureCollection", "features": features}, fh, separators=(",", ":"))

@@ -88,13 +88,22 @@ class Section:
     rim_px: float
 
 
-def make_tissue(shape: tuple[int, int], rng: np.random.Generator) -> tuple[Tissue, np.ndarray]:
-    """A random asymmetric section covering about half of the grid, 2 px clear of edges."""
+#: Odd harmonics of a near-symmetric section, relative to the usual ones.
+NEAR_SYMMETRIC_ODD = 0.03
+
+
+def make_tissue(shape: tuple[int, int], rng: np.random.Generator,
+                near_symmetric: bool = False) -> tuple[Tissue, np.ndarray]:
+    """A random asymmetric section covering about half of the grid, 2 px clear of edges;
+    ``near_symmetric``: odd harmonics at 3 % of their usual amplitude, so the outline is
+    almost the same after a 180° turn (the same random draws otherwise)."""
     ny, nx = shape
     k = np.arange(1, 6, dtype=float)
     # Low harmonics of a few % make an irregular, asymmetric outline (no 180° symmetry,
     # so rotation can be recovered from the shape).
     amp = rng.uniform(0.5, 1.0, 5) * np.array([0.08, 0.09, 0.07, 0.04, 0.025])
+    if near_symmetric:
+        amp[::2] *= NEAR_SYMMETRIC_ODD  # k = 1, 3, 5
     harmonics = np.column_stack([k, amp, rng.uniform(0, 2 * np.pi, 5)])
     cx = (nx - 1) / 2 + rng.uniform(-0.03, 0.03) * nx
     cy = (ny - 1) / 2 + rng.uniform(-0.03, 0.03) * ny
@@ -161,11 +170,12 @@ def make_section(
     rim_px: float,
     rng: np.random.Generator,
     n_niches: int | None = None,
+    near_symmetric: bool = False,
 ) -> Section | None:
     """Tissue and niches for a grid ``(ny, nx)``; None when three niches do not fit
     (after a few tissue outlines were tried)."""
     for _ in range(8):
-        tissue, mask = make_tissue(shape, rng)
+        tissue, mask = make_tissue(shape, rng, near_symmetric)
         niches = place_niches(mask, kinds, rim_px, rng, n_niches)
         if niches is not None:
             return Section(shape, tissue, mask, niches, rim_px)
