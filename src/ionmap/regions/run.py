@@ -41,10 +41,10 @@ from ..params import (
 from ..storage import make_dir
 from . import export
 from .cells import Cells, read_cells
+from .coverage import coverage_mask
 from .export import json_ready
 from .hotspots import find_hotspots
 from .immune import immune_context
-from .coverage import coverage_mask
 from .maps import DEFAULT_MAPS, build_maps, map_channels, map_info, resolve_map, tissue_mask
 from .register import Registration, audit_registration, fit_landmarks, register_auto
 
