@@ -191,7 +191,8 @@ def _run_convert(args) -> int:
     if scored:
         print(f"{'target':<24} {'MSM':>6} {'FDR':>6}  spectral spatial  chaos")
         for t in scored:
-            flag = "" if t["fdr"] <= 0.1 else "  not confidently annotated"
+            flag = ("" if t["fdr"] <= HotspotParams.annotation_fdr
+                    else "  not confidently annotated")
             print(f"{t['name']:<24} {t['msm']:6.3f} {t['fdr']:6.3f}  {t['rho_spectral']:8.3f} "
                   f"{t['rho_spatial']:7.3f} {t['rho_chaos']:6.3f}{flag}")
     rec = result.recalibration or {}
@@ -343,6 +344,7 @@ def _add_hotspots(sub) -> None:
     _param(p, HotspotParams, "transform")
     _param(p, HotspotParams, "candidates")
     _param(p, HotspotParams, "noise_floor")
+    _param(p, HotspotParams, "annotation_fdr", metavar="Q")
     _param(p, ImmuneParams, "scarce_ratio")
     _param(p, ImmuneParams, "rim_ratio")
     _param(p, ImmuneParams, "edge_guard_um", metavar="UM")

@@ -267,6 +267,10 @@ class HotspotParams(Params):
                                               "ionisation effects are multiplicative)")
     candidates: bool = param(False, "also list candidate clusters that are not significant "
                              "(class not-significant, never counted)")
+    annotation_fdr: float = param(0.1, "annotation FDR (target-decoy q-value, "
+                                  "ionmap.annotate) above which a map's hotspots are marked "
+                                  "not confidently annotated in hotspots.csv; a derived map "
+                                  "takes the worst FDR of its channels", "q-value 0..1")
 
 
 @dataclass(frozen=True)

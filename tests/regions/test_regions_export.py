@@ -171,6 +171,30 @@ def test_run_hotspots_on_arrays(tmp_path):
     assert "3 hotspot(s)" in text and "immune-excluded" in text
 
 
+def test_hotspots_of_doubtful_annotations_are_flagged(tmp_path):
+    """kynurenine scored as an impostor (FDR 0.6): its map and the kyn_trp ratio that reads
+    it are flagged with that FDR; lactate (present, FDR 0.02) is not; without scores (an
+    older store) every row says "not scored"."""
+    data, cells, m = planted_arrays()
+    data.fdr = {"lactate": 0.02, "kynurenine": 0.6, "tryptophan": 0.01, "palmitate": 0.03}
+    run = run_hotspots(data, cells, Registration(m, "matrix"), tmp_path / "a",
+                       n_permutations=99)
+    got = {h["map"]: h["annotation"] for h in run.hotspots}
+    assert got == {"lactate": "confident",
+                   "kynurenine": "not confidently annotated (FDR 0.60: kynurenine)",
+                   "kyn_trp": "not confidently annotated (FDR 0.60: kynurenine)"}
+    with (tmp_path / "a" / "hotspots.csv").open() as f:
+        assert {r["map"]: r["annotation"] for r in csv.DictReader(f)} == got
+    # a looser threshold accepts it; the threshold is the parameter's, not a constant
+    loose = run_hotspots(data, cells, Registration(m, "matrix"), tmp_path / "b",
+                         n_permutations=99, annotation_fdr=0.7)
+    assert {h["annotation"] for h in loose.hotspots} == {"confident"}
+    data.fdr = {}
+    old = run_hotspots(data, cells, Registration(m, "matrix"), tmp_path / "c",
+                       n_permutations=99)
+    assert {h["annotation"] for h in old.hotspots} == {"not scored"}
+
+
 def test_run_hotspots_registration_options(tmp_path):
     data, cells, m = planted_arrays(1)
     lm = tmp_path / "lm.csv"

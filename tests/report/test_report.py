@@ -103,6 +103,28 @@ def test_report_in_headless_chromium(analysed, tmp_path):
     for r in rows:  # every hotspot of hotspots.csv is named with its number and class
         assert f"{r['id']} ({r['class']})" in text
     assert re.search(r"\b\d{2,4}\.\d{5}\b", text)  # m/z with 5 decimals
+    # the annotation table: every scored target with its stored m/z (4 decimals), MSM and
+    # FDR, those above the threshold marked; the recalibration section when applied
+    res = ionmap.open_result(result)
+    assert "Annotation confidence" in text
+    scored = [t for t in res.targets if t.get("fdr") is not None]
+    assert scored
+    section = dom.split("Annotation confidence", 1)[1].split("<h2>", 1)[0]
+    for t in scored:
+        row = re.search(rf"<tr( class=\"flag\")?><td>{re.escape(t['name'])}</td>.*?</tr>",
+                        section)
+        assert row, t["name"]
+        assert f"<td>{t['mz']:.4f}</td>" in row.group(0)
+        assert f"<td>{t['msm']:.3f}</td>" in row.group(0)
+        assert f"<td>{t['fdr']:.3f}</td>" in row.group(0)
+        assert bool(row.group(1)) == (t["fdr"] > 0.1), t["name"]
+    if (res.recalibration or {}).get("applied"):
+        assert "Mass recalibration" in text and 'alt="mass error histogram"' in dom
+    # hotspots.csv says the same of each hotspot's map
+    fdr = {t["name"]: t.get("fdr") for t in res.targets}
+    for r in rows:
+        if r["map"] in fdr:
+            assert (r["annotation"] == "confident") == (fdr[r["map"]] <= 0.1), r
     shot = tmp_path / "report.png"
     subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
                     "--window-size=1200,3000", f"--screenshot={shot}", report.as_uri()],

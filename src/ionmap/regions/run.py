@@ -4,7 +4,9 @@
 an opened :class:`ionmap.store.Result`) or plain arrays (:class:`MSIData`), the cells and
 a registration, and writes into ``out_dir``:
 
-- ``hotspots.csv``: one row per hotspot (columns in :data:`HOTSPOT_COLUMNS`);
+- ``hotspots.csv``: one row per hotspot (columns in :data:`HOTSPOT_COLUMNS`); its
+  ``annotation`` column (:func:`annotation_status`) says whether the map's ions are
+  confidently annotated at ``annotation_fdr``;
 - ``cell_densities.csv``: density of every cell type inside / rim / outside each hotspot;
 - ``distance_curves.csv``: density against signed distance from each hotspot's edge;
 - ``hotspots.geojson``: outlines as QuPath annotations in the annotation frame (histology
@@ -39,10 +41,10 @@ from ..params import (
 from ..storage import make_dir
 from . import export
 from .cells import Cells, read_cells
+from .coverage import coverage_mask
 from .export import json_ready
 from .hotspots import Hotspots, find_hotspots, sample_significance
 from .immune import immune_context
-from .coverage import coverage_mask
 from .maps import DEFAULT_MAPS, build_maps, map_channels, map_info, resolve_map, tissue_mask
 from .register import Registration, audit_registration, fit_landmarks, register_auto
 
@@ -57,7 +59,7 @@ HOTSPOT_COLUMNS = (
     "inside_vs_tissue", "inside_vs_tissue_lo", "inside_vs_tissue_hi",
     "rim_vs_tissue", "rim_vs_tissue_lo", "rim_vs_tissue_hi",
     "inside_vs_rim", "inside_vs_rim_lo", "inside_vs_rim_hi", "inside_vs_rim_p", "dispersion",
-    "class_stable", "classes_across_settings", "registration_stable",
+    "class_stable", "classes_across_settings", "registration_stable", "annotation",
 )
 
 
@@ -68,7 +70,10 @@ class MSIData:
     ``images``: channel name -> (ny, nx) ion image; ``mask``: (ny, nx) bool, pixel has a
     spectrum; ``tic``: (ny, nx) total ion current, or None; ``pixel_size_um``: (x, y) µm;
     ``groups``: channel -> target group (for composite maps); ``normalized``: the images
-    are TIC-normalised already; ``url``: the result store they came from, if any.
+    are TIC-normalised already; ``url``: the result store they came from, if any;
+    ``fdr``: channel -> annotation FDR (q-value, :mod:`ionmap.annotate`), None or absent
+    for a channel that was not scored (results made before scoring, targets without a
+    formula).
     """
 
     images: dict[str, np.ndarray]
@@ -79,6 +84,23 @@ class MSIData:
     normalized: bool = False
     url: str | None = None
     normalisation: str = "TIC"
+    fdr: dict[str, float | None] = field(default_factory=dict)
+
+
+def annotation_status(map_name: str, data: MSIData, threshold: float) -> str:
+    """How confidently the ions of ``map_name`` are annotated: "confident" when every
+    channel the map reads has an FDR at most ``threshold``; otherwise "not confidently
+    annotated (FDR q: ions)" with the worst FDR and the channels above it (a ratio or
+    group map is as doubtful as its worst channel); "not scored" when a channel it reads
+    has no FDR."""
+    chans = map_channels([map_name], list(data.images), data.groups)
+    fdrs = [data.fdr.get(c) for c in chans]
+    if any(q is None for q in fdrs):
+        return "not scored"
+    bad = [c for c, q in zip(chans, fdrs) if q > threshold]
+    if not bad:
+        return "confident"
+    return f"not confidently annotated (FDR {max(fdrs):.2f}: {', '.join(bad)})"
 
 
 def load_result(result: Any, maps: Sequence[str] | None = None,
@@ -109,6 +131,7 @@ def load_result(result: Any, maps: Sequence[str] | None = None,
         normalized=method != "none",
         url=str(result.url),
         normalisation="RMS" if method == "rms" else "TIC",
+        fdr={t["name"]: t.get("fdr") for t in result.targets},
     )
     return data, list(maps)
 
@@ -260,6 +283,7 @@ def run_hotspots(
     kept = [hs.subset(sig) for hs, sig in zip(found, significant)]
     for name, hs, shown, sig in zip(maps, found, kept, significant):
         # the other maps' significant hotspots stay out of the baseline tissue
+        status = annotation_status(name, data, hp.annotation_fdr)
         others = np.zeros(tissue.shape, dtype=bool)
         for other, o in zip(maps, kept):
             if other != name:
@@ -288,7 +312,7 @@ def run_hotspots(
             rows.append({"id": h["label"] + offset, "map": name, **h, **c,
                          "area_mm2": h["area_px"] * pixel_mm2,
                          "centroid_annotation_x": float(a[0]),
-                         "centroid_annotation_y": float(a[1])})
+                         "centroid_annotation_y": float(a[1]), "annotation": status})
         densities += [{"id": d["label"] + offset, "map": name, **d} for d in ctx.densities]
         curves += [{"id": d["label"] + offset, "map": name, **d} for d in ctx.curves]
     for r in rows:

@@ -66,15 +66,19 @@ def scale_bar(ax, nx: int, pixel_size_um: float | None) -> None:
 
 
 def draw_map(fig, ax, values: np.ndarray, *, unit: str, pixel_size_um: float | None,
-             title: str = "") -> None:
+             title: str = "", symmetric: float | None = None) -> None:
     """One (ny, nx) map: viridis from 0 to the 99.5th percentile, NaN light grey, a colour
-    bar labelled with ``unit`` and a scale bar."""
+    bar labelled with ``unit`` and a scale bar. ``symmetric``: a diverging map from
+    -symmetric to +symmetric instead (signed errors, e.g. ppm)."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e6e6e6")
+    cmap = matplotlib.colormaps["RdBu_r" if symmetric else "viridis"].with_extremes(
+        bad="#e6e6e6")
     finite = values[np.isfinite(values)]
     vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
     vmin = min(0.0, float(finite.min())) if finite.size else 0.0
+    if symmetric:
+        vmin, vmax = -symmetric, symmetric
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin,
                    vmax=vmax if vmax > vmin else vmin + 1.0, interpolation="nearest")
     bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
@@ -89,9 +93,10 @@ def draw_map(fig, ax, values: np.ndarray, *, unit: str, pixel_size_um: float | N
 
 def image_grid(images: Mapping[str, np.ndarray], units: Mapping[str, str] | str, *,
                pixel_size_um: float | None, mask: np.ndarray | None = None,
-               columns: int = 4) -> bytes:
-    """Several (ny, nx) images side by side, each scaled to its own 99.5th percentile,
-    with its unit (one for all, or per image) and a scale bar."""
+               columns: int = 4, symmetric: float | None = None) -> bytes:
+    """Several (ny, nx) images side by side, each scaled to its own 99.5th percentile
+    (or all from -symmetric to +symmetric, diverging), with its unit (one for all, or per
+    image) and a scale bar."""
     names = list(images)
     cols = max(1, min(columns, len(names)))
     rows = max(1, math.ceil(len(names) / cols))
@@ -104,7 +109,24 @@ def image_grid(images: Mapping[str, np.ndarray], units: Mapping[str, str] | str,
             image = np.where(mask, image, np.nan)
         unit = units if isinstance(units, str) else units.get(name, "")
         draw_map(fig, fig.add_subplot(rows, cols, i + 1), image, unit=unit,
-                 pixel_size_um=pixel_size_um, title=name)
+                 pixel_size_um=pixel_size_um, title=name, symmetric=symmetric)
+    return png(fig)
+
+
+def error_histogram(hist: Mapping) -> bytes:
+    """The stored mass-error histogram (:func:`ionmap.recal.error_histogram`): pixels per
+    ppm bin before and after recalibration."""
+    edges = np.asarray(hist["edges_ppm"], float)
+    fig = figure(6, 2.8)
+    ax = fig.add_subplot()
+    for name, color in (("before", "#999999"), ("after", "#1f77b4")):
+        if name in hist:
+            med = hist.get(f"{name}_median_abs_ppm")
+            ax.stairs(hist[name], edges, color=color, lw=1.2,
+                      label=f"{name} (median |error| {med} ppm)")
+    ax.set_xlabel("mass error (ppm)")
+    ax.set_ylabel("pixels")
+    ax.legend(fontsize=7)
     return png(fig)
 
 

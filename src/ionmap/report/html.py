@@ -21,13 +21,15 @@ import numpy as np
 from markupsafe import Markup, escape
 
 from ..errors import StorageError
+from ..params import HotspotParams
 from . import figures, palette
 from .stored import Stored, read_stored
 
 _VERSIONS = ("ionmap", "numpy", "zarr", "dask", "distributed", "scikit-image", "pyimzml")
 #: Target columns shown when present (annotation scores appear once stored).
-_TARGET_COLUMNS = ("name", "formula", "adduct", "mz", "ppm", "group", "msm", "fdr",
-                   "mass_error_ppm")
+_TARGET_COLUMNS = ("name", "formula", "adduct", "mz", "ppm", "group", "mass_error_ppm")
+#: Mass-error colour range of the recalibration maps (± ppm).
+_ERROR_RANGE_PPM = 20.0
 
 
 def _data_uri(png: bytes) -> str:
@@ -96,7 +98,15 @@ def _figures(s: Stored) -> dict[str, Any]:
         "ions": _data_uri(figures.image_grid(s.ion_images, ion_unit(s.attrs),
                                              pixel_size_um=px, mask=s.mask)),
         "spectrum": None, "maps": None, "overlays": {}, "curves": None,
+        "mass_error": None, "error_histogram": None,
     }
+    if s.mass_error is not None:
+        out["mass_error"] = _data_uri(figures.image_grid(
+            {"before": s.mass_error["before"], "after": s.mass_error["after"]},
+            "mass error (ppm)", pixel_size_um=px, columns=2, symmetric=_ERROR_RANGE_PPM))
+    if (s.recalibration or {}).get("histogram"):
+        out["error_histogram"] = _data_uri(figures.error_histogram(
+            s.recalibration["histogram"]))
     if s.mean_spectrum is not None and len(s.mean_spectrum[0]):
         out["spectrum"] = _data_uri(figures.mean_spectrum(*s.mean_spectrum[:2], s.targets))
     if s.maps:
@@ -114,6 +124,27 @@ def _figures(s: Stored) -> dict[str, Any]:
             out["curves"] = _data_uri(figures.distance_curves(
                 s.hotspots["curves"], s.hotspots["hotspots"], s.cell_type))
     return out
+
+
+def annotation_rows(s: Stored) -> tuple[list[dict], float]:
+    """The per-target annotation table as display strings (m/z to 4 decimals) and the FDR
+    threshold it flags at (the hotspot run's ``annotation_fdr``, else the default); rows
+    of unscored targets (no formula, older results) say so. Empty if nothing is scored."""
+    threshold = float((s.hotspots or {}).get("parameters", {}).get(
+        "annotation_fdr", HotspotParams.annotation_fdr))
+    if not any(t.get("fdr") is not None for t in s.targets):
+        return [], threshold
+    rows = []
+    for t in s.targets:
+        q = t.get("fdr")
+        scores = {k: ("" if t.get(k) is None else f"{t[k]:.3f}")
+                  for k in ("msm", "rho_spectral", "rho_spatial", "rho_chaos", "fdr")}
+        status = ("not scored" if q is None else "confident" if q <= threshold
+                  else "not confidently annotated")
+        rows.append({"name": t["name"], "formula": t.get("formula") or "",
+                     "adduct": t.get("adduct") or "", "mz": f"{t['mz']:.4f}", **scores,
+                     "status": status, "flagged": q is not None and q > threshold})
+    return rows, threshold
 
 
 def overlay_pngs(s: Stored) -> dict[str, bytes]:
@@ -175,7 +206,10 @@ def render_report(result: Any, *, storage_options: Mapping[str, Any] | None = No
         note = (f"Mean of {info.get('spectra')} spectra spread evenly over the file, in "
                 f"{info.get('bins')} log-spaced m/z bins; red lines: panel targets.")
     bar = figures.bar_length_um(s.tic.shape[1], px)
+    annotation, annotation_fdr = annotation_rows(s)
     context = {
+        "annotation": annotation, "annotation_fdr": annotation_fdr,
+        "recalibration": s.recalibration,
         "scale_bar": (f"Scale bars: {figures.bar_label(bar)}." if bar else
                       "No scale bar: the file does not record its pixel size."),
         "name": Path(str(source.get("path", "sample"))).stem,

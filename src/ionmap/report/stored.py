@@ -18,7 +18,9 @@ class Stored:
     Images are (ny, nx) in the MSI pixel frame. ``pixel_size_um``: x pixel size (µm) or
     None; ``mean_spectrum``: (m/z, intensity, info) or None; ``maps`` / ``map_units``:
     map name -> values / unit; ``hotspots``: the stored hotspot run or None;
-    ``hotspot_labels``: map name -> hotspot ids.
+    ``hotspot_labels``: map name -> hotspot ids; ``recalibration``: what recalibration
+    did (method, message, model, ``histogram``) or None; ``mass_error``: "before" /
+    "after" / "model" -> (ny, nx) ppm map, or None when not recalibrated.
     """
 
     url: str
@@ -34,6 +36,8 @@ class Stored:
     map_info: list[dict]
     hotspots: dict | None
     hotspot_labels: dict[str, np.ndarray]
+    recalibration: dict | None = None
+    mass_error: dict[str, np.ndarray] | None = None
 
     @property
     def map_units(self) -> dict[str, str]:
@@ -68,4 +72,5 @@ def read_stored(result: Any, storage_options: Mapping[str, Any] | None = None) -
         ion_images={n: np.asarray(result.ion_image(n)) for n in result.target_names},
         pixel_size_um=None if px is None else float(px[0]),
         mean_spectrum=result.mean_spectrum, tissue=result.tissue,
-        maps=maps, map_info=info, hotspots=hotspots, hotspot_labels=labels)
+        maps=maps, map_info=info, hotspots=hotspots, hotspot_labels=labels,
+        recalibration=result.recalibration, mass_error=result.mass_error)

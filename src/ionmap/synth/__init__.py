@@ -45,8 +45,18 @@ from ..chem import panel
 from ..errors import InputError, StorageError
 from ..geometry import apply_affine
 from .cells import (
-    BASE_DENSITY, CD8, CELL_TYPES, HISTOLOGY_PIXEL_UM, PlantedCells, annotated_part, landmarks,
-    make_cells, make_transform, niche_densities, part_polygon, write_cells_csv,
+    BASE_DENSITY,
+    CD8,
+    CELL_TYPES,
+    HISTOLOGY_PIXEL_UM,
+    PlantedCells,
+    annotated_part,
+    landmarks,
+    make_cells,
+    make_transform,
+    niche_densities,
+    part_polygon,
+    write_cells_csv,
     write_geojson,
     write_landmarks,
 )
