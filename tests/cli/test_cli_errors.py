@@ -228,7 +228,9 @@ def _interrupted(imzml: Path, out: Path, sig: int, targets: Path) -> tuple[int, 
     env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "100"}
     proc = subprocess.Popen([sys.executable, "-c", _SLOW, "convert", str(imzml), str(out),
                              "--workers", "1", "--targets", str(targets)], stdout=subprocess.DEVNULL, stderr=slave,
-                            stdin=subprocess.DEVNULL, env=env)
+                            stdin=subprocess.DEVNULL, env=env,
+                            # a test run started in the background inherits SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
     deadline = time.monotonic() + 60
     while not (out / "zarr.json").exists() and time.monotonic() < deadline:
