@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     size = 6e7 if args.quick else args.size
     import ionmap
-    from ionmap.engine import convert as cv
+    from ionmap.engine import _convert as cv
     from ionmap.params import RecalibrationParams
     from ionmap.synth import make_sample
 

@@ -37,7 +37,7 @@ import ionmap
 from conftest import _start_weed, _stop, _wait_ready, _weed_binary
 from ionmap import store as st
 from ionmap.cli import main
-from ionmap.engine import convert as engine_convert
+from ionmap.engine import _convert as engine_convert
 from ionmap.errors import StorageError
 from ionmap.synth import make_sample
 
