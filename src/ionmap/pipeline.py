@@ -161,11 +161,14 @@ def cohort_row(name: str, hotspots: list[dict], labels: Mapping[str, np.ndarray]
 
 def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: Any = None,
                resume: bool = False, storage_options: Mapping[str, Any] | None = None,
-               progress: bool = False) -> dict[str, Any]:
+               progress: bool = False, cells_pixel_size_um: float | None = None
+               ) -> dict[str, Any]:
     """Convert one sample, find its hotspots (when it has cells) and write its report.
 
     Returns the sample's cohort row. ``out`` is ``OUTPUT/NAME``; ``sample.json`` is written
-    there last, so a sample without it is incomplete.
+    there last, so a sample without it is incomplete. ``cells_pixel_size_um``: the
+    histology pixel size in µm (see :func:`ionmap.regions.read_cells`), so that the QuPath
+    GeoJSON of µm cells is written in image pixels.
     """
     from .engine._convert import convert
     from .regions import read_cells, run_hotspots, store_maps
@@ -185,7 +188,8 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
         inputs = out / "inputs"
         registration = ("auto" if method == "auto" or not sample.landmarks
                         else _local_copy(sample.landmarks, inputs, storage_options))
-        cells = read_cells(_local_copy(sample.cells, inputs, storage_options))
+        cells = read_cells(_local_copy(sample.cells, inputs, storage_options),
+                           pixel_size_um=cells_pixel_size_um)
         run = run_hotspots(result, cells, registration, out / "hotspots", config.hotspots,
                            config.immune, model=config.registration.model, colors=CLASS_RGB)
         write_overlays(result, out / "hotspots")
@@ -213,15 +217,17 @@ def _describe(row: Mapping[str, Any]) -> str:
 def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
                  output_dir: str | os.PathLike, *, scheduler: Any = None, resume: bool = False,
                  storage_options: Mapping[str, Any] | None = None, progress: bool = False,
+                 cells_pixel_size_um: float | None = None,
                  echo: Callable[[str], None] = print) -> list[SampleOutcome]:
     """Run a pipeline over every sample of ``input_dir``; write ``summary.csv`` and
     ``cohort.csv`` to ``output_dir`` (a local folder).
 
     A sample that fails is recorded with its error and the others go on. With ``resume``,
-    complete samples are skipped and interrupted ones finished.
+    complete samples are skipped and interrupted ones finished. The scheduler is connected
+    to once, before the first sample: an unreachable one is a StorageError up front, not a
+    failure of every sample. ``cells_pixel_size_um``: see :func:`run_sample`.
     """
-    from .engine._run import check_scheduler
-    from .regions._export import write_csv
+    from .engine._run import check_scheduler, scheduler_client
 
     if not isinstance(config, PipelineConfig):
         config = load_config(config)
@@ -229,37 +235,54 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
     samples = discover_samples(str(input_dir), storage_options)
     out = Path(output_dir)
     _files.make_dir(out)
-    outcomes = []
-    for i, sample in enumerate(samples, 1):
-        echo(f"[{i}/{len(samples)}] {sample.name}")
-        done = out / sample.name / _DONE
-        t0 = time.perf_counter()
-        if resume and done.exists():
-            row = json.loads(done.read_text())["cohort"]
-            outcomes.append(SampleOutcome(sample.name, "skipped", 0.0, cohort=row))
-            echo("  complete, skipped")
-            continue
-        try:
-            row = run_sample(sample, config, out / sample.name, scheduler=scheduler,
-                             resume=resume, storage_options=storage_options, progress=progress)
-            outcomes.append(SampleOutcome(sample.name, "ok", time.perf_counter() - t0, cohort=row))
-            echo(f"  {_describe(row)} ({outcomes[-1].seconds:.1f} s)")
-        except Exception as exc:  # a bad sample never stops the others
-            message = (str(exc) if isinstance(exc, IonmapError)
-                       else f"{type(exc).__name__}: {exc}")
-            outcomes.append(SampleOutcome(sample.name, "failed", time.perf_counter() - t0,
-                                          message.splitlines()[0] if message else ""))
-            _files.make_dir(out / sample.name)
-            (out / sample.name / "error.txt").write_text(traceback.format_exc())
-            echo(f"  failed: {outcomes[-1].error}")
+    with scheduler_client(scheduler) as client:
+        outcomes = [_run_or_record(sample, i, len(samples), config, out, scheduler=client,
+                                   resume=resume, storage_options=storage_options,
+                                   progress=progress, cells_pixel_size_um=cells_pixel_size_um,
+                                   echo=echo)
+                    for i, sample in enumerate(samples, 1)]
+    _write_summaries(out, outcomes)
+    return outcomes
+
+
+def _run_or_record(sample: Sample, i: int, n: int, config: PipelineConfig, out: Path, *,
+                   resume: bool, echo: Callable[[str], None], **kwargs: Any) -> SampleOutcome:
+    """Sample ``i`` of ``n`` through :func:`run_sample`: skipped when complete and
+    ``resume``; a failure is recorded (``OUTPUT/NAME/error.txt``), never raised."""
+    echo(f"[{i}/{n}] {sample.name}")
+    done = out / sample.name / _DONE
+    t0 = time.perf_counter()
+    if resume and done.exists():
+        echo("  complete, skipped")
+        return SampleOutcome(sample.name, "skipped", 0.0,
+                             cohort=json.loads(done.read_text())["cohort"])
+    try:
+        row = run_sample(sample, config, out / sample.name, resume=resume, **kwargs)
+    except Exception as exc:  # a bad sample never stops the others
+        message = (str(exc) if isinstance(exc, IonmapError)
+                   else f"{type(exc).__name__}: {exc}")
+        outcome = SampleOutcome(sample.name, "failed", time.perf_counter() - t0,
+                                message.splitlines()[0] if message else "")
+        _files.make_dir(out / sample.name)
+        (out / sample.name / "error.txt").write_text(traceback.format_exc())
+        echo(f"  failed: {outcome.error}")
+        return outcome
+    outcome = SampleOutcome(sample.name, "ok", time.perf_counter() - t0, cohort=row)
+    echo(f"  {_describe(row)} ({outcome.seconds:.1f} s)")
+    return outcome
+
+
+def _write_summaries(out: Path, outcomes: list[SampleOutcome]) -> None:
+    """``summary.csv`` (status of every sample) and ``cohort.csv`` (their cohort rows)."""
+    from .regions._export import write_csv
+
     write_csv(out / "summary.csv",
-                 [{"sample": o.name, "status": o.status, "seconds": f"{o.seconds:.2f}",
-                   "error": o.error} for o in outcomes],
-                 ["sample", "status", "seconds", "error"])
+              [{"sample": o.name, "status": o.status, "seconds": f"{o.seconds:.2f}",
+                "error": o.error} for o in outcomes],
+              ["sample", "status", "seconds", "error"])
     rows = [o.cohort for o in outcomes if o.cohort]
     columns = list(dict.fromkeys(k for r in rows for k in r)) or ["sample"]
     write_csv(out / "cohort.csv", rows, columns)
-    return outcomes
 
 
 def run_demo(out_dir: str | os.PathLike = "ionmap-demo", *, seed: int = 0,
@@ -277,7 +300,8 @@ def run_demo(out_dir: str | os.PathLike = "ionmap-demo", *, seed: int = 0,
     sample = synth.make_sample(out / "input", "demo", seed=seed, overwrite=overwrite)
     echo(synth.sample_summary(sample))
     outcome = run_pipeline(PipelineConfig("<defaults>"), str(out / "input"), out / "output",
-                           progress=progress, echo=echo)[0]
+                           progress=progress, echo=echo,
+                           cells_pixel_size_um=synth.HISTOLOGY_PIXEL_UM)[0]
     if outcome.status == "failed":
         raise IonmapError(sample.imzml, f"demo failed: {outcome.error}")
     return out / "output" / sample.imzml.stem / "report.html"
