@@ -212,7 +212,7 @@ def test_s3_restart_then_resume_identical(sample, undisturbed, private_s3, monke
 _SLOW_CONVERT = """
 import sys, time
 from ionmap import store as st
-from ionmap.engine import convert as c
+from ionmap.engine import _convert as c
 write = st.write_band
 def slow_write(*args, **kwargs):  # a slow disk: each band takes a while to write
     time.sleep(0.15)
