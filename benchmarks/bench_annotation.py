@@ -26,26 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import run_measured, table  # noqa: E402
-from bench_convert import GB, sample  # noqa: E402 - the same file as its workload (a)
-
-CONVERT = """
-import json, sys, time, warnings
-import ionmap, ionmap.engine.convert
-from ionmap.imzml import cache
-warnings.simplefilter("ignore")
-imzml, out, ppm, sidecar = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "1"
-if not sidecar:
-    for path in cache.locations(imzml):
-        __import__("pathlib").Path(path).unlink(missing_ok=True)
-start = time.perf_counter()
-res = ionmap.convert(imzml, out, ppm=ppm, overwrite=True, progress=False)
-seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "applied": res.recalibration["applied"]}))
-"""
+from bench_convert import GB, run, sample  # noqa: E402 - its workload (a) and convert job
 
 PASS0 = """
 import json, sys, time, warnings
-import ionmap, ionmap.engine.convert as cv
+import ionmap, ionmap.engine._convert as cv
 from ionmap.params import RecalibrationParams
 warnings.simplefilter("ignore")
 imzml, ppm = sys.argv[1], float(sys.argv[2])
@@ -77,13 +62,14 @@ def main() -> None:
           f"{os.getloadavg()[0]:.2f}: other processes slow every step)", flush=True)
     imzml = str(sample(work, f"a-{size:g}GB", size * GB, mode="processed",
                        spectrum_type="profile"))
-    out, ppm = str(work / "annotation-out.zarr"), str(args.ppm)
-    run_measured(CONVERT, imzml, out, ppm, "0")  # page cache and sidecar warm
-    part = run_measured(PASS0, imzml, ppm)
+    out = str(work / "annotation-out.zarr")
+    options = {"ppm": args.ppm}
+    run("ionmap", imzml=imzml, out=out, options=options)  # page cache and sidecar warm
+    part = run_measured(PASS0, imzml, str(args.ppm))
     rows = []
-    for label, sidecar in (("(a), metadata sidecar removed", "0"),
-                           ("(a), metadata sidecar present", "1")):
-        conv = run_measured(CONVERT, imzml, out, ppm, sidecar)
+    for label, cached in (("(a), metadata sidecar removed", False),
+                          ("(a), metadata sidecar present", True)):
+        conv = run("ionmap", imzml=imzml, out=out, options=options, cached_metadata=cached)
         rows.append([label, f"{conv['seconds']:.2f}", f"{part['seconds']:.2f}",
                      f"{part['seconds'] / conv['seconds']:.3f}", "<= 0.20"])
     print(f"file {Path(imzml).name}: {part['n_spectra']:,} spectra, pass 0 reads a lattice of "

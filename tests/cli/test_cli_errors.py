@@ -227,7 +227,7 @@ def test_library_convert_shows_no_progress_bar(small, inside, tmp_path, capfd):
 # The real command with every band slowed down, so that the signal arrives mid-conversion.
 _SLOW = """
 import sys, time
-import ionmap.engine.convert as c
+import ionmap.engine._convert as c
 real = c._band_task
 def slow(*args, **kwargs):
     time.sleep(0.25)

@@ -68,7 +68,7 @@ def test_recalibrate_none_is_bit_identical_and_auto_without_references_keeps_axi
     path = sections["profile", "processed", "up"]
     before = _convert(path, tmp_path / "a.zarr", "none")
     # the plain kernel path, computed here without any shift machinery
-    from ionmap.engine.compute import window_bounds
+    from ionmap.engine._compute import window_bounds
     from ionmap.kernels import window_sums
 
     src = ionmap.open_imzml(str(path))

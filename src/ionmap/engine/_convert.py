@@ -1,7 +1,7 @@
 """``ionmap.convert``: an imzML file to an OME-Zarr result store of ion images.
 
 The work runs as Dask tasks, one per spatial band of image rows (see
-:mod:`ionmap.engine.plan`); each task reads its spectra with coalesced range reads, runs the
+:mod:`ionmap.engine._plan`); each task reads its spectra with coalesced range reads, runs the
 compiled kernels and writes whole shards. The driver records finished bands in the store so
 that an interrupted run can resume, and writes ``complete: true`` last.
 """
@@ -19,14 +19,14 @@ import numpy as np
 
 from .. import __version__, annotate, chem, kernels, recal
 from .. import store as st
+from .._files import open_input
 from ..errors import InputError, IonmapError, IonmapWarning, StorageError
 from ..params import ConvertParams, RecalibrationParams, split_overrides, with_overrides
-from ..storage import open_input
-from ..store import Layout, Result, analysis, level_shapes, open_result
-from .compute import Extraction, axis_part, compute_band, window_bounds
-from .plan import Band, choose_band_rows, plan_bands
-from .run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
-from .spectrum import mean_spectrum
+from ..store import Layout, Result, level_shapes, open_result
+from ._compute import Extraction, axis_part, compute_band, window_bounds
+from ._plan import Band, choose_band_rows, plan_bands
+from ._run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
+from ._spectrum import mean_spectrum
 
 #: Spectrum payload per task of the m/z-axis pass (bytes).
 AXIS_TASK_BYTES = 256 * 2**20
@@ -188,7 +188,7 @@ def convert(
             if model is not None:
                 attrs["recalibration"]["histogram"] = recal.error_histogram(
                     st.read_mass_error(store))
-            analysis.write_mean_spectrum(store, *mean_spectrum(src))
+            st.write_mean_spectrum(store, *mean_spectrum(src))
             _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
                     features=axis is not None)
         return open_result(out_url, out_options)
