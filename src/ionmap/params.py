@@ -202,7 +202,7 @@ class RecalibrationParams(Params):
                                 "the residual error is measured in every spectrum", "ppm")
     smooth_px: float = param(2.0, "sigma of the spatial smoothing of the offset field",
                              "pixels")
-    max_sample: int = param(4000, "about this many spectra (a spatial lattice) are read "
+    max_sample: int = param(4000, "at most about this many spectra (a spatial lattice) are read "
                             "for the fit", "spectra")
     min_presence: float = param(0.3, "a reference must be an inlier in this fraction of the "
                                 "lattice spectra", "fraction 0..1")

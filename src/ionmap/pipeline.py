@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import storage
+from . import _files
 from .errors import InputError, IonmapError
 from .params import (
     ConvertParams,
@@ -74,7 +74,7 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
                                  f"(sections: {', '.join(SECTIONS)})")
     conv = raw.get("convert", {})
     targets = conv.get("targets") if isinstance(conv, Mapping) else None
-    if isinstance(targets, str) and not storage.is_url(targets):  # relative to the config
+    if isinstance(targets, str) and not _files.is_url(targets):  # relative to the config
         conv = {**conv, "targets": str(Path(source).parent / targets)}
     parsed = {name: cls.from_mapping(conv if name == "convert" else raw.get(name, {}),
                                      section=name, source=source)
@@ -96,7 +96,7 @@ def discover_samples(directory: str, storage_options: Mapping[str, Any] | None =
                      ) -> list[Sample]:
     """Samples in a folder or ``s3://`` prefix, sorted by name (extensions matched
     case-insensitively)."""
-    names = storage.listdir(directory, storage_options)
+    names = _files.listdir(directory, storage_options)
     lower = {n.lower(): n for n in names}
     samples = []
     for n in sorted(names):
@@ -108,9 +108,9 @@ def discover_samples(directory: str, storage_options: Mapping[str, Any] | None =
                               ("landmarks", (".landmarks.csv",))):
             for suffix in suffixes:
                 if (stem + suffix).lower() in lower:
-                    found[key] = storage.join(directory, lower[(stem + suffix).lower()])
+                    found[key] = _files.join(directory, lower[(stem + suffix).lower()])
                     break
-        samples.append(Sample(stem, storage.join(directory, n), **found))
+        samples.append(Sample(stem, _files.join(directory, n), **found))
     if not samples:
         raise InputError(directory, "no .imzML files found (missing or empty folder?)")
     return samples
@@ -118,11 +118,11 @@ def discover_samples(directory: str, storage_options: Mapping[str, Any] | None =
 
 def _local_copy(url: str, folder: Path, storage_options: Mapping[str, Any] | None) -> str:
     """A local path for a small annotation file (downloaded when it is a URL)."""
-    if storage.local_path(url) is not None:
-        return storage.local_path(url)
-    storage.make_dir(folder)
-    target = folder / storage.basename(url)
-    with storage.open_input(url, storage_options) as src, open(target, "wb") as dst:
+    if _files.local_path(url) is not None:
+        return _files.local_path(url)
+    _files.make_dir(folder)
+    target = folder / _files.basename(url)
+    with _files.open_input(url, storage_options) as src, open(target, "wb") as dst:
         shutil.copyfileobj(src, dst)
     return str(target)
 
@@ -144,7 +144,7 @@ def cohort_row(name: str, hotspots: list[dict], labels: Mapping[str, np.ndarray]
     """Per-sample cohort numbers: significant hotspots per class and the share of tissue
     area inside immune-excluded hotspots (union over maps). Candidates that are not
     significant on their own (``significant`` false) are never counted."""
-    from .regions.immune import CLASSES
+    from .regions._immune import CLASSES
 
     hotspots = [h for h in hotspots if h.get("significant", True)]
     row: dict[str, Any] = {"sample": name, "n_hotspots": len(hotspots),
@@ -170,11 +170,11 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
     histology pixel size in µm (see :func:`ionmap.regions.read_cells`), so that the QuPath
     GeoJSON of µm cells is written in image pixels.
     """
-    from .engine.convert import convert
+    from .engine._convert import convert
     from .regions import read_cells, run_hotspots, store_maps
     from .report import CLASS_RGB, write_overlays, write_report
 
-    storage.make_dir(out)
+    _files.make_dir(out)
     (out / _DONE).unlink(missing_ok=True)
     result = convert(sample.imzml, str(out / "result.zarr"), config.convert,
                      recalibration=config.recalibration, resume=resume, overwrite=not resume,
@@ -201,7 +201,7 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
         row = cohort_row(sample.name, run.hotspots, run.labels, run.tissue, px[0] * px[1] * 1e-6)
     else:
         row = {"sample": sample.name}
-    storage.write_atomic(out / _DONE, json.dumps({"complete": True, "cohort": row}))
+    _files.write_atomic(out / _DONE, json.dumps({"complete": True, "cohort": row}))
     return row
 
 
@@ -227,14 +227,14 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
     to once, before the first sample: an unreachable one is a StorageError up front, not a
     failure of every sample. ``cells_pixel_size_um``: see :func:`run_sample`.
     """
-    from .engine.run import check_scheduler, scheduler_client
+    from .engine._run import check_scheduler, scheduler_client
 
     if not isinstance(config, PipelineConfig):
         config = load_config(config)
     check_scheduler(scheduler)
     samples = discover_samples(str(input_dir), storage_options)
     out = Path(output_dir)
-    storage.make_dir(out)
+    _files.make_dir(out)
     with scheduler_client(scheduler) as client:
         outcomes = [_run_or_record(sample, i, len(samples), config, out, scheduler=client,
                                    resume=resume, storage_options=storage_options,
@@ -263,7 +263,7 @@ def _run_or_record(sample: Sample, i: int, n: int, config: PipelineConfig, out: 
                    else f"{type(exc).__name__}: {exc}")
         outcome = SampleOutcome(sample.name, "failed", time.perf_counter() - t0,
                                 message.splitlines()[0] if message else "")
-        storage.make_dir(out / sample.name)
+        _files.make_dir(out / sample.name)
         (out / sample.name / "error.txt").write_text(traceback.format_exc())
         echo(f"  failed: {outcome.error}")
         return outcome
@@ -274,7 +274,7 @@ def _run_or_record(sample: Sample, i: int, n: int, config: PipelineConfig, out: 
 
 def _write_summaries(out: Path, outcomes: list[SampleOutcome]) -> None:
     """``summary.csv`` (status of every sample) and ``cohort.csv`` (their cohort rows)."""
-    from .regions.export import write_csv
+    from .regions._export import write_csv
 
     write_csv(out / "summary.csv",
               [{"sample": o.name, "status": o.status, "seconds": f"{o.seconds:.2f}",

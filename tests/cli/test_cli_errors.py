@@ -126,6 +126,19 @@ def test_all_targets_outside_the_mz_range_are_refused(small, tmp_path, capsys):
     assert str(small) in line and "outside the file's m/z range" in line
 
 
+def test_missing_or_unreadable_lock_masses_write_nothing(small, inside, tmp_path, capsys):
+    bad = tmp_path / "locks.csv"
+    bad.write_text("name,weight\nx,3\n")
+    for locks, problem in ((tmp_path / "no-such-locks.csv", "cannot read lock masses"),
+                           (bad, "unknown column")):
+        out = tmp_path / "o.zarr"
+        assert main(["convert", str(small), str(out), "--targets", str(inside),
+                     "--recalibrate", str(locks), "--quiet"]) == 2
+        line = one_error_line(capsys)
+        assert str(locks) in line and problem in line
+        assert not out.exists()
+
+
 # -- schedulers ------------------------------------------------------------------------------
 
 
@@ -214,7 +227,7 @@ def test_library_convert_shows_no_progress_bar(small, inside, tmp_path, capfd):
 # The real command with every band slowed down, so that the signal arrives mid-conversion.
 _SLOW = """
 import sys, time
-import ionmap.engine.convert as c
+import ionmap.engine._convert as c
 real = c._band_task
 def slow(*args, **kwargs):
     time.sleep(0.25)

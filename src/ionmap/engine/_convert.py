@@ -1,7 +1,7 @@
 """``ionmap.convert``: an imzML file to an OME-Zarr result store of ion images.
 
 The work runs as Dask tasks, one per spatial band of image rows (see
-:mod:`ionmap.engine.plan`); each task reads its spectra with coalesced range reads, runs the
+:mod:`ionmap.engine._plan`); each task reads its spectra with coalesced range reads, runs the
 compiled kernels and writes whole shards. The driver records finished bands in the store so
 that an interrupted run can resume, and writes ``complete: true`` last.
 """
@@ -19,14 +19,14 @@ import numpy as np
 
 from .. import __version__, annotate, chem, kernels, recal
 from .. import store as st
+from .._files import open_input
 from ..errors import InputError, IonmapError, IonmapWarning, StorageError
 from ..params import ConvertParams, RecalibrationParams, split_overrides, with_overrides
-from ..storage import open_input
-from ..store import Layout, Result, analysis, level_shapes, open_result
-from .compute import Extraction, axis_part, compute_band, window_bounds
-from .plan import Band, choose_band_rows, plan_bands
-from .run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
-from .spectrum import mean_spectrum
+from ..store import Layout, Result, level_shapes, open_result
+from ._compute import Extraction, axis_part, compute_band, window_bounds
+from ._plan import Band, choose_band_rows, plan_bands
+from ._run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
+from ._spectrum import mean_spectrum
 
 #: Spectrum payload per task of the m/z-axis pass (bytes).
 AXIS_TASK_BYTES = 256 * 2**20
@@ -111,7 +111,11 @@ def convert(
     try:
         target_list, target_source = resolve_targets(p.panel, p.targets, src, storage_options)
         table = target_table(target_list, ppm)
-        _check_targets(table, src)
+        # windows may move by up to ±search_ppm once recalibrated
+        _check_targets(table, src, 0.0 if recalibrate == "none" else rp.search_ppm)
+        # a lock-mass list is read before anything is written: a bad path writes nothing
+        locks = None if recalibrate in ("auto", "none") else recal.read_lock_masses(
+            _read_text(recalibrate, storage_options, "lock masses"), recalibrate)
         pick = src.spectrum_type == "profile" and (peaks or features)
         parameters = {
             "targets_from": target_source, "ppm": float(ppm), "peaks": bool(peaks),
@@ -165,7 +169,8 @@ def convert(
             # pass 0 (after the store exists, so a bad spectrum leaves an incomplete store);
             # deterministic, so a resumed run fits the same model again
             model, attrs["recalibration"], lattice = _calibrate(src, recalibrate, rp, table,
-                                                                storage_options)
+                                                                locks)
+            _warn_outside(table, src, model)
             attrs["annotation"] = _annotate(src, lattice, model, table, rp)
             ex = replace(ex, axis=axis, recal=model,
                          references=None if model is None else model.ref_mz)
@@ -183,7 +188,7 @@ def convert(
             if model is not None:
                 attrs["recalibration"]["histogram"] = recal.error_histogram(
                     st.read_mass_error(store))
-            analysis.write_mean_spectrum(store, *mean_spectrum(src))
+            st.write_mean_spectrum(store, *mean_spectrum(src))
             _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
                     features=axis is not None)
         return open_result(out_url, out_options)
@@ -200,9 +205,11 @@ def _stored_axis(url: str, store: Any, attrs: dict) -> np.ndarray:
 
 
 def _calibrate(src, recalibrate: str, rp: RecalibrationParams, table: list[dict],
-               storage_options) -> tuple[recal.Model | None, dict, tuple[list, int]]:
+               locks: recal.References | None
+               ) -> tuple[recal.Model | None, dict, tuple[list, int]]:
     """Pass 0: (model or None when the axis is kept, its description, the lattice read:
-    its batches and spacing in pixels)."""
+    its batches and spacing in pixels). ``locks``: the lock masses when ``recalibrate``
+    names a lock-mass CSV (read before the store was created)."""
     base = {"method": recalibrate, "applied": False, "model": recal.MODEL}
     coords = src.coordinates
     x, y = coords[:, 0].astype(np.intp) - 1, coords[:, 1].astype(np.intp) - 1
@@ -220,8 +227,7 @@ def _calibrate(src, recalibrate: str, rp: RecalibrationParams, table: list[dict]
     if recalibrate == "auto":
         refs = recal.reference_ions(table, src.polarity, rp.resolving_power, mz_range)
     else:
-        refs = recal.read_lock_masses(_read_text(recalibrate, storage_options, "lock masses"),
-                                      recalibrate)
+        refs = locks
     if refs.mz.size and batches:
         errs = [kernels.reference_errors(b, refs.mz, rp.search_ppm,
                                          profile=src.spectrum_type != "centroid")
@@ -314,27 +320,59 @@ def target_table(targets: Sequence[chem.Target], ppm: float) -> list[dict]:
     return table
 
 
-def _check_targets(table: list[dict], src: Any) -> None:
-    """Refuse targets that all lie outside the file's m/z range; warn about some outside
-    it or of the wrong polarity (their images cannot show signal)."""
+def _outside(table: list[dict], mz_range: tuple[float, float], shift_ppm) -> list[str]:
+    """Names of the targets whose window lies outside the recorded ``mz_range`` (Th) for
+    every mass shift in ``shift_ppm(mz)`` = (lowest, highest) ppm at the target's m/z:
+    a recorded m/z is m·(1 + δ·1e-6), so the window moves with δ."""
+    lo, hi = mz_range
+    out = []
+    for t in table:
+        d_lo, d_hi = shift_ppm(t["mz"])
+        if t["window"][1] * (1 + d_hi * 1e-6) < lo or t["window"][0] * (1 + d_lo * 1e-6) > hi:
+            out.append(t["name"])
+    return out
+
+
+def _check_targets(table: list[dict], src: Any, tolerance_ppm: float) -> None:
+    """Refuse targets that all lie outside the file's m/z range, even moved by up to
+    ±``tolerance_ppm`` (what recalibration can move a window by); warn when no target is
+    of the file's polarity (their images cannot show signal)."""
     if src.mz_range is None:
         warnings.warn(f"{src.url}: every spectrum is empty (all images are zero)",
                       IonmapWarning, stacklevel=3)
         return
     lo, hi = src.mz_range
-    outside = [t["name"] for t in table if t["window"][1] < lo or t["window"][0] > hi]
+    outside = _outside(table, (lo, hi), lambda _: (-tolerance_ppm, tolerance_ppm))
     if len(outside) == len(table):
         raise InputError(src.url, f"every target lies outside the file's m/z range "
                          f"{lo:.4f}-{hi:.4f} (wrong panel or polarity?); all images would "
                          "be zero")
-    if outside:
-        warnings.warn(f"{src.url}: targets outside the file's m/z range {lo:.4f}-{hi:.4f} "
-                      f"(their images are zero): {', '.join(outside)}", IonmapWarning, stacklevel=3)
     charges = {t["adduct"].strip()[-1] for t in table if t.get("adduct")}
     wanted = {"positive": "+", "negative": "-"}.get(src.polarity or "")
     if wanted and charges and wanted not in charges:
         warnings.warn(f"{src.url}: the file is {src.polarity} mode but no target is a "
                       f"{src.polarity} ion", IonmapWarning, stacklevel=3)
+
+
+def _warn_outside(table: list[dict], src: Any, model: recal.Model | None) -> None:
+    """Warn about targets outside the file's recorded m/z range once their windows are
+    moved by the mass error model (a drifted file's range is shifted too: its ions are
+    in range although their exact m/z is not)."""
+    if src.mz_range is None:
+        return
+    a_lo, a_hi, b, m0 = (0.0, 0.0, 0.0, 0.0) if model is None else (
+        float(model.a.min()), float(model.a.max()), model.b, model.m0)
+
+    def shift(mz: float) -> tuple[float, float]:  # δ range (ppm) at mz over the section
+        slope = b * (mz - m0) / 1000.0
+        return a_lo + slope, a_hi + slope
+
+    outside = _outside(table, tuple(src.mz_range), shift)
+    if outside:
+        lo, hi = src.mz_range
+        warnings.warn(f"{src.url}: targets outside the file's m/z range {lo:.4f}-{hi:.4f} "
+                      f"(their images are zero): {', '.join(outside)}", IonmapWarning,
+                      stacklevel=3)
 
 
 # -- run state -------------------------------------------------------------------------------

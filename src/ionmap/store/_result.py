@@ -9,10 +9,10 @@ import numpy as np
 import zarr
 import zarr.errors
 
+from .._files import local_path
 from ..errors import InputError, StorageError
-from ..storage import local_path
-from .backend import open_store, read_root_attrs
-from .layout import FEATURES, ION, LABELS, MASK, MASS_ERROR, TIC
+from ._backend import open_store, read_root_attrs
+from ._layout import FEATURES, ION, LABELS, MASK, MASS_ERROR, TIC
 
 
 class Result:
@@ -155,28 +155,28 @@ class Result:
     @property
     def mean_spectrum(self) -> tuple[np.ndarray, np.ndarray, dict] | None:
         """(m/z in Th, mean intensity per spectrum, info) stored by convert, or None."""
-        from . import analysis
+        from . import _analysis as analysis
 
         return analysis.read_mean_spectrum(self._store)
 
     @property
     def tissue(self) -> np.ndarray | None:
         """(y, x) bool tissue mask stored with the maps, or None."""
-        from . import analysis
+        from . import _analysis as analysis
 
         return analysis.read_tissue(self._store)
 
     @property
     def maps(self) -> tuple[dict[str, np.ndarray], list[dict]] | None:
         """(map name -> (y, x) float32 values, per-map name/unit/definition), or None."""
-        from . import analysis
+        from . import _analysis as analysis
 
         return analysis.read_maps(self._store)
 
     @property
     def hotspots(self) -> dict | None:
         """The stored hotspot run (tables, registration, parameters, cells), or None."""
-        from . import analysis
+        from . import _analysis as analysis
 
         return analysis.read_hotspots(self._store)
 

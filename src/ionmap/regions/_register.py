@@ -27,9 +27,9 @@ from scipy import ndimage, optimize, signal
 from scipy.spatial import cKDTree
 from skimage import transform as sktransform
 
+from .._geometry import apply_affine, count_points
 from ..errors import InputError
-from ..geometry import apply_affine, count_points
-from .cells import Cells
+from ._cells import Cells
 
 _MODELS = {"similarity": sktransform.SimilarityTransform,
            "affine": sktransform.AffineTransform}
@@ -260,7 +260,7 @@ def register_auto(
 ) -> Registration:
     """Estimate a similarity transform MSI pixels -> annotation frame without landmarks.
 
-    ``tissue``: (ny, nx) bool, the MSI tissue mask (see :func:`ionmap.regions.maps.tissue_mask`).
+    ``tissue``: (ny, nx) bool, the MSI tissue mask (see :func:`ionmap.regions._maps.tissue_mask`).
     ``cells``: :class:`Cells` or (n, 2) annotation-frame (x, y). The expected scale
     (annotation units per MSI pixel) is ``scale`` if given, else MSI ``pixel_size_um`` /
     ``cells.um_per_unit`` when both are known, else the square root of the ratio of the

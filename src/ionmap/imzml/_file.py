@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import storage
+from .. import _files
 from ..batch import SpectrumBatch
 from ..errors import SpectrumDataError
-from . import binary
-from . import cache as sidecar
-from .metadata import ARRAYS, ImzMLMetadata
-from .validate import grid
+from . import _binary as binary
+from . import _cache as sidecar
+from ._metadata import ARRAYS, ImzMLMetadata
+from ._validate import grid
 
 #: Payload read per batch by :meth:`ImzMLFile.iter_batches` unless told otherwise.
 DEFAULT_BATCH_BYTES = 64 * 2**20
@@ -91,7 +91,7 @@ class ImzMLFile:
         self._init_state()
 
     def _init_state(self) -> None:
-        self._reader = storage.RangeReader(self.ibd_url, self.storage_options)
+        self._reader = _files.RangeReader(self.ibd_url, self.storage_options)
         self._lock = threading.Lock()
         self._shared_mz: np.ndarray | None = None
 

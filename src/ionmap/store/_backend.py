@@ -15,8 +15,8 @@ import zarr.abc.store
 import zarr.errors
 import zarr.storage
 
+from .._files import filesystem, local_path
 from ..errors import IonmapError, StorageError
-from ..storage import filesystem, local_path
 
 Store = zarr.abc.store.Store
 F = TypeVar("F", bound=Callable[..., Any])

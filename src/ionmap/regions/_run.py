@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .. import store
+from .._files import make_dir
 from ..errors import InputError
 from ..params import (
     HotspotParams,
@@ -38,15 +39,14 @@ from ..params import (
     split_overrides,
     with_overrides,
 )
-from ..storage import make_dir
-from . import export
-from .cells import Cells, read_cells
-from .coverage import coverage_mask
-from .export import json_ready
-from .hotspots import Hotspots, find_hotspots, sample_significance
-from .immune import immune_context
-from .maps import DEFAULT_MAPS, build_maps, map_channels, map_info, resolve_map, tissue_mask
-from .register import Registration, audit_registration, fit_landmarks, register_auto
+from . import _export as export
+from ._cells import Cells, read_cells
+from ._coverage import coverage_mask
+from ._export import json_ready
+from ._hotspots import Hotspots, find_hotspots, sample_significance
+from ._immune import immune_context
+from ._maps import DEFAULT_MAPS, build_maps, map_channels, map_info, resolve_map, tissue_mask
+from ._register import Registration, audit_registration, fit_landmarks, register_auto
 
 #: Columns of hotspots.csv: the documented ones first, then extra measurements.
 HOTSPOT_COLUMNS = (
@@ -141,15 +141,13 @@ def store_maps(result: Any, maps: Sequence[str] | None = None, *,
                storage_options: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Build the tissue mask and the maps of a result (no cells needed) and store them in
     it, for the report and viewers of a sample without cell annotations. Returns the maps."""
-    from ..store import analysis
-
     data, maps = load_result(result, maps, storage_options)
     tissue = tissue_mask(data.mask, data.tic)
     values = build_maps(data.images, tissue, maps, data.groups,
                         tic=None if data.normalized else data.tic, noise_floor=noise_floor)
     infos = [map_info(m, list(data.images), data.groups, normalisation=data.normalisation)
              for m in maps]
-    analysis.write_maps(data.url, values, tissue, infos, storage_options=storage_options)
+    store.write_maps(data.url, values, tissue, infos, storage_options=storage_options)
     return values
 
 
@@ -215,13 +213,13 @@ def run_hotspots(
     lactate, kynurenine, kyn_trp, lipids the channels allow. ``pixel_size_um`` overrides
     the MSI pixel size (µm). ``annotated_region``: where cells were annotated (a GeoJSON/TIFF
     file or an MSI-grid bool array; default: the cells file's annotations, else the hull of
-    the cells; see :mod:`ionmap.regions.coverage`). The registration is audited against
-    the declared units (:func:`~ionmap.regions.register.audit_registration`); its warnings
+    the cells; see :mod:`ionmap.regions._coverage`). The registration is audited against
+    the declared units (:func:`~ionmap.regions._register.audit_registration`); its warnings
     are in ``params["warnings"]``. ``write_labels``: also store the labels, maps, tissue,
     hotspot tables and cells in the result store (if ``source`` is one), for viewers, the
     report and the exports; ``colors``: immune class -> RGB (0-255) for the GeoJSON
     classifications and label colours (the command line passes the report's palette,
-    :mod:`ionmap.report.palette`; None: no colours, QuPath and napari choose their own).
+    :mod:`ionmap.report._palette`; None: no colours, QuPath and napari choose their own).
     The surrogates of map k are seeded by ``(seed, k)`` (``ImmuneParams.seed``).
 
     Significance is decided over the whole sample: the q-values (``hotspot_q``) are
@@ -397,10 +395,8 @@ def _store(url: str, tissue: np.ndarray, values: dict, labels: dict, rows: list,
            cells_msi: np.ndarray, colors: Mapping[str, Sequence[int]], storage_options) -> None:
     """Maps, tissue, hotspot tables and cells into the result; one label image per map
     with its provenance, and no label image left of an earlier run's other maps."""
-    from ..store import analysis
-
-    analysis.write_maps(url, values, tissue, infos, storage_options=storage_options)
-    stamp = analysis.now()
+    store.write_maps(url, values, tissue, infos, storage_options=storage_options)
+    stamp = store.now()
     names = []
     for name, lab in labels.items():
         mine = [r for r in rows if r["map"] == name]
@@ -413,12 +409,12 @@ def _store(url: str, tissue: np.ndarray, values: dict, labels: dict, rows: list,
         store.write_labels(url, names[-1], lab, colors=label_colors or None, properties=props,
                      provenance={"map": name, "parameters": params, "written": stamp},
                      storage_options=storage_options)
-    analysis.remove_stale_labels(url, names, prefix="hotspots_",
+    store.remove_stale_labels(url, names, prefix="hotspots_",
                                  storage_options=storage_options)
     clean = json_ready({"hotspots": rows, "densities": densities, "curves": curves,
                         "registration": registration, "parameters": params,
                         "maps": [i["name"] for i in infos]})
-    analysis.write_hotspots(url, clean, cells_msi, cells.cell_type,
+    store.write_hotspots(url, clean, cells_msi, cells.cell_type,
                             storage_options=storage_options)
 
 

@@ -40,7 +40,7 @@ class SynthWriter(ImzMLWriter):
         super().__init__(path, **kwargs)
         template = _module.IMZML_TEMPLATE
         if _MAX_X not in template or _MAX_Y not in template:
-            raise RuntimeError("unexpected pyimzML writer template; update ionmap.synth.writer")
+            raise RuntimeError("unexpected pyimzML writer template; update ionmap.synth._writer")
         indent = "\n      "
         size = f"{pixel_size_um:g}"
         template = template.replace(_MAX_X, _PARAM.format(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..geometry import apply_affine, nearest_pixel
-from .layout import Section, smooth_field
+from .._geometry import apply_affine, nearest_pixel
+from ._layout import Section, smooth_field
 
 CD8 = "CD8"
 #: Tissue baseline densities (cells/mm²).

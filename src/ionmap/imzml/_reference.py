@@ -1,7 +1,7 @@
 """The reference reading of imzML XML with a real XML parser (ElementTree).
 
 It reads the header (everything before ``<spectrumList>``) and, spectrum by spectrum, any
-block the fast scan (:mod:`.scanner`) declines. Its semantics are the reader's definition:
+block the fast scan (:mod:`._scanner`) declines. Its semantics are the reader's definition:
 the fast scan must agree with it exactly.
 
 No DOCTYPE or ENTITY declaration is accepted, so no entity is ever expanded or resolved;
@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import ImzMLFormatError
-from . import numbers
-from .cv import COMPRESSIONS, PRECISIONS, local, params
+from . import _numbers as numbers
+from ._cv import COMPRESSIONS, PRECISIONS, local, params
 
 FORBIDDEN = re.compile(rb"<!(?:DOCTYPE|ENTITY)")
 _ENCODING = re.compile(rb'^(?:\xef\xbb\xbf)?\s*<\?xml[^>]*encoding=["\']([A-Za-z0-9._-]+)["\']')
 
-#: One spectrum's values in column order (see :data:`ionmap.imzml.xml.RECORD_FIELDS`), and
+#: One spectrum's values in column order (see :data:`ionmap.imzml._xml.RECORD_FIELDS`), and
 #: the (m/z precision, m/z compression, intensity precision, intensity compression) it uses.
 Row = tuple[tuple, tuple[str, str, str, str]]
 

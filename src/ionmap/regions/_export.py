@@ -17,8 +17,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import find_contours, points_in_poly
 
+from .._geometry import apply_affine, ring_area
 from ..errors import StorageError
-from ..geometry import apply_affine, ring_area
 
 
 def outlines(labels: np.ndarray) -> dict[int, list[list[np.ndarray]]]:

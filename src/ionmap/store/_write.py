@@ -1,7 +1,7 @@
 """Writing a result store: creating its arrays, band writes (run inside tasks),
 normalisation, the pyramid and viewer display ranges.
 
-See :mod:`ionmap.store.layout` for the paths; a band task writes whole shards only.
+See :mod:`ionmap.store._layout` for the paths; a band task writes whole shards only.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import zarr
 import zarr.codecs
 
-from .backend import Store, storage_errors
-from .layout import (
+from ._backend import Store, storage_errors
+from ._layout import (
     FEATURES,
     ION,
     ION_PLANES_PER_CHUNK,
@@ -25,7 +25,7 @@ from .layout import (
     Layout,
     level_shapes,
 )
-from .ngff import OME_VERSION, DisplayRange, multiscales, omero
+from ._ngff import OME_VERSION, DisplayRange, multiscales, omero
 
 # -- creating a result -----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ spatial autocorrelation:
    IEEE TMI 18:32).
 3. **Null**: ``n_surrogates`` Gaussian random fields with the map's autocovariance, measured
    inside the tissue mask and simulated exactly by circulant embedding
-   (:mod:`ionmap.regions.surrogates`). Each surrogate goes through steps 1–2 like the map
+   (:mod:`ionmap.regions._surrogates`). Each surrogate goes through steps 1–2 like the map
    (robust scaling, Gi*, κ, threshold) and gives its largest cluster mass. H0 of a map:
    *the map is a stationary Gaussian field with its own autocorrelation — smooth
    gradients allowed, no localised excess*.
@@ -52,7 +52,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..params import HotspotParams
-from .surrogates import SurrogateField
+from ._surrogates import SurrogateField
 
 #: Defaults of :func:`find_hotspots` (from :class:`ionmap.params.HotspotParams`).
 DEFAULT_FDR = HotspotParams.fdr

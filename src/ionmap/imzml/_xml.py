@@ -3,8 +3,8 @@ block by block.
 
 Blocks of whole spectra come from :class:`.blocks.SpectrumBlocks` (one reusable buffer of
 about ``2 * BLOCK_BYTES``: memory bounded whatever the file size, nothing memory-mapped).
-Each block is read by the fast scan (:mod:`.scanner`) when it repeats the template of the
-first spectrum, else spectrum by spectrum by the XML parser (:mod:`.reference`); both
+Each block is read by the fast scan (:mod:`._scanner`) when it repeats the template of the
+first spectrum, else spectrum by spectrum by the XML parser (:mod:`._reference`); both
 paths write the same compact typed columns (:class:`Columns`) and give identical results.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import ImzMLFormatError, UnsupportedImzMLError
-from . import scanner
-from .blocks import BufferReader, SpectrumBlocks, _NoSpectrumList
-from .cv import DTYPES
-from .reference import FORBIDDEN, Header, Record, ReferenceParser, read_header
-from .validate import MAX_GRID_SIDE
+from . import _scanner as scanner
+from ._blocks import BufferReader, SpectrumBlocks, _NoSpectrumList
+from ._cv import DTYPES
+from ._reference import FORBIDDEN, Header, Record, ReferenceParser, read_header
+from ._validate import MAX_GRID_SIDE
 
 BLOCK_BYTES = 8 * 2**20  # XML scanned per step: bounds memory, whatever the file size
 

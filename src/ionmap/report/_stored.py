@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..regions.run import label_name
+from ..regions._run import label_name
 
 
 @dataclass

@@ -3,7 +3,7 @@
 What it shows was computed and stored by convert (TIC, mask, ion images, mean spectrum)
 and by the hotspot step (tissue, maps, labels, hotspot tables, registration, cells); the
 report reads it through the result reader and draws it (Jinja2 template
-``templates/report.html.j2``, figures from :mod:`ionmap.report.figures`).
+``templates/report.html.j2``, figures from :mod:`ionmap.report._figures`).
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from markupsafe import Markup, escape
 
 from ..errors import StorageError
 from ..params import HotspotParams
-from . import figures, palette
-from .stored import Stored, read_stored
+from . import _figures as figures
+from . import _palette as palette
+from ._stored import Stored, read_stored
 
 _VERSIONS = ("ionmap", "numpy", "zarr", "dask", "distributed", "scikit-image", "pyimzml")
 #: Target columns shown when present (annotation scores appear once stored).

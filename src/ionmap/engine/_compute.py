@@ -13,7 +13,7 @@ import numpy as np
 from .. import kernels
 from ..batch import SpectrumBatch
 from ..recal import Model
-from .plan import Band
+from ._plan import Band
 
 #: Payload (bytes of m/z + intensity read from the .ibd) of one sub-batch inside a task.
 BATCH_BYTES = 8 * 2**20  # small enough for malloc to reuse the buffers

@@ -4,7 +4,7 @@ Every reader returns :class:`Cells`: one centroid per cell in the *annotation fr
 frame of the file: origin top-left, x to the right, y down) and a free-form cell type
 string. Coordinates are kept exactly as the file has them; ``unit`` says whether they are
 µm or histology-image pixels, and ``pixel_size_um`` (µm per histology pixel) relates the
-two when known. Co-registration (:mod:`ionmap.regions.register`) maps MSI pixels into
+two when known. Co-registration (:mod:`ionmap.regions._register`) maps MSI pixels into
 this frame.
 
 Supported tables (columns auto-detected, case-insensitive, ``µm``/``um`` alike):
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._geometry import ring_moments
 from ..errors import InputError
-from ..geometry import ring_moments
 
 #: Cell type given to objects without a classification (QuPath's name for it).
 UNCLASSIFIED = "Unclassified"

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import storage
+from .. import _files
 
 SUFFIX = ".ionmap-meta"
 FORMAT = 2
@@ -40,7 +40,7 @@ def user_cache_dir() -> str:
 
 
 def _canonical(url: str) -> str:
-    path = storage.local_path(url)
+    path = _files.local_path(url)
     return os.path.abspath(path) if path is not None else url
 
 
@@ -49,7 +49,7 @@ def locations(url: str) -> list[str]:
     canonical = _canonical(url)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:32]
     in_cache = os.path.join(user_cache_dir(), f"{digest}{SUFFIX}")
-    if storage.local_path(url) is not None:
+    if _files.local_path(url) is not None:
         return [canonical + SUFFIX, in_cache]
     return [in_cache]
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImzMLFormatError
-from .cv import DTYPES
-from .xml import XmlMetadata
+from ._cv import DTYPES
+from ._xml import XmlMetadata
 
 #: Names of the per-spectrum arrays of an opened file (see :class:`ionmap.ImzMLFile`).
 ARRAYS = ("coordinates", "mz_offsets", "mz_lengths", "intensity_offsets", "intensity_lengths")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _xmlscan
-from .cv import SCANNED_BYTES, SCANNED_SET, TERM_BY_ACCESSION, local
-from .reference import Record, Row
+from ._cv import SCANNED_BYTES, SCANNED_SET, TERM_BY_ACCESSION, local
+from ._reference import Record, Row
 
 _VALUE_ATTR = re.compile(rb'\svalue="')
 #: Column codes of ``scan_block``: the integer columns, then the m/z hints.

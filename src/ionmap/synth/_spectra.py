@@ -28,7 +28,7 @@ from scipy import sparse
 from ..chem import Target
 from ..errors import InputError
 from ..isotopes import isotope_pattern
-from .layout import Section, smooth_field
+from ._layout import Section, smooth_field
 
 #: 13C − 12C mass difference (u), for isotope peaks of unassigned ions.
 C13_SHIFT = 1.0033548378

@@ -20,7 +20,7 @@ this order of precedence:
    Theory 29:551).
 
 A pixel (its centre) is covered when it lies inside the region; the mask is intersected
-with the tissue by the caller (:func:`ionmap.regions.immune.immune_context`).
+with the tissue by the caller (:func:`ionmap.regions._immune.immune_context`).
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ from scipy.spatial import cKDTree
 from skimage.measure import points_in_poly
 
 from ..errors import InputError
-from .cells import Cells, geometry_polygons
-from .register import Registration, apply_affine
+from ._cells import Cells, geometry_polygons
+from ._register import Registration, apply_affine
 
 #: A polygon: [outer ring, *holes], each an (k, 2) array of (x, y).
 Polygon = list[np.ndarray]

@@ -3,7 +3,7 @@
 Images are drawn in the MSI pixel frame (x right, y down, pixel centres at 0-based
 integers), NaN (off tissue, masked) light grey, each with a colour bar naming its unit and
 a scale bar in µm when the pixel size is known. Hotspot outlines carry the hotspot id of
-``hotspots.csv`` and the class colour of :mod:`ionmap.report.palette`.
+``hotspots.csv`` and the class colour of :mod:`ionmap.report._palette`.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..regions.export import outlines
-from . import palette
+from ..regions._export import outlines
+from . import _palette as palette
 
 _DPI = 110
 #: Scale-bar lengths tried (µm): the longest that fits in a quarter of the image width.

@@ -9,10 +9,10 @@ import numpy as np
 import zarr
 
 from ..errors import InputError, StorageError
-from .backend import open_store, read_root_attrs
-from .layout import ION, LABELS, Layout
-from .ngff import OME_VERSION, image_label, multiscales
-from .write import create_array
+from ._backend import open_store, read_root_attrs
+from ._layout import ION, LABELS, Layout
+from ._ngff import OME_VERSION, image_label, multiscales
+from ._write import create_array
 
 
 def write_labels(

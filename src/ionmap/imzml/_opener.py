@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import storage
+from .. import _files
 from ..errors import (
     ImzMLError,
     ImzMLFormatError,
@@ -15,12 +15,12 @@ from ..errors import (
     StorageError,
     TruncatedIbdError,
 )
-from . import cache as sidecar
-from . import xml
-from .blocks import advise_sequential
-from .file import ImzMLFile
-from .metadata import ARRAYS, ImzMLMetadata, arrays_from_xml, from_xml
-from .validate import check_uuid, validate
+from . import _cache as sidecar
+from . import _xml as xml
+from ._blocks import advise_sequential
+from ._file import ImzMLFile
+from ._metadata import ARRAYS, ImzMLMetadata, arrays_from_xml, from_xml
+from ._validate import check_uuid, validate
 
 #: Per-spectrum arrays larger than this are used from the memory-mapped sidecar once it
 #: is written (file-backed pages instead of anonymous memory).
@@ -35,7 +35,7 @@ def open_imzml(path_or_url: str | os.PathLike, storage_options: Mapping[str, Any
     validated: the .ibd UUID against the XML's, every array against the .ibd size, 2-D
     coordinates on the grid (1 .. ``MAX_GRID_SIDE``) without duplicates. Positions beyond
     the declared max count of pixels grow the grid. With ``cache`` the parsed metadata are
-    written to a sidecar at open (see :mod:`ionmap.imzml.cache`) so a reopen skips the XML;
+    written to a sidecar at open (see :mod:`ionmap.imzml._cache`) so a reopen skips the XML;
     values derived later from the data are kept by :meth:`ImzMLFile.save_metadata`.
 
     Raises ImzMLError subclasses (naming the file and the problem) for files that cannot
@@ -45,15 +45,15 @@ def open_imzml(path_or_url: str | os.PathLike, storage_options: Mapping[str, Any
     options = dict(storage_options or {})
     if url.lower().endswith(".ibd"):
         raise ImzMLError(url, "this is the binary part; open the .imzML file beside it")
-    st = storage.stat(url, options)
+    st = _files.stat(url, options)
     if st is None:
-        local = storage.local_path(url)
+        local = _files.local_path(url)
         if local is not None and os.path.isdir(local):
             raise ImzMLError(url, "is a folder, not an imzML file")
         raise ImzMLError(url, "no such file")
     _check_looks_like_xml(url, options, st.size)
     ibd_url, ibd_st = _find_ibd(url, options)
-    reader = storage.RangeReader(ibd_url, options)
+    reader = _files.RangeReader(ibd_url, options)
     try:
         head = reader.read(0, 16)
     finally:
@@ -83,7 +83,7 @@ def _check_looks_like_xml(url: str, options: Mapping[str, Any], size: int) -> No
     .ibd, so the message says what is wrong with the file itself."""
     if size == 0:
         raise ImzMLFormatError(url, "not an imzML file (it is empty)")
-    reader = storage.RangeReader(url, options)
+    reader = _files.RangeReader(url, options)
     try:
         head = reader.read(0, min(size, 256))
     finally:
@@ -113,20 +113,20 @@ def _cache_load(url: str, key: dict) -> tuple[ImzMLMetadata, dict] | None:
         return None
 
 
-def _find_ibd(url: str, options: dict) -> tuple[str, storage.FileStat]:
-    name = storage.basename(url)
+def _find_ibd(url: str, options: dict) -> tuple[str, _files.FileStat]:
+    name = _files.basename(url)
     stem = name.rsplit(".", 1)[0] if "." in name else name
-    directory = storage.parent(url)
+    directory = _files.parent(url)
     for ext in (".ibd", ".IBD"):
-        candidate = storage.join(directory, stem + ext)
-        st = storage.stat(candidate, options)
+        candidate = _files.join(directory, stem + ext)
+        st = _files.stat(candidate, options)
         if st is not None:
             return candidate, st
     wanted = (stem + ".ibd").lower()
-    for entry in storage.listdir(directory, options):
+    for entry in _files.listdir(directory, options):
         if entry.lower() == wanted:
-            candidate = storage.join(directory, entry)
-            st = storage.stat(candidate, options)
+            candidate = _files.join(directory, entry)
+            st = _files.stat(candidate, options)
             if st is not None:
                 return candidate, st
     raise MissingIbdError(url, f"no binary file {stem}.ibd beside it (looked up ignoring case)")
@@ -136,7 +136,7 @@ def read_metadata(url: str, options: dict, *, fast: bool = True
                   ) -> tuple[ImzMLMetadata, dict[str, np.ndarray]]:
     """Metadata and per-spectrum arrays from the XML (offsets already unwrapped), read as a
     stream in bounded blocks (local files with plain reads, nothing memory-mapped)."""
-    path = storage.local_path(url)
+    path = _files.local_path(url)
     if path is not None:
         try:
             fh = open(path, "rb", buffering=0)
@@ -146,6 +146,6 @@ def read_metadata(url: str, options: dict, *, fast: bool = True
             advise_sequential(fh)
             meta = xml.parse(fh, url, fast=fast)
     else:
-        with storage.open_input(url, options) as stream:
+        with _files.open_input(url, options) as stream:
             meta = xml.parse(stream, url, fast=fast)
     return from_xml(meta, url), arrays_from_xml(meta)

@@ -1,6 +1,6 @@
 """Surrogate maps that keep a map's own spatial autocorrelation inside its tissue mask.
 
-Null model (used by :mod:`ionmap.regions.hotspots`): the standardised map ``u`` (MSI
+Null model (used by :mod:`ionmap.regions._hotspots`): the standardised map ``u`` (MSI
 pixel grid, (y, x)) is a realisation of a *stationary Gaussian random field* whose
 autocovariance is that of the map itself — smooth biological gradients, laser-spot
 overlap and normalisation residue all included, but no localised excess (no niche).

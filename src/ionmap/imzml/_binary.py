@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 from .. import _gather
-from ..storage import RangeReader
+from .._files import RangeReader
 
 MERGE_GAP = 64 * 2**10  # read through gaps up to this size rather than issue a new request
 MAX_REQUEST = 64 * 2**20  # bound on one request (larger single ranges stay whole)

@@ -13,7 +13,7 @@ depend on which pixel it is rounded to. Every point belongs to its nearest hotsp
 - *outside*: tissue outside all hotspots of the map (the tissue baseline).
 
 Only the *measured* tissue counts: the tissue inside the annotation coverage mask
-(``coverage``, see :mod:`ionmap.regions.coverage`; cells were looked for only there).
+(``coverage``, see :mod:`ionmap.regions._coverage`; cells were looked for only there).
 Areas are measured the same way as counts (``sd`` sampled 4 × 4 times per pixel near
 hotspots), and density = cells / area in cells/mm². Vectorised over cells: one pass per
 map and setting, no loop over cells or pixels.
@@ -77,8 +77,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, special
 
+from .._geometry import nearest_pixel
 from ..errors import InputError
-from ..geometry import nearest_pixel
 from ..params import ImmuneParams
 
 #: Defaults, all options of :func:`immune_context` and the ``hotspots`` command.
@@ -294,7 +294,7 @@ def immune_context(
     """Densities, phenotype, evidence and exclusion test of every hotspot in ``labels``.
 
     ``labels``: (ny, nx) int hotspot labels (0 = none) of one map, or the
-    :class:`~ionmap.regions.hotspots.Hotspots` of :func:`find_hotspots`; ``cells_xy``: (n, 2)
+    :class:`~ionmap.regions._hotspots.Hotspots` of :func:`find_hotspots`; ``cells_xy``: (n, 2)
     cell positions in MSI pixels (x, y; 0-based pixel centres); ``cell_types``: n labels;
     ``tissue``: (ny, nx) bool; ``pixel_size_um``: MSI pixel size, (x, y) or one number;
     ``rim_um``: rim width outside the edge; ``edge_guard_um``: boundary band left out of

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .backend import Store, update_root_attrs
+from ._backend import Store, update_root_attrs
 
 
 class Checkpoint:

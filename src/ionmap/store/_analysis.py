@@ -28,10 +28,10 @@ import numpy as np
 import zarr
 
 from ..errors import StorageError
-from .backend import open_store, read_root_attrs
-from .backend import storage_errors as _storage_errors
-from .layout import ION, LABELS
-from .ngff import OME_VERSION, multiscales
+from ._backend import open_store, read_root_attrs
+from ._backend import storage_errors as _storage_errors
+from ._layout import ION, LABELS
+from ._ngff import OME_VERSION, multiscales
 
 MEAN_SPECTRUM = "mean_spectrum"
 TISSUE = "tissue"
