@@ -207,6 +207,25 @@ class MassShift:
         self.a, self.b, self.m0 = a, b, m0
 
 
+def recalibrated(batch: SpectrumBatch, shift: MassShift) -> SpectrumBatch:
+    """The batch on the recalibrated m/z axis: every point's recorded m/z o becomes the exact
+    m/z m with o = m·(1 + δ(m)·1e-6) (two fixed-point steps from m = o; the residual is
+    below 1e-6 ppm for |b| ≤ 100 ppm/1000 Th). Vectorised over the whole batch; the result
+    is in processed layout (a continuous batch's shared axis is moved per spectrum), m/z
+    float64, intensities shared with ``batch``. Recalibration leaves the order of points
+    unchanged (δ varies by far less than 1e6 ppm per Th)."""
+    a, b, m0 = _shift_arrays(batch, shift)
+    lengths = np.diff(batch.offsets)
+    k = np.repeat(np.arange(len(batch.index)), lengths)
+    pos = np.arange(int(batch.offsets[-1])) - np.repeat(batch.offsets[:-1], lengths)
+    observed = batch.mz[batch.mz_starts[k] + pos].astype(np.float64)
+    exact = observed
+    for _ in range(2):
+        exact = observed / (1.0 + (a[k] + b[k] * (exact - m0) * 1e-3) * 1e-6)
+    return SpectrumBatch(batch.index, batch.offsets, exact,
+                         np.ascontiguousarray(batch.offsets[:-1]), batch.intensity)
+
+
 def window_sums(batch: SpectrumBatch, lo: np.ndarray, hi: np.ndarray,
                 reduce: Literal["sum", "max"] = "sum", *,
                 shift: MassShift | None = None) -> np.ndarray:

@@ -3,6 +3,7 @@ panel ions with isotope patterns (present), formulas not in the sample (absent) 
 impostor (one peak at a formula's m/z, no isotopes, spatially random)."""
 from __future__ import annotations
 
+import csv
 import warnings
 
 import numpy as np
@@ -38,6 +39,23 @@ def test_present_confident_absent_and_impostor_not(tmp_path):
         assert peak["verdict"] == "narrower than the peak" and peak["window_ppm"] == 10.0
     for name, _ in absent:  # no peak of their own: the others' width (TOF: same ppm)
         assert "other targets" in rows[name]["window_vs_fwhm"]["fwhm_from"]
+    # end to end: maps that read the impostor's channel have their hotspots flagged in
+    # hotspots.csv; lactate's (present, confident) are not
+    from ionmap.regions import run_hotspots
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_hotspots(res, sample.cells, sample.landmarks, tmp_path / "hot",
+                     maps=("lactate", "lactate/impostor", "impostor"), n_permutations=49,
+                     write_labels=False)
+    with (tmp_path / "hot" / "hotspots.csv").open() as f:
+        spots = list(csv.DictReader(f))
+    fdr = rows["impostor"]["fdr"]
+    flagged = f"not confidently annotated (FDR {fdr:.2f}: impostor)"
+    reading = [h for h in spots if "impostor" in h["map"]]
+    assert reading and all(h["annotation"] == flagged for h in reading), reading
+    lactate = [h for h in spots if h["map"] == "lactate"]
+    assert lactate and all(h["annotation"] == "confident" for h in lactate)
 
 
 def test_fdr_is_monotone_and_counts_decoys():

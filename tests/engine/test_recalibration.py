@@ -123,3 +123,27 @@ def test_drifted_file_targets_are_not_called_outside_the_range(tmp_path):
         raw = ionmap.convert(path, tmp_path / "b.zarr", ppm=5.0, progress=False,
                              recalibrate="none")
     assert not raw.ion_image("lactate").any()
+
+
+def test_feature_cube_is_on_the_recalibrated_axis(sections, tmp_path):
+    # +20 ppm and a 20 ppm gradient: on the recorded axis every peak is 10-30 ppm high
+    path = sections["profile", "processed", "up"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = ionmap.convert(path, tmp_path / "f.zarr", ppm=5.0, features=True,
+                             progress=False)
+    axis, cube, images = res.features_mz, res.features.compute(), res.ion_images.compute()
+    mask = res.mask
+    near = 0
+    for t, image in zip(res.targets, images):
+        ppm = (axis - t["mz"]) / t["mz"] * 1e6
+        f = int(np.argmin(np.abs(ppm)))
+        if abs(ppm[f]) > 40.0:  # no feature of this ion (too weak for min_fraction)
+            continue
+        near += 1
+        assert abs(ppm[f]) <= 3.0, (t["name"], ppm[f])  # recorded: +10 to +30 ppm
+        # the feature holds the recalibrated peak across the gradient, not on one side
+        strong = mask & (image >= np.percentile(image[mask], 75))
+        assert (cube[f][strong] > 0).mean() >= 0.95, t["name"]
+        assert np.corrcoef(cube[f][mask], image[mask])[0, 1] >= 0.7, t["name"]
+    assert near >= 12

@@ -6,7 +6,7 @@ import pytest
 from test_kernels_windows import random_batch, reference
 
 from ionmap.batch import SpectrumBatch
-from ionmap.kernels import MassShift, reference_errors, window_sums
+from ionmap.kernels import MassShift, recalibrated, reference_errors, window_sums
 
 
 @pytest.mark.parametrize("shared", [False, True])
@@ -34,6 +34,27 @@ def test_shifted_windows_equal_brute_force(shared, dtypes):
     zero = MassShift(np.zeros(len(batch)), np.zeros(len(batch)), m0)
     np.testing.assert_array_equal(window_sums(batch, lo, hi, shift=zero), reference(batch, lo, hi))
     np.testing.assert_array_equal(window_sums(batch, lo, hi), reference(batch, lo, hi))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_recalibrated_batch_inverts_the_model(shared):
+    # the recorded m/z of exact m/z m is m·(1 + δ(m)·1e-6): taking the batch's points as
+    # exact, the recorded batch recalibrates back to them
+    rng = np.random.default_rng(3)
+    exact = random_batch(rng, 30, shared, np.float64, np.float32)
+    a, b, m0 = rng.normal(0, 30, len(exact)), rng.normal(0, 20, len(exact)), 400.0
+    k = np.repeat(np.arange(len(exact)), np.diff(exact.offsets))
+    truth = np.concatenate([exact.spectrum(i)[0] for i in range(len(exact))])
+    observed = truth * (1 + (a[k] + b[k] * (truth - m0) * 1e-3) * 1e-6)
+    recorded = SpectrumBatch(exact.index, exact.offsets, observed, exact.offsets[:-1].copy(),
+                             exact.intensity)
+    got = recalibrated(recorded, MassShift(a, b, m0))
+    np.testing.assert_allclose(got.mz, truth, rtol=1e-12)
+    for i in range(len(exact)):
+        np.testing.assert_array_equal(got.spectrum(i)[1], exact.spectrum(i)[1])
+    # either layout in, processed layout out: a shared axis is moved per spectrum
+    zero = recalibrated(exact, MassShift(np.zeros(len(exact)), np.zeros(len(exact)), m0))
+    np.testing.assert_array_equal(zero.mz, truth)
 
 
 def _gauss_batch(shift_ppm: np.ndarray, centroid: bool, rng) -> tuple[SpectrumBatch, np.ndarray]:

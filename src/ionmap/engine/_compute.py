@@ -150,8 +150,9 @@ def compute_band(src, band: Band, nx: int, ex: Extraction) -> BandBlock:
         if sums is None:
             sums = kernels.window_sums(picked, ex.lo, ex.hi, shift=shift)
         block.images[:, y, x] = sums.T
-        if ex.axis is not None:
-            binned = kernels.bin_to_axis(picked, ex.axis, ppm=ex.feature_ppm,
+        if ex.axis is not None:  # the axis is on the recalibrated m/z, and so the peaks
+            peaks = picked if shift is None else kernels.recalibrated(picked, shift)
+            binned = kernels.bin_to_axis(peaks, ex.axis, ppm=ex.feature_ppm,
                                          analyzer=ex.analyzer, ref_mz=ex.ref_mz)
             block.features[:, y, x] = binned.T
     return block
@@ -172,8 +173,14 @@ def mass_errors(batch: SpectrumBatch, ex: Extraction, shift: kernels.MassShift) 
 
 
 def axis_part(src, spectra: np.ndarray, ex: Extraction, builder_options: dict):
-    """A streaming m/z-axis accumulator fed with the (picked) peaks of ``spectra``."""
+    """A streaming m/z-axis accumulator fed with the (picked) peaks of ``spectra``, on
+    the recalibrated m/z axis when ``ex.recal`` is set."""
     builder = kernels.MzAxisBuilder(**builder_options)
+    coords = src.coordinates
     for batch in src.iter_batches(spectra, max_bytes=ex.batch_bytes):
-        builder.add(kernels.pick_peaks_batch(batch, snr=ex.snr) if ex.pick else batch)
+        peaks = kernels.pick_peaks_batch(batch, snr=ex.snr) if ex.pick else batch
+        if ex.recal is not None:
+            xy = coords[batch.index].astype(np.intp) - 1
+            peaks = kernels.recalibrated(peaks, ex.recal.shift_at(xy[:, 0], xy[:, 1]))
+        builder.add(peaks)
     return builder

@@ -77,8 +77,8 @@ def convert(
             m/z axis; images bit for bit as without recalibration) or the path of a
             lock-mass CSV (targets format; only those ions). The model δ(x, y, m) =
             a(x, y) + b·(m − m0)/1000 ppm (:mod:`ionmap.recal`) moves each spectrum's
-            windows before extraction; with too few reference ions the axis is kept and a
-            warning says so. Feature cubes use the recorded axis.
+            windows before extraction (and the picked peaks of the feature axis and cube);
+            with too few reference ions the axis is kept and a warning says so.
         scheduler: None (``DASK_SCHEDULER_ADDRESS`` if set, else local threads), a
             ``distributed`` scheduler address with its port or a Client, or a Dask local
             scheduler name: ``"threads"``, ``"processes"``, ``"synchronous"``.
@@ -147,6 +147,11 @@ def convert(
         token = uuidlib.uuid4().hex[:12]  # unique task keys per run
         with scheduler_client(scheduler) as client, ProgressBar(progress) as bar:
             src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
+            # pass 0 (before the feature axis, which is built on the recalibrated m/z);
+            # deterministic, so a resumed run fits the same model again
+            model, recalibration, lattice = _calibrate(src, recalibrate, rp, table, locks)
+            _warn_outside(table, src, model)
+            ex = replace(ex, recal=model, references=None if model is None else model.ref_mz)
             if previous is None:
                 axis = None
                 if features:
@@ -166,14 +171,9 @@ def convert(
                 attrs = previous
                 layout = Layout(tuple(attrs["shape"]), int(attrs["layout"]["band_rows"]))
                 axis = _stored_axis(out_url, store, attrs) if features else None
-            # pass 0 (after the store exists, so a bad spectrum leaves an incomplete store);
-            # deterministic, so a resumed run fits the same model again
-            model, attrs["recalibration"], lattice = _calibrate(src, recalibrate, rp, table,
-                                                                locks)
-            _warn_outside(table, src, model)
+            attrs["recalibration"] = recalibration
             attrs["annotation"] = _annotate(src, lattice, model, table, rp, analyzer)
-            ex = replace(ex, axis=axis, recal=model,
-                         references=None if model is None else model.ref_mz)
+            ex = replace(ex, axis=axis)
             checkpoint = st.Checkpoint(store, attrs)
             try:
                 _run_bands(src, src_d, ex, layout, checkpoint, out_url, out_options, bar, client,
