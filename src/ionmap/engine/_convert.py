@@ -147,11 +147,13 @@ def convert(
         token = uuidlib.uuid4().hex[:12]  # unique task keys per run
         with scheduler_client(scheduler) as client, ProgressBar(progress) as bar:
             src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
-            # pass 0 (before the feature axis, which is built on the recalibrated m/z);
-            # deterministic, so a resumed run fits the same model again
-            model, recalibration, lattice = _calibrate(src, recalibrate, rp, table, locks)
-            _warn_outside(table, src, model)
-            ex = replace(ex, recal=model, references=None if model is None else model.ref_mz)
+            # pass 0: recalibration model and lattice, deterministic (a resumed run fits the
+            # same model again); after the store exists, so a bad spectrum leaves an
+            # incomplete store, unless a feature axis is built first on the recalibrated m/z
+            pass0 = None
+            if features and previous is None:
+                pass0 = _calibrate(src, recalibrate, rp, table, locks)
+                ex = replace(ex, recal=pass0[0])
             if previous is None:
                 axis = None
                 if features:
@@ -171,9 +173,12 @@ def convert(
                 attrs = previous
                 layout = Layout(tuple(attrs["shape"]), int(attrs["layout"]["band_rows"]))
                 axis = _stored_axis(out_url, store, attrs) if features else None
-            attrs["recalibration"] = recalibration
+            model, attrs["recalibration"], lattice = pass0 or _calibrate(src, recalibrate, rp,
+                                                                         table, locks)
+            _warn_outside(table, src, model)
             attrs["annotation"] = _annotate(src, lattice, model, table, rp, analyzer)
-            ex = replace(ex, axis=axis)
+            ex = replace(ex, axis=axis, recal=model,
+                         references=None if model is None else model.ref_mz)
             checkpoint = st.Checkpoint(store, attrs)
             try:
                 _run_bands(src, src_d, ex, layout, checkpoint, out_url, out_options, bar, client,
