@@ -130,7 +130,7 @@ def _add_storage_option(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _storage_options(args) -> dict | None:
-    from .storage import parse_storage_options
+    from ._files import parse_storage_options
 
     return parse_storage_options(args.storage_option or ()) or None
 
@@ -381,7 +381,7 @@ def _add_hotspots(sub) -> None:
 
 def _run_hotspots(args) -> int:
     from . import regions
-    from .regions.run import run_summary
+    from .regions._run import run_summary
     from .report import CLASS_RGB, write_overlays
     options = _storage_options(args)
     cells = regions.read_cells(args.cells, units=args.cells_units,

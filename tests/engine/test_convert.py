@@ -228,7 +228,7 @@ def test_axis_from_a_sample_of_spectra(samples, tmp_path):
 
 
 def test_resume_after_interruption_equals_uninterrupted(samples, tmp_path, monkeypatch):
-    from ionmap.engine import convert as engine_convert
+    from ionmap.engine import _convert as engine_convert
 
     sample = samples("processed", "profile")
     options = dict(progress=False, band_rows=4, workers=1, normalize="tic")

@@ -10,8 +10,8 @@ from matplotlib.path import Path as MplPath
 
 from ionmap.errors import InputError
 from ionmap.regions import Cells, MSIData, Registration, read_cells, run_hotspots
-from ionmap.regions.export import hotspots_geojson, outlines, write_csv
-from ionmap.regions.run import HOTSPOT_COLUMNS, run_summary
+from ionmap.regions._export import hotspots_geojson, outlines, write_csv
+from ionmap.regions._run import HOTSPOT_COLUMNS, run_summary
 
 
 def _area(ring):
@@ -51,7 +51,7 @@ def test_geojson_is_qupath_annotations_in_the_annotation_frame():
              "p_value": 0.01, "exclusion_score": float("nan")},
             {"id": 2, "map": "lactate", "class": "inflamed", "area_px": 12}]
     m = np.array([[0.0, -25.0, 1000.0], [25.0, 0.0, 50.0], [0, 0, 1]])  # 90 degrees
-    from ionmap.report.palette import CLASS_RGB
+    from ionmap.report._palette import CLASS_RGB
 
     geo = hotspots_geojson({"lactate": labels}, rows, matrix=m, colors=CLASS_RGB)
     json.dumps(geo)  # serialisable

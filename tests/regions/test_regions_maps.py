@@ -6,7 +6,7 @@ import pytest
 
 from ionmap.errors import InputError
 from ionmap.regions import build_maps, ratio, resolve_map
-from ionmap.regions.maps import map_channels
+from ionmap.regions._maps import map_channels
 
 CHANNELS = ["lactate", "kynurenine", "tryptophan", "palmitate", "oleate", "PI 38:4"]
 GROUPS = {"lactate": "glycolysis", "kynurenine": "kynurenine_pathway",

@@ -9,7 +9,7 @@ import pytest
 
 from ionmap.errors import InputError
 from ionmap.regions import read_tissue_mask, tissue_mask
-from ionmap.regions.tissue import find_tissue
+from ionmap.regions._tissue import find_tissue
 
 SHAPE = (40, 50)
 

@@ -19,7 +19,7 @@ import pytest
 import ionmap
 from ionmap.cli import main
 from ionmap.report import render_report, write_report
-from ionmap.report.palette import CLASS_RGB
+from ionmap.report._palette import CLASS_RGB
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -47,7 +47,7 @@ def _hotspot_rows(out):
 def test_mean_spectrum_is_stored_by_convert(analysed):
     from pyimzml.ImzMLParser import ImzMLParser
 
-    from ionmap.engine.spectrum import MEAN_SPECTRUM_BINS, MEAN_SPECTRUM_SPECTRA
+    from ionmap.engine._spectrum import MEAN_SPECTRUM_BINS, MEAN_SPECTRUM_SPECTRA
 
     sample, result, _ = analysed
     mz, mean, info = ionmap.open_result(result).mean_spectrum
