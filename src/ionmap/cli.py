@@ -195,6 +195,17 @@ def _run_convert(args) -> int:
                     else "  not confidently annotated")
             print(f"{t['name']:<24} {t['msm']:6.3f} {t['fdr']:6.3f}  {t['rho_spectral']:8.3f} "
                   f"{t['rho_spatial']:7.3f} {t['rho_chaos']:6.3f}{flag}")
+    checked = [t for t in result.targets if t.get("window_vs_fwhm")]
+    if checked:
+        from .interference import describe
+
+        print(f"{'target':<24} {'window ppm':>10} {'FWHM ppm':>8}  {'window vs peak':<24} "
+              "other ions in the window")
+        for t in checked:
+            w = t["window_vs_fwhm"]
+            fwhm = "-" if w["fwhm_ppm"] is None else f"{w['fwhm_ppm']:.1f}"
+            print(f"{t['name']:<24} {w['window_ppm']:10.1f} {fwhm:>8}  {w['verdict']:<24} "
+                  f"{describe(t['interferences'])}")
     rec = result.recalibration or {}
     if rec.get("applied"):
         hist = rec.get("histogram", {})
