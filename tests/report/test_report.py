@@ -122,6 +122,9 @@ def test_report_in_headless_chromium(analysed, tmp_path):
         assert f"<td>{t['msm']:.3f}</td>" in row.group(0)
         assert f"<td>{t['fdr']:.3f}</td>" in row.group(0)
         assert bool(row.group(1)) == (t["fdr"] > 0.1), t["name"]
+        assert f"<td>{t['window_vs_fwhm']['verdict']}</td>" in row.group(0)
+        for near in t["interferences"] or [{"ion": "none"}]:  # other ions in the window
+            assert near["ion"] in row.group(0), (t["name"], near)
     if (res.recalibration or {}).get("applied"):
         assert "Mass recalibration" in text and 'alt="mass error histogram"' in dom
     # hotspots.csv says the same of each hotspot's map

@@ -49,7 +49,10 @@ class Result:
         """One dict per channel: name, formula, adduct, mz (Th), ppm, group, window, and
         the annotation confidence (:mod:`ionmap.annotate`): msm, fdr (q-value; 1 for a
         target without signal), rho_spectral, rho_spatial, rho_chaos, n_decoys (None
-        without a formula or in results made before scoring existed)."""
+        without a formula or in results made before scoring existed); and
+        (:mod:`ionmap.interference`) ``interferences``, the other ions inside the window
+        (ion, mz, ppm offset, abundance), and ``window_vs_fwhm``, the window's full width
+        against the measured peak FWHM (window_ppm, fwhm_ppm, ratio, verdict, fwhm_from)."""
         scores = (self.attrs.get("annotation") or {}).get("targets") or [{}] * len(
             self.attrs["targets"])
         return [{**dict(t), **s} for t, s in zip(self.attrs["targets"], scores)]
