@@ -26,6 +26,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "ionmap"
 LAYERS = {
     "errors": 0, "batch": 0, "params": 0, "_files": 0, "_geometry": 0,
     "imzml": 1, "kernels": 1, "chem": 1, "isotopes": 1, "recal": 1, "annotate": 1,
+    "interference": 1,
     "_binning": 1, "_peaks": 1, "_windows": 1, "_recal": 1,
     "_gather": 1, "_xmlscan": 1,
     "store": 2,

@@ -17,7 +17,7 @@ from typing import Any
 import dask
 import numpy as np
 
-from .. import __version__, annotate, chem, kernels, recal
+from .. import __version__, annotate, chem, interference, kernels, recal
 from .. import store as st
 from .._files import open_input
 from ..errors import InputError, IonmapError, IonmapWarning, StorageError
@@ -171,7 +171,7 @@ def convert(
             model, attrs["recalibration"], lattice = _calibrate(src, recalibrate, rp, table,
                                                                 locks)
             _warn_outside(table, src, model)
-            attrs["annotation"] = _annotate(src, lattice, model, table, rp)
+            attrs["annotation"] = _annotate(src, lattice, model, table, rp, analyzer)
             ex = replace(ex, axis=axis, recal=model,
                          references=None if model is None else model.ref_mz)
             checkpoint = st.Checkpoint(store, attrs)
@@ -244,31 +244,48 @@ def _calibrate(src, recalibrate: str, rp: RecalibrationParams, table: list[dict]
 
 
 def _annotate(src, lattice, model: recal.Model | None, table: list[dict],
-              rp: RecalibrationParams) -> dict:
+              rp: RecalibrationParams, analyzer: str = "tof") -> dict:
     """MSM and target–decoy FDR per target on the lattice spectra (:mod:`ionmap.annotate`),
-    windows moved by the mass error model like the images'."""
+    windows moved by the mass error model like the images'; and per target the other ions
+    inside its window and its window against the measured peak FWHM
+    (:mod:`ionmap.interference`)."""
     batches, step = lattice
     ions = annotate.build_ions(table, rp.resolving_power)
     info = {"method": "METASPACE-style MSM and target-decoy FDR (ionmap.annotate)",
             "n_decoys": annotate.N_DECOYS, "resolving_power": rp.resolving_power}
-    if not len(ions.target) or not batches:  # nothing to score, or no spectrum at all
-        sums = np.zeros((1, ions.lo.size))
-        return {**info, "n_spectra": 0, "targets": annotate.annotate(
-            sums, ions, (np.zeros(1, int), np.zeros(1, int), (1, 1)), table,
-            annotate.N_DECOYS)}
     coords = src.coordinates
-    sums, gy, gx = [], [], []
+    target_mz = np.array([t["mz"] for t in table])
+    # the peak apex is searched around the model's prediction, else within the drift range
+    search = rp.search_ppm if model is None else rp.residual_ppm
+    profile = src.spectrum_type != "centroid"
+    sums, widths, gy, gx = [], [], [], []
     for b in batches:
         x, y = coords[b.index, 0].astype(np.intp) - 1, coords[b.index, 1].astype(np.intp) - 1
         shift = None if model is None else model.shift_at(x, y)
-        sums.append(kernels.window_sums(b, ions.lo, ions.hi, shift=shift))
+        if len(ions.target):
+            sums.append(kernels.window_sums(b, ions.lo, ions.hi, shift=shift))
+        widths.append(kernels.reference_errors(b, target_mz, search, profile=profile,
+                                               shift=shift)[2])
         gy.append(y // step)
         gx.append(x // step)
-    gy, gx = np.concatenate(gy), np.concatenate(gx)
-    shape = (int(gy.max()) + 1, int(gx.max()) + 1)
-    rows = annotate.annotate(np.concatenate(sums), ions, (gy, gx, shape), table,
-                             annotate.N_DECOYS)
-    return {**info, "n_spectra": int(len(gy)), "lattice_step": step, "targets": rows}
+    fwhm, _ = interference.measured_fwhm(
+        np.concatenate(widths) if widths else np.empty((0, len(table))), rp.min_presence)
+    peak = interference.window_vs_fwhm(table, fwhm, analyzer)
+    inside = interference.interferences(table, src.polarity, rp.resolving_power)
+    if not sums:  # nothing to score, or no spectrum at all
+        rows = annotate.annotate(np.zeros((1, ions.lo.size)), ions,
+                                 (np.zeros(1, int), np.zeros(1, int), (1, 1)), table,
+                                 annotate.N_DECOYS)
+        extra = {"n_spectra": 0}
+    else:
+        gy, gx = np.concatenate(gy), np.concatenate(gx)
+        shape = (int(gy.max()) + 1, int(gx.max()) + 1)
+        rows = annotate.annotate(np.concatenate(sums), ions, (gy, gx, shape), table,
+                                 annotate.N_DECOYS)
+        extra = {"n_spectra": int(len(gy)), "lattice_step": step}
+    for row, w, near in zip(rows, peak, inside):
+        row.update(window_vs_fwhm=w, interferences=near)
+    return {**info, **extra, "targets": rows}
 
 
 # -- targets ---------------------------------------------------------------------------------

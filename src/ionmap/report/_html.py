@@ -21,6 +21,7 @@ import numpy as np
 from markupsafe import Markup, escape
 
 from ..errors import StorageError
+from ..interference import describe
 from ..params import HotspotParams
 from . import _figures as figures
 from . import _palette as palette
@@ -142,9 +143,15 @@ def annotation_rows(s: Stored) -> tuple[list[dict], float]:
                   for k in ("msm", "rho_spectral", "rho_spatial", "rho_chaos", "fdr")}
         status = ("not scored" if q is None else "confident" if q <= threshold
                   else "not confidently annotated")
+        peak = t.get("window_vs_fwhm") or {}
+        width = "" if not peak else (f"{peak['window_ppm']:.1f} / " + (
+            "-" if peak["fwhm_ppm"] is None else f"{peak['fwhm_ppm']:.1f}"))
         rows.append({"name": t["name"], "formula": t.get("formula") or "",
                      "adduct": t.get("adduct") or "", "mz": f"{t['mz']:.4f}", **scores,
-                     "status": status, "flagged": q is not None and q > threshold})
+                     "status": status, "flagged": q is not None and q > threshold,
+                     "width": width, "peak": peak.get("verdict", ""),
+                     "interferences": ("" if "interferences" not in t
+                                       else describe(t["interferences"]))})
     return rows, threshold
 
 

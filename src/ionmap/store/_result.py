@@ -49,7 +49,10 @@ class Result:
         """One dict per channel: name, formula, adduct, mz (Th), ppm, group, window, and
         the annotation confidence (:mod:`ionmap.annotate`): msm, fdr (q-value; 1 for a
         target without signal), rho_spectral, rho_spatial, rho_chaos, n_decoys (None
-        without a formula or in results made before scoring existed)."""
+        without a formula or in results made before scoring existed); and
+        (:mod:`ionmap.interference`) ``interferences``, the other ions inside the window
+        (ion, mz, ppm offset, abundance), and ``window_vs_fwhm``, the window's full width
+        against the measured peak FWHM (window_ppm, fwhm_ppm, ratio, verdict, fwhm_from)."""
         scores = (self.attrs.get("annotation") or {}).get("targets") or [{}] * len(
             self.attrs["targets"])
         return [{**dict(t), **s} for t, s in zip(self.attrs["targets"], scores)]
@@ -88,6 +91,20 @@ class Result:
         if name not in names:
             raise InputError(self.url, f"no ion image {name!r} (targets: {', '.join(names)})")
         return self._zarr(f"{ION}/0")[names.index(name)]
+
+    def tic_level(self, level: int):
+        """Lazy dask array (y, x) of TIC pyramid level ``level`` (2**level coarser)."""
+        return self._dask(f"{TIC}/{level}")
+
+    def ome(self, path: str) -> dict:
+        """The OME-NGFF metadata (the ``ome`` attribute) of group ``path``, e.g.
+        ``"ion_images"`` (multiscales, omero channels) or ``"ion_images/labels/NAME"``
+        (image-label colours and properties); {} when the group or attribute is absent."""
+        try:
+            group = zarr.open_group(self._store, path=path, mode="r", zarr_format=3)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            return {}
+        return dict(group.attrs.asdict().get("ome", {}))
 
     @property
     def tic(self) -> np.ndarray:
@@ -129,12 +146,7 @@ class Result:
     @property
     def label_names(self) -> list[str]:
         """Names of the label images under ion_images/labels."""
-        try:
-            group = zarr.open_group(self._store, path=f"{ION}/{LABELS}", mode="r",
-                                    zarr_format=3)
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-            return []
-        return list(group.attrs.asdict().get("ome", {}).get("labels", []))
+        return list(self.ome(f"{ION}/{LABELS}").get("labels", []))
 
     def labels(self, name: str) -> np.ndarray:
         """The (y, x) integer label image ``name`` (level 0)."""
