@@ -38,7 +38,7 @@ print(json.dumps({"s": time.perf_counter() - t, "n": f.n_spectra}))
 
 CONVERT = """
 import json, sys, time
-import ionmap, ionmap.engine.convert
+import ionmap, ionmap.engine._convert
 t = time.perf_counter()
 ionmap.convert(sys.argv[1], sys.argv[2], overwrite=True, progress=False, workers=1)
 print(json.dumps({"s": time.perf_counter() - t}))
@@ -65,7 +65,7 @@ def warm(path: Path) -> None:
 
 
 def drop_sidecar(imzml: Path) -> None:
-    from ionmap.imzml import cache
+    from ionmap.imzml import _cache as cache
 
     for p in cache.locations(str(imzml)):
         Path(p).unlink(missing_ok=True)

@@ -14,6 +14,7 @@ uses as implausible decoy adducts (Palmer et al., Nat. Methods 14, 57 (2017)).
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -135,19 +136,42 @@ def _convolve(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
 
 def fine_pattern(comp: dict[str, int], prune: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
     """Fine isotope distribution of a neutral composition: (masses u, abundances), sorted by
-    mass, abundances summing to ~1 (isotopologues below ``prune`` × the largest dropped)."""
-    total = (np.zeros(1), np.ones(1))
-    for symbol, count in sorted(comp.items()):
-        iso = np.array(ISOTOPES[symbol], dtype=np.float64)
-        power = (iso[:, 0], iso[:, 1])
-        while count:  # binary exponentiation of the element's distribution
-            if count & 1:
-                total = _convolve(total, power, prune)
-            count >>= 1
-            if count:
-                power = _convolve(power, power, prune)
-    order = np.argsort(total[0])
-    return total[0][order], total[1][order]
+    mass, abundances summing to ~1 (isotopologues below ``prune`` × the largest dropped).
+
+    Elements are convolved in the order of :data:`ISOTOPES` (the elements of metabolites
+    first), and every partial product is cached: the decoys of one formula (the formula
+    plus one decoy element) share all but their last convolution.
+    """
+    order = {e: i for i, e in enumerate(ISOTOPES)}
+    items = tuple(sorted(((e, c) for e, c in comp.items() if c), key=lambda ec: order[ec[0]]))
+    mass, prob = _product(items, prune)
+    return mass.copy(), prob.copy()
+
+
+@functools.lru_cache(maxsize=8192)
+def _product(items: tuple[tuple[str, int], ...], prune: float
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted fine distribution of the elements ``items`` ((symbol, count), ...), cached."""
+    if not items:
+        return np.zeros(1), np.ones(1)
+    mass, prob = _convolve(_product(items[:-1], prune), _element_power(*items[-1], prune),
+                           prune)
+    order = np.argsort(mass)
+    return mass[order], prob[order]
+
+
+@functools.lru_cache(maxsize=4096)
+def _element_power(symbol: str, count: int, prune: float) -> tuple[np.ndarray, np.ndarray]:
+    """Fine distribution of ``count`` atoms of one element (binary exponentiation)."""
+    iso = np.array(ISOTOPES[symbol], dtype=np.float64)
+    power, total = (iso[:, 0], iso[:, 1]), (np.zeros(1), np.ones(1))
+    while count:
+        if count & 1:
+            total = _convolve(total, power, prune)
+        count >>= 1
+        if count:
+            power = _convolve(power, power, prune)
+    return total
 
 
 @dataclass(frozen=True)
@@ -171,6 +195,7 @@ def centroid_peaks(mz: np.ndarray, abundance: np.ndarray, resolving_power: float
     return m, p
 
 
+@functools.lru_cache(maxsize=8192)
 def isotope_pattern(formula: str, adduct: str, resolving_power: float = 20000.0, *,
                     n_peaks: int = 4, min_abundance: float = 0.01) -> Pattern:
     """The first ``n_peaks`` observed isotope peaks of an ion at resolving power R.
@@ -178,7 +203,7 @@ def isotope_pattern(formula: str, adduct: str, resolving_power: float = 20000.0,
     Fine peaks are merged within one FWHM (m/R); peaks are kept in m/z order from the
     monoisotopic one while they are at least ``min_abundance`` of the largest; the
     abundances are normalised to sum 1 over the peaks kept (METASPACE compares this many
-    peaks, normalised the same way).
+    peaks, normalised the same way). Cached per arguments (the arrays are read-only).
     """
     comp, z = ion_composition(formula, adduct)
     mass, prob = fine_pattern(comp)
@@ -191,4 +216,7 @@ def isotope_pattern(formula: str, adduct: str, resolving_power: float = 20000.0,
     big = big[first:]
     n = int(np.argmin(big)) if not big.all() else big.size  # stop at the first small peak
     n = max(1, min(n, n_peaks))
-    return Pattern(mz[:n], prob[:n] / prob[:n].sum())
+    mz, abundance = mz[:n].copy(), prob[:n] / prob[:n].sum()
+    mz.setflags(write=False)
+    abundance.setflags(write=False)
+    return Pattern(mz, abundance)

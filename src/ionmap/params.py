@@ -202,7 +202,7 @@ class RecalibrationParams(Params):
                                 "the residual error is measured in every spectrum", "ppm")
     smooth_px: float = param(2.0, "sigma of the spatial smoothing of the offset field",
                              "pixels")
-    max_sample: int = param(4000, "about this many spectra (a spatial lattice) are read "
+    max_sample: int = param(4000, "at most about this many spectra (a spatial lattice) are read "
                             "for the fit", "spectra")
     min_presence: float = param(0.3, "a reference must be an inlier in this fraction of the "
                                 "lattice spectra", "fraction 0..1")
@@ -267,6 +267,14 @@ class HotspotParams(Params):
                                               "ionisation effects are multiplicative)")
     candidates: bool = param(False, "also list candidate clusters that are not significant "
                              "(class not-significant, never counted)")
+    normalisation: Literal["tic", "pqn", "none"] = param(
+        "tic", "per-pixel normaliser of single and group maps (ionmap.regions.build_maps): tic, "
+        "pqn (median quotient of the panel ions, Dieterle 2006) or none; a result "
+        "normalised at conversion (--normalize) is used as it is")
+    tissue_mask: str | None = param(
+        None, "tissue mask replacing the automatic one (ionmap.regions.tissue_mask): a TIFF or PNG "
+        "of the MSI grid (non-zero = tissue) or GeoJSON polygons in MSI pixels (default: "
+        "segmented on the panel ions, so bright matrix off the tissue is not tissue)", "file")
     annotation_fdr: float = param(0.1, "annotation FDR (target-decoy q-value, "
                                   "ionmap.annotate) above which a map's hotspots are marked "
                                   "not confidently annotated in hotspots.csv; a derived map "

@@ -126,6 +126,19 @@ def test_all_targets_outside_the_mz_range_are_refused(small, tmp_path, capsys):
     assert str(small) in line and "outside the file's m/z range" in line
 
 
+def test_missing_or_unreadable_lock_masses_write_nothing(small, inside, tmp_path, capsys):
+    bad = tmp_path / "locks.csv"
+    bad.write_text("name,weight\nx,3\n")
+    for locks, problem in ((tmp_path / "no-such-locks.csv", "cannot read lock masses"),
+                           (bad, "unknown column")):
+        out = tmp_path / "o.zarr"
+        assert main(["convert", str(small), str(out), "--targets", str(inside),
+                     "--recalibrate", str(locks), "--quiet"]) == 2
+        line = one_error_line(capsys)
+        assert str(locks) in line and problem in line
+        assert not out.exists()
+
+
 # -- schedulers ------------------------------------------------------------------------------
 
 
@@ -148,10 +161,15 @@ def test_scheduler_without_port_is_one_line(address, small, inside, tmp_path, ca
     assert not (tmp_path / "o.zarr").exists()
 
 
-def test_unreachable_scheduler_is_said_within_seconds(small, inside, tmp_path, capsys):
-    with socket.socket() as s:  # a port nobody listens on
+def unused_port() -> int:
+    """A 127.0.0.1 port nobody listens on."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def test_unreachable_scheduler_is_said_within_seconds(small, inside, tmp_path, capsys):
+    port = unused_port()
     start = time.monotonic()
     assert main(["convert", str(small), str(tmp_path / "o.zarr"), "--scheduler",
                  f"tcp://127.0.0.1:{port}", "--quiet", "--targets", str(inside)]) == 2
@@ -209,7 +227,7 @@ def test_library_convert_shows_no_progress_bar(small, inside, tmp_path, capfd):
 # The real command with every band slowed down, so that the signal arrives mid-conversion.
 _SLOW = """
 import sys, time
-import ionmap.engine.convert as c
+import ionmap.engine._convert as c
 real = c._band_task
 def slow(*args, **kwargs):
     time.sleep(0.25)
@@ -269,6 +287,22 @@ def test_interrupted_convert_restores_the_cursor_and_says_resume(sig, code, word
     assert main(["convert", str(imzml), str(out), "--resume", "--quiet", "--targets",
                  str(tmp_path / "targets.csv")]) == 0
     assert ionmap.open_result(out).complete
+
+
+def test_pipeline_with_an_unreachable_scheduler_fails_once_up_front(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b"):  # never opened: the scheduler is refused before any sample
+        (tmp_path / "in" / f"{name}.imzML").write_text("")
+    port = unused_port()
+    config = Path(__file__).resolve().parents[2] / "pipelines" / "tme-negative.toml"
+    assert main(["run", str(config), "--input", str(tmp_path / "in"), "--output",
+                 str(tmp_path / "out"), "--scheduler", f"tcp://127.0.0.1:{port}"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no "[1/2] a ... failed" per sample
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and f"127.0.0.1:{port}" in err[0], err
+    assert "cannot reach the Dask scheduler" in err[0]
+    assert not (tmp_path / "out" / "a").exists() and not (tmp_path / "out" / "b").exists()
 
 
 def test_pipeline_refuses_a_scheduler_without_port(tmp_path, capsys):

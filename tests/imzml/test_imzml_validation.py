@@ -23,8 +23,9 @@ from ionmap.errors import (
     UnsupportedImzMLError,
     UUIDMismatchError,
 )
-from ionmap.imzml import numbers, xml
-from ionmap.imzml.opener import read_metadata as _parse
+from ionmap.imzml import _numbers as numbers
+from ionmap.imzml import _xml as xml
+from ionmap.imzml._opener import read_metadata as _parse
 
 
 def spectra_spans(data: bytes) -> list[tuple[int, int]]:

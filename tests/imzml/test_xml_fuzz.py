@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 import ionmap
 from conftest import make_imzml
 from ionmap.errors import ImzMLError, ImzMLFormatError
-from ionmap.imzml import xml
+from ionmap.imzml import _xml as xml
 
 LONG = int(os.environ.get("IONMAP_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(max_examples=LONG or 600, derandomize=not LONG, deadline=None,

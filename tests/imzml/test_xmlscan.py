@@ -15,7 +15,7 @@ import re
 import pytest
 
 from ionmap._xmlscan import find, scan
-from ionmap.imzml.cv import SCANNED_BYTES as _SCANNED_BYTES
+from ionmap.imzml._cv import SCANNED_BYTES as _SCANNED_BYTES
 
 TOKEN = re.compile(rb'accession="((?:' + b"|".join(
     re.escape(a) for a in sorted(_SCANNED_BYTES, key=len, reverse=True)) + rb')"[^>]*)')

@@ -9,8 +9,8 @@ import pytest
 from ionmap import _gather
 from ionmap.batch import SpectrumBatch
 from ionmap.errors import InputError
+from ionmap.imzml import _binary as binary
 from ionmap.kernels import pick_peaks_batch
-from ionmap.imzml import binary
 
 
 def _reference_gather(buf: np.ndarray, pos: np.ndarray, counts: np.ndarray,
@@ -139,7 +139,7 @@ def test_check_finds_each_problem_and_ignores_spectrum_boundaries():
 
 def test_scratch_buffer_is_reused_per_thread(tmp_path):
     """read_ranges(scratch=True) reuses the thread's buffer; other threads get their own."""
-    from ionmap.storage import RangeReader
+    from ionmap._files import RangeReader
 
     data = np.random.default_rng(5).integers(0, 256, 50_000, dtype=np.uint8)
     path = tmp_path / "blob.bin"

@@ -142,12 +142,25 @@ def test_demo_command(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ionmap.cli", "demo", "--out", str(tmp_path),
                            "--quiet"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr and "warning" not in proc.stdout, proc.stderr
     report = Path(proc.stdout.strip().splitlines()[-1].removeprefix("report: "))
     assert report.is_file() and report.parent.name == "demo"
+    # The demo knows the synthetic histology pixel size: the QuPath annotations are in image
+    # pixels (µm of the cell frame / pixel size), each on its planted niche.
+    truth = json.loads((tmp_path / "input" / "demo.truth.json").read_text())
+    to_cells = np.array(truth["msi_to_cells"])
+    centres = [(to_cells @ [n["center_x"], n["center_y"], 1.0])[:2] / synth.HISTOLOGY_PIXEL_UM
+               for n in truth["niches"]]
+    reach = max(n["radius_px"] for n in truth["niches"]) * truth["transform"]["scale"] \
+        / synth.HISTOLOGY_PIXEL_UM
+    geo = json.loads((report.parent / "hotspots" / "hotspots.geojson").read_text())
+    assert geo["features"]
+    for feature in geo["features"]:
+        centre = np.array(feature["geometry"]["coordinates"][0]).mean(0)
+        assert min(np.hypot(*(centre - c)) for c in centres) < reach, centre
     assert len(_report_images(report)) >= 6
     # Every reported hotspot is a planted niche (no spurious edge hotspot), with its class,
     # significant on its own, and cohort.csv counts exactly those.
-    truth = json.loads((tmp_path / "input" / "demo.truth.json").read_text())
     hotspots = _read_csv(report.parent / "hotspots" / "hotspots.csv")
     for h in hotspots:
         near = [n for n in truth["niches"] if h["map"] in n["maps"] and np.hypot(

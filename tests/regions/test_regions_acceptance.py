@@ -21,7 +21,7 @@ import pytest
 import ionmap
 from ionmap import regions
 from ionmap.cli import main
-from ionmap.regions.maps import DEFAULT_MAPS
+from ionmap.regions._maps import DEFAULT_MAPS
 
 SEEDS = range(24)
 COMBOS = [("processed", "profile"), ("continuous", "centroid"), ("continuous", "profile"),

@@ -11,8 +11,8 @@ from scipy.stats import norm
 
 from ionmap.errors import InputError
 from ionmap.regions import bh_qvalues, find_hotspots, gi_star
-from ionmap.regions.hotspots import robust_standardise, window
-from ionmap.regions.surrogates import SurrogateField
+from ionmap.regions._hotspots import robust_standardise, window
+from ionmap.regions._surrogates import SurrogateField
 
 
 def gi_star_brute(values, mask, weights):
