@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from . import _binning, _peaks, _recal, _windows
+from . import _binning, _gather, _peaks, _recal, _windows
 from .batch import SpectrumBatch
 from .errors import InputError
 
@@ -63,10 +63,10 @@ def _arrays(batch: SpectrumBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
         raise InputError(
             None, f"SpectrumBatch: {n} spectra need {n + 1} offsets and {n} mz_starts, "
                          f"got {offsets.size} and {starts.size}")
-    lengths = np.diff(offsets)
-    if offsets[0] != 0 or offsets[-1] != intensity.size or (lengths < 0).any():
+    problem = _gather.layout_problem(offsets, starts, intensity.size, mz.size)
+    if problem == 1:
         raise InputError(None, "SpectrumBatch: offsets must rise from 0 to len(intensity)")
-    if n and ((starts < 0).any() or (starts + lengths > mz.size).any()):
+    if problem == 2:
         raise InputError(None, "SpectrumBatch: mz_starts point outside the mz array")
     return mz, intensity, offsets, starts, bool(n) and batch.shared_mz
 
