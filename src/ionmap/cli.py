@@ -32,8 +32,16 @@ from .params import (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage mistakes in one line (exit 2) that points at ``--help`` instead
+    of printing the whole usage; subcommand parsers inherit it."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ionmap",
         description="Spatial metabolomics: imzML to OME-Zarr ion images and immune-excluded "
         "metabolic hotspots.",

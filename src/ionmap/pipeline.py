@@ -245,10 +245,13 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
     to once, before the first sample: an unreachable one is a StorageError up front, not a
     failure of every sample. ``cells_pixel_size_um``: see :func:`run_sample`.
     """
+    from .engine._convert import resolve_targets
     from .engine._run import check_scheduler, scheduler_client
 
     if not isinstance(config, PipelineConfig):
         config = load_config(config)
+    if config.convert.targets is not None:  # a bad targets CSV fails once, not per sample
+        resolve_targets(None, config.convert.targets, None, storage_options)
     check_scheduler(scheduler)
     samples = discover_samples(str(input_dir), storage_options)
     out = Path(output_dir)

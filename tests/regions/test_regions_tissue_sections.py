@@ -11,11 +11,15 @@ bright matrix off the tissue with a partial annotation, and a TIC-confounded nul
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import tifffile
 
 import ionmap
 from ionmap import regions
+from ionmap.cli import main
 from ionmap.params import ImmuneParams
 from ionmap.synth import Confounders
 
@@ -30,7 +34,8 @@ def _run(tmp_path_factory, name, **options):
     ionmap.convert(sample.imzml, url, progress=False)
     truth = sample.truth_dict
     cells = regions.read_cells(sample.cells, pixel_size_um=truth["histology_pixel_size_um"])
-    return truth, regions.run_hotspots(url, cells, sample.landmarks, d / "out", **COMMON)
+    run = regions.run_hotspots(url, cells, sample.landmarks, d / "out", **COMMON)
+    return truth, run, sample, url
 
 
 def _true_tissue(truth):
@@ -47,7 +52,7 @@ def matrix_section(tmp_path_factory):
 
 
 def test_matrix_off_tissue_mask_and_niches(matrix_section):
-    truth, run = matrix_section
+    truth, run, _, _ = matrix_section
     tissue = _true_tissue(truth)
     assert (run.tissue & tissue).sum() / (run.tissue | tissue).sum() >= 0.98
     for niche in truth["niches"]:
@@ -67,7 +72,27 @@ def test_matrix_off_tissue_mask_and_niches(matrix_section):
 
 
 def test_tic_confounded_null_section_has_no_hotspot(tmp_path_factory):
-    truth, run = _run(tmp_path_factory, "null", seed=6, n_niches=0, confounders=Confounders(
+    truth, run, _, _ = _run(tmp_path_factory, "null", seed=6, n_niches=0, confounders=Confounders(
         ionisation_sd=0.4, ionisation_corr_px=3.0, pixel_ionisation_sd=0.15))
     assert not truth["niches"]
     assert run.hotspots == [] and run.params["n_significant"] == 0
+
+
+def test_user_tissue_mask_from_the_command_line(matrix_section, tmp_path, capsys):
+    """--tissue-mask replaces the segmentation; a mask of the wrong size is one line, exit 2."""
+    truth, _, sample, url = matrix_section
+    mask = _true_tissue(truth)
+    mask[17:23, 20:26] = False  # a hole the segmentation would not make: the user's
+    tifffile.imwrite(tmp_path / "user.tif", mask.astype(np.uint8))
+    tifffile.imwrite(tmp_path / "small.tif", np.ones((10, 10), np.uint8))
+    args = ["hotspots", str(url), "--cells", str(sample.cells), "--landmarks",
+            str(sample.landmarks), "--permutations", "0", "--no-labels"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--tissue-mask",
+                 str(tmp_path / "user.tif")]) == 0
+    used = json.loads((tmp_path / "a" / "registration.json").read_text())["parameters"]
+    assert used["tissue_px"] == int(mask.sum()) and used["tissue_mask"].endswith("user.tif")
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "b"), "--tissue-mask",
+                 str(tmp_path / "small.tif")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "small.tif" in err and "10x10" in err and len(err.splitlines()) == 1
