@@ -32,8 +32,16 @@ from .params import (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage mistakes in one line (exit 2) that points at ``--help`` instead
+    of printing the whole usage; subcommand parsers inherit it."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ionmap",
         description="Spatial metabolomics: imzML to OME-Zarr ion images and immune-excluded "
         "metabolic hotspots.",
@@ -105,7 +113,7 @@ def _param(p, cls: type[Params], name: str, *flags: str, help_prefix: str = "",
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     hint = typing.get_type_hints(cls, localns={"Target": object})[name]
     kwargs: dict[str, Any] = {"dest": name, "default": f.default,
-                              "help": help_prefix + describe(cls, name)}
+                              "help": (help_prefix + describe(cls, name)).replace("%", "%%")}
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     args = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
     if hint is bool:
@@ -356,6 +364,8 @@ def _add_hotspots(sub) -> None:
     _param(p, HotspotParams, "candidates")
     _param(p, HotspotParams, "noise_floor")
     _param(p, HotspotParams, "annotation_fdr", metavar="Q")
+    _param(p, HotspotParams, "normalisation")
+    _param(p, HotspotParams, "tissue_mask", metavar="FILE")
     _param(p, ImmuneParams, "scarce_ratio")
     _param(p, ImmuneParams, "rim_ratio")
     _param(p, ImmuneParams, "edge_guard_um", metavar="UM")

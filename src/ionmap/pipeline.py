@@ -1,8 +1,10 @@
 """Bulk runs: a TOML pipeline config applied to every sample of a folder.
 
 A sample in the input folder (local or an ``s3://`` prefix) is ``NAME.imzML`` with its
-``.ibd``, and optionally ``NAME.cells.csv`` or ``NAME.cells.geojson`` and
-``NAME.landmarks.csv``. Each sample gets ``OUTPUT/NAME/`` with the result store
+``.ibd``, and optionally ``NAME.cells.csv`` or ``NAME.cells.geojson``,
+``NAME.landmarks.csv`` and a tissue mask ``NAME.tissue.tif`` (``.tiff``, ``.png``,
+``.geojson``; MSI grid, replacing the automatic mask and ``[hotspots] tissue_mask``,
+whose path is relative to the config). Each sample gets ``OUTPUT/NAME/`` with the result store
 (``result.zarr``), the hotspot outputs (``hotspots/``) and ``report.html``. A failing sample
 is recorded and the others go on; ``summary.csv`` lists every sample and ``cohort.csv``
 compares the samples.
@@ -76,10 +78,19 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
     targets = conv.get("targets") if isinstance(conv, Mapping) else None
     if isinstance(targets, str) and not _files.is_url(targets):  # relative to the config
         conv = {**conv, "targets": str(Path(source).parent / targets)}
-    parsed = {name: cls.from_mapping(conv if name == "convert" else raw.get(name, {}),
-                                     section=name, source=source)
+    sections = {**raw, "convert": conv}
+    hot = raw.get("hotspots", {})
+    mask = hot.get("tissue_mask") if isinstance(hot, Mapping) else None
+    if isinstance(mask, str):  # relative to the config, like the targets
+        sections["hotspots"] = {**hot, "tissue_mask": str(Path(source).parent / mask)}
+    parsed = {name: cls.from_mapping(sections.get(name, {}), section=name, source=source)
               for name, cls in SECTIONS.items()}
     return PipelineConfig(source, **parsed)
+
+
+#: A sample's own tissue mask (NAME + suffix; see :func:`ionmap.regions.read_tissue_mask`),
+#: used instead of ``[hotspots] tissue_mask``.
+TISSUE_MASK_SUFFIXES = (".tissue.tif", ".tissue.tiff", ".tissue.png", ".tissue.geojson")
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,7 @@ class Sample:
     imzml: str
     cells: str | None = None
     landmarks: str | None = None
+    tissue_mask: str | None = None
 
 
 def discover_samples(directory: str, storage_options: Mapping[str, Any] | None = None
@@ -105,7 +117,8 @@ def discover_samples(directory: str, storage_options: Mapping[str, Any] | None =
         stem = n[: -len(".imzml")]
         found = {}
         for key, suffixes in (("cells", (".cells.csv", ".cells.geojson")),
-                              ("landmarks", (".landmarks.csv",))):
+                              ("landmarks", (".landmarks.csv",)),
+                              ("tissue_mask", TISSUE_MASK_SUFFIXES)):
             for suffix in suffixes:
                 if (stem + suffix).lower() in lower:
                     found[key] = _files.join(directory, lower[(stem + suffix).lower()])
@@ -180,6 +193,8 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
                      recalibration=config.recalibration, resume=resume, overwrite=not resume,
                      scheduler=scheduler, storage_options=storage_options, progress=progress)
     run = None
+    tissue = (_local_copy(sample.tissue_mask, out / "inputs", storage_options)
+              if sample.tissue_mask else None)
     if sample.cells:
         method = config.registration.method
         if method == "landmarks" and not sample.landmarks:
@@ -191,10 +206,13 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
         cells = read_cells(_local_copy(sample.cells, inputs, storage_options),
                            pixel_size_um=cells_pixel_size_um)
         run = run_hotspots(result, cells, registration, out / "hotspots", config.hotspots,
-                           config.immune, model=config.registration.model, colors=CLASS_RGB)
+                           config.immune, model=config.registration.model, colors=CLASS_RGB,
+                           **({"tissue_mask": tissue} if tissue else {}))
         write_overlays(result, out / "hotspots")
     else:
-        store_maps(result, config.hotspots.maps, noise_floor=config.hotspots.noise_floor)
+        store_maps(result, config.hotspots.maps, noise_floor=config.hotspots.noise_floor,
+                   normalisation=config.hotspots.normalisation,
+                   tissue_mask=tissue or config.hotspots.tissue_mask)
     write_report(out / "report.html", result)
     if run is not None:
         px = run.params["pixel_size_um"]
@@ -227,10 +245,13 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
     to once, before the first sample: an unreachable one is a StorageError up front, not a
     failure of every sample. ``cells_pixel_size_um``: see :func:`run_sample`.
     """
+    from .engine._convert import resolve_targets
     from .engine._run import check_scheduler, scheduler_client
 
     if not isinstance(config, PipelineConfig):
         config = load_config(config)
+    if config.convert.targets is not None:  # a bad targets CSV fails once, not per sample
+        resolve_targets(None, config.convert.targets, None, storage_options)
     check_scheduler(scheduler)
     samples = discover_samples(str(input_dir), storage_options)
     out = Path(output_dir)

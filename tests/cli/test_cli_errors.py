@@ -311,3 +311,78 @@ def test_pipeline_refuses_a_scheduler_without_port(tmp_path, capsys):
     assert main(["run", str(config), "--input", str(tmp_path / "in"),
                  "--output", str(tmp_path / "out"), "--scheduler", "127.0.0.1"]) == 2
     assert "port" in one_error_line(capsys)
+
+
+# -- a newcomer's sweep: more mistakes, each one line naming the file or flag ---------------
+
+CELLS = "x,y,cell_type\n100.0,120.0,CD8\n140.0,90.0,Tumor\n"
+# (command with {small} {out} {tmp} placeholders, files to write first, words the line holds)
+MISTAKES = {
+    "targets m/z inf": ("convert {small} {out} --targets {tmp}/t.csv",
+                        {"t.csv": "name,mz\na,inf\nb,300\n"}, ["t.csv", "line 2", "finite"]),
+    "targets mz against formula": (
+        "convert {small} {out} --targets {tmp}/t.csv",
+        {"t.csv": "name,formula,adduct,mz\nlac,C3H6O3,[M-H]-,500\n"},
+        ["t.csv", "line 2", "disagrees", "89.0244"]),
+    "targets unknown adduct": ("convert {small} {out} --targets {tmp}/t.csv",
+                               {"t.csv": "name,formula,adduct\nlac,C3H6O3,[M+Q]-\n"},
+                               ["t.csv", "line 2", "adduct '[M+Q]-'", "'Q'"]),
+    "targets header only": ("convert {small} {out} --targets {tmp}/t.csv", {"t.csv": "name,mz\n"},
+                            ["t.csv", "no targets"]),
+    "targets negative m/z": ("convert {small} {out} --targets {tmp}/t.csv",
+                             {"t.csv": "name,mz\na,-300\n"}, ["t.csv", "line 2", "positive"]),
+    "targets duplicated names": ("convert {small} {out} --targets {tmp}/t.csv",
+                                 {"t.csv": "name,mz\na,300\na,600\n"}, ["t.csv", "duplicate"]),
+    "targets not UTF-8": ("convert {small} {out} --targets {tmp}/t.csv",
+                          {"t.csv": "name,mz\n\xb5-lac,300\n".encode("latin-1")},
+                          ["t.csv", "utf-8"]),
+    "targets with semicolons": ("convert {small} {out} --targets {tmp}/t.csv",
+                                {"t.csv": "name;mz\na;300\n"}, ["t.csv", "unknown column"]),
+    "ppm beyond the m/z axis": ("convert {small} {out} --ppm 1e7", {}, ["ppm", "below"]),
+    "output is a file": ("convert {small} {tmp}/a.txt", {"a.txt": "x"}, ["a.txt", "is a file"]),
+    "input is the .ibd": ("convert {ibd} {out}", {}, [".ibd", "open the .imzML"]),
+    "panel typo": ("convert {small} {out} --panel tme-negatve", {},
+                   ["tme-negatve", "built-in: tme-negative"]),
+    "unknown normalisation (usage)": ("convert {small} {out} --normalize TIC", {},
+                                      ["--normalize", "'TIC'", "--help"]),
+    "size unit typo (usage)": ("synth {tmp}/s --size 1XB", {}, ["--size", "1XB", "--help"]),
+    "cells not UTF-8": ("hotspots {tmp}/r.zarr --cells {tmp}/c.csv --register auto --out {tmp}/h",
+                        {"c.csv": "x,y,cell_type\n1,2,CD8\xb5\n".encode("latin-1")},
+                        ["c.csv", "UTF-8"]),
+    "cells with other column names": (
+        "hotspots {tmp}/r.zarr --cells {tmp}/c.csv --register auto --out {tmp}/h",
+        {"c.csv": "cx,cy,celltype\n1,2,CD8\n"}, ["c.csv", "no centroid columns"]),
+    "class table for a CSV": (
+        "hotspots {tmp}/r.zarr --cells {tmp}/c.csv --class-table {tmp}/c.csv --register auto "
+        "--out {tmp}/h", {"c.csv": CELLS}, ["c.csv", "--class-table", "label-mask TIFF"]),
+    "rim width 0": ("hotspots {tmp}/r.zarr --cells {tmp}/c.csv --register auto --rim-um 0 "
+                    "--out {tmp}/h", {"c.csv": CELLS}, ["rim_um", "positive"]),
+    "negative permutations": ("hotspots {tmp}/r.zarr --cells {tmp}/c.csv --register auto "
+                              "--permutations -1 --out {tmp}/h", {"c.csv": CELLS},
+                              ["n_permutations", ">= 0"]),
+    "pipeline targets missing": ("run {tmp}/p.toml --input {tmp}/in --output {tmp}/o",
+                                 {"p.toml": '[convert]\ntargets = "nope.csv"\n'},
+                                 ["nope.csv", "cannot read targets"]),
+    "pipeline section typo": ("run {tmp}/p.toml --input {tmp}/in --output {tmp}/o",
+                              {"p.toml": "[hotspot]\nfdr = 0.1\n"}, ["p.toml", "hotspot"]),
+}
+
+
+@pytest.mark.parametrize("case", list(MISTAKES))
+def test_newcomer_mistakes_are_one_line(case, small, tmp_path, capsys):
+    command, files, words = MISTAKES[case]
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    args = command.format(small=small, ibd=small.with_suffix(".ibd"), out=tmp_path / "o.zarr",
+                          tmp=tmp_path).split()
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert ": error: " in err[0] and all(w in err[0] for w in words), err[0]
+    assert not (tmp_path / "o.zarr").exists() and not (tmp_path / "h").exists()
+    assert not (tmp_path / "o").exists()  # a pipeline refused up front writes nothing

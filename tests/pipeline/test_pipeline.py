@@ -187,3 +187,21 @@ def test_cohort_counts_only_significant_hotspots():
     row = cohort_row("s", hotspots, labels, np.ones((2, 2), bool), 1.0)
     assert row["n_hotspots"] == 1 and row["n_immune_excluded"] == 1
     assert row["excluded_area_fraction"] == 0.25
+
+
+def test_tissue_masks_from_config_and_sample_files(tmp_path):
+    """``[hotspots] tissue_mask`` is relative to the config; NAME.tissue.* is discovered."""
+    (tmp_path / "conf").mkdir()
+    config = tmp_path / "conf" / "p.toml"
+    config.write_text("[hotspots]\ntissue_mask = 'masks/t.tif'\nnormalisation = 'pqn'\n")
+    loaded = load_config(config)
+    assert loaded.hotspots.tissue_mask == str(tmp_path / "conf" / "masks" / "t.tif")
+    assert loaded.hotspots.normalisation == "pqn"
+    for name in ("a.imzML", "a.ibd", "a.Tissue.PNG", "b.imzML", "b.ibd"):
+        (tmp_path / name).write_bytes(b"")
+    samples = {s.name: s for s in discover_samples(str(tmp_path))}
+    assert samples["a"].tissue_mask.endswith("a.Tissue.PNG")
+    assert samples["b"].tissue_mask is None
+    config.write_text("[hotspots]\nnormalisation = 'rms'\n")
+    with pytest.raises(InputError, match="normalisation"):
+        load_config(config)

@@ -257,6 +257,15 @@ def test_cli_defaults_match_the_api():
     assert (fh["fdr"], fh["min_area_px"], fh["radius"], fh["shape"], fh["extent"]) == (
         hp.fdr, hp.min_area_px, hp.radius_px, hp.neighbourhood, hp.extent)
     assert bm["noise_floor"] == hp.noise_floor
+    assert bm["normalisation"] == hp.normalisation
+    masked = build_parser().parse_args(["hotspots", "r.zarr", "--cells", "c.csv", "--register",
+                                        "auto", "--out", "o", "--tissue-mask", "t.tif",
+                                        "--normalisation", "pqn"])
+    assert _params(HotspotParams, masked) == HotspotParams(tissue_mask="t.tif",
+                                                           normalisation="pqn")
+    with pytest.raises(SystemExit) as done:  # help texts with '%' are escaped for argparse
+        build_parser().parse_args(["hotspots", "--help"])
+    assert done.value.code == 0
     for name in ("rim_um", "cell_type", "scarce_ratio", "rim_ratio", "n_permutations", "seed",
                  "edge_guard_um"):
         assert ic[name] == getattr(ip, name), name

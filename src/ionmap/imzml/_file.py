@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _files
 from ..batch import SpectrumBatch
-from ..errors import SpectrumDataError
+from ..errors import InputError, SpectrumDataError
 from . import _binary as binary
 from . import _cache as sidecar
 from ._metadata import ARRAYS, ImzMLMetadata
@@ -214,7 +214,7 @@ class ImzMLFile:
     def shared_mz(self) -> np.ndarray:
         """Continuous mode: the one m/z array all spectra share (decoded once, read-only)."""
         if self.mode != "continuous":
-            raise ValueError(f"{self.url}: processed mode has no shared m/z array")
+            raise InputError(self.url, "processed mode has no shared m/z array")
         if self._shared_mz is None:
             with self._lock:
                 if self._shared_mz is None:
@@ -335,4 +335,29 @@ class ImzMLFile:
     def spectrum(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(mz, intensity) of spectrum ``i``: the values and dtypes pyimzML's
         ``ImzMLParser.getspectrum(i)`` returns."""
-        return self.read_batch([i]).spectrum(0)
+        if not isinstance(i, (int, np.integer)):
+            return self.read_batch([i]).spectrum(0)  # what read_batch accepts, it accepts
+        i = int(i)
+        if not 0 <= i < self.n_spectra:
+            raise IndexError(f"{self.url}: spectrum index out of range 0..{self.n_spectra - 1}")
+        # one spectrum: two positional reads straight into its arrays, none of the
+        # coalescing of read_batch (whose NumPy set-up costs more than the read itself)
+        n = int(self.intensity_lengths[i])
+        offsets = np.array([0, n], np.int64)
+        intensity = np.empty(n, self.intensity_dtype)
+        self._read_one(int(self.intensity_offsets[i]), intensity)
+        if self.mode == "continuous":
+            mz = self.shared_mz()[:n]
+            found = binary.check(None, offsets, intensity)
+        else:
+            mz = np.empty(n, self.mz_dtype)
+            self._read_one(int(self.mz_offsets[i]), mz)
+            found = binary.check(mz, offsets, intensity)
+        self._raise_first(found, mz, offsets, np.array([i], np.int64))
+        return mz, intensity
+
+    def _read_one(self, start: int, out: np.ndarray) -> None:
+        """Fill ``out`` with the values stored at byte ``start`` of the .ibd."""
+        if out.size:
+            self._reader.read_into(out.view(np.uint8), np.array([start]),
+                                   np.array([out.nbytes]), np.zeros(1, np.int64))

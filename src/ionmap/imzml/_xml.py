@@ -1,8 +1,9 @@
 """Streaming parse of imzML metadata: the header with a real XML parser, the spectrum list
 block by block.
 
-Blocks of whole spectra come from :class:`.blocks.SpectrumBlocks` (one reusable buffer of
-about ``2 * BLOCK_BYTES``: memory bounded whatever the file size, nothing memory-mapped).
+Blocks of whole spectra come from :class:`._blocks.SpectrumBlocks` (a local file mapped one
+window of about ``2 * BLOCK_BYTES`` at a time, other sources through one reusable buffer
+of that size: memory bounded whatever the file size).
 Each block is read by the fast scan (:mod:`._scanner`) when it repeats the template of the
 first spectrum, else spectrum by spectrum by the XML parser (:mod:`._reference`); both
 paths write the same compact typed columns (:class:`Columns`) and give identical results.

@@ -19,14 +19,15 @@ pixels, origin top-left).
 from ._cells import Cells, read_cells, read_class_table
 from ._hotspots import Hotspots, bh_qvalues, find_hotspots, gi_star
 from ._immune import ImmuneContext, classify, edge_distance, exclusion_score, immune_context
-from ._maps import build_maps, ratio, resolve_map, tissue_mask
+from ._maps import build_maps, ratio, resolve_map
 from ._register import Registration, fit_landmarks, read_landmarks, register_auto
 from ._run import HotspotRun, MSIData, load_result, run_hotspots, store_maps
+from ._tissue import read_tissue_mask, tissue_mask
 
 __all__ = [
     "Cells", "read_cells", "read_class_table",
     "Registration", "fit_landmarks", "read_landmarks", "register_auto",
-    "build_maps", "ratio", "resolve_map", "tissue_mask",
+    "build_maps", "ratio", "resolve_map", "tissue_mask", "read_tissue_mask",
     "Hotspots", "find_hotspots", "gi_star", "bh_qvalues",
     "ImmuneContext", "immune_context", "classify", "exclusion_score", "edge_distance",
     "HotspotRun", "MSIData", "load_result", "run_hotspots", "store_maps",

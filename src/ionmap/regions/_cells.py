@@ -120,16 +120,24 @@ def read_cells(
     if pixel_size_um is not None and not pixel_size_um > 0:
         raise InputError(path, f"pixel size must be positive, not {pixel_size_um}")
     suffix = path.suffix.lower()
+    if class_table is not None and suffix not in (".tif", ".tiff"):
+        raise InputError(path, "class_table=... names the labels of a label-mask TIFF; "
+                               "this cell file is not one (its types come from its own "
+                               "column)")
     annotations: tuple[list[np.ndarray], ...] = ()
-    if suffix in (".csv", ".tsv", ".txt"):
-        x, y, types, unit = _read_table(path, phenotype_column)
-    elif suffix in (".geojson", ".json"):
-        x, y, types, unit, annotations = _read_geojson(path)
-    elif suffix in (".tif", ".tiff"):
-        x, y, types, unit = _read_mask(path, class_table)
-    else:
-        raise InputError(path, "unknown cell annotation format (expected .csv, .tsv, "
-                               ".txt, .geojson, .json, .tif or .tiff)")
+    try:
+        if suffix in (".csv", ".tsv", ".txt"):
+            x, y, types, unit = _read_table(path, phenotype_column)
+        elif suffix in (".geojson", ".json"):
+            x, y, types, unit, annotations = _read_geojson(path)
+        elif suffix in (".tif", ".tiff"):
+            x, y, types, unit = _read_mask(path, class_table)
+        else:
+            raise InputError(path, "unknown cell annotation format (expected .csv, .tsv, "
+                                   ".txt, .geojson, .json, .tif or .tiff)")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text (byte {exc.start}: {exc.reason}); save "
+                               "it as UTF-8") from None
     if len(x) == 0:
         raise InputError(path, "no cells found")
     return Cells(x, y, types, units or unit, pixel_size_um, str(path), annotations)

@@ -95,13 +95,15 @@ def polygons_mask(polygons: Sequence[Polygon], to_msi: np.ndarray,
     return mask
 
 
-def read_region_polygons(path: str | os.PathLike) -> list[Polygon]:
-    """Polygons of every Polygon/MultiPolygon feature of a GeoJSON (histology pixels)."""
+def read_region_polygons(path: str | os.PathLike, what: str = "annotated region"
+                         ) -> list[Polygon]:
+    """Polygons of every Polygon/MultiPolygon feature of a GeoJSON (in the file's frame);
+    ``what`` names the file's role in the errors."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"cannot read the annotated region as GeoJSON: {exc}") from None
+        raise InputError(path, f"cannot read the {what} as GeoJSON: {exc}") from None
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
         features = data.get("features") or []
     elif isinstance(data, dict) and data.get("type") == "Feature":
@@ -111,20 +113,20 @@ def read_region_polygons(path: str | os.PathLike) -> list[Polygon]:
     elif isinstance(data, list):
         features = data
     else:
-        raise InputError(path, "annotated region: not a GeoJSON FeatureCollection, Feature, "
+        raise InputError(path, f"{what}: not a GeoJSON FeatureCollection, Feature, "
                                "geometry or list of features")
     polys: list[Polygon] = []
     for i, feat in enumerate(features):
         geom = feat.get("geometry") if isinstance(feat, dict) else None
         if not isinstance(geom, dict):
-            raise InputError(path, f"annotated region: feature {i} has no geometry")
+            raise InputError(path, f"{what}: feature {i} has no geometry")
         try:
             polys += geometry_polygons(geom)
         except (ValueError, TypeError, IndexError) as exc:
-            raise InputError(path, f"annotated region: feature {i}: bad geometry ({exc})") \
+            raise InputError(path, f"{what}: feature {i}: bad geometry ({exc})") \
                 from None
     if not polys:
-        raise InputError(path, "annotated region: no Polygon or MultiPolygon feature")
+        raise InputError(path, f"{what}: no Polygon or MultiPolygon feature")
     return polys
 
 

@@ -260,7 +260,7 @@ def register_auto(
 ) -> Registration:
     """Estimate a similarity transform MSI pixels -> annotation frame without landmarks.
 
-    ``tissue``: (ny, nx) bool, the MSI tissue mask (see :func:`ionmap.regions._maps.tissue_mask`).
+    ``tissue``: (ny, nx) bool, the MSI tissue mask (see :func:`ionmap.regions.tissue_mask`).
     ``cells``: :class:`Cells` or (n, 2) annotation-frame (x, y). The expected scale
     (annotation units per MSI pixel) is ``scale`` if given, else MSI ``pixel_size_um`` /
     ``cells.um_per_unit`` when both are known, else the square root of the ratio of the

@@ -45,8 +45,9 @@ from ._coverage import coverage_mask
 from ._export import json_ready
 from ._hotspots import Hotspots, find_hotspots, sample_significance
 from ._immune import immune_context
-from ._maps import DEFAULT_MAPS, build_maps, map_channels, map_info, resolve_map, tissue_mask
+from ._maps import DEFAULT_MAPS, build_maps, map_channels, map_info, resolve_map
 from ._register import Registration, audit_registration, fit_landmarks, register_auto
+from ._tissue import find_tissue
 
 #: Columns of hotspots.csv: the documented ones first, then extra measurements.
 HOTSPOT_COLUMNS = (
@@ -67,8 +68,10 @@ HOTSPOT_COLUMNS = (
 class MSIData:
     """What the region module needs from a result, as plain arrays.
 
-    ``images``: channel name -> (ny, nx) ion image; ``mask``: (ny, nx) bool, pixel has a
-    spectrum; ``tic``: (ny, nx) total ion current, or None; ``pixel_size_um``: (x, y) µm;
+    ``images``: channel name -> (ny, nx) ion image (every target of the result: the
+    maps read some, the tissue mask, :func:`~ionmap.regions.tissue_mask`, all);
+    ``mask``: (ny, nx) bool, pixel has a spectrum; ``tic``: (ny, nx) total ion current,
+    or None; ``pixel_size_um``: (x, y) µm;
     ``groups``: channel -> target group (for composite maps); ``normalized``: the images
     are TIC-normalised already; ``url``: the result store they came from, if any;
     ``fdr``: channel -> annotation FDR (q-value, :mod:`ionmap.annotate`), None or absent
@@ -105,7 +108,7 @@ def annotation_status(map_name: str, data: MSIData, threshold: float) -> str:
 
 def load_result(result: Any, maps: Sequence[str] | None = None,
                 storage_options: Mapping[str, Any] | None = None) -> tuple[MSIData, list[str]]:
-    """Read what ``maps`` need from a result store (URL or opened Result).
+    """Read the ion images, mask and TIC of a result store (URL or opened Result).
 
     Returns the data and the map names: ``maps`` as given, or (None) those of
     :data:`DEFAULT_MAPS` that the result's channels allow.
@@ -119,11 +122,10 @@ def load_result(result: Any, maps: Sequence[str] | None = None,
         if not maps:
             raise InputError(result.url, f"none of the default maps ({', '.join(DEFAULT_MAPS)}) "
                                          "can be built from the result's channels; name them")
-    need = map_channels(maps, channels, groups)
     params = result.attrs.get("parameters", {}) if isinstance(result.attrs, Mapping) else {}
     method = params.get("normalize", "none")
     data = MSIData(
-        images={c: np.asarray(result.ion_image(c)) for c in need},
+        images={c: np.asarray(result.ion_image(c)) for c in channels},
         mask=np.asarray(result.mask, dtype=bool),
         tic=np.asarray(result.tic),
         pixel_size_um=result.pixel_size_um,
@@ -138,17 +140,34 @@ def load_result(result: Any, maps: Sequence[str] | None = None,
 
 def store_maps(result: Any, maps: Sequence[str] | None = None, *,
                noise_floor: float = HotspotParams.noise_floor,
+               normalisation: str = HotspotParams.normalisation,
+               tissue_mask: str | os.PathLike | None = None,
                storage_options: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """Build the tissue mask and the maps of a result (no cells needed) and store them in
+    """Build the tissue mask (``tissue_mask``: a user mask file, see
+    :func:`~ionmap.regions.read_tissue_mask`) and the maps (``normalisation``: see
+    :func:`~ionmap.regions.build_maps`) of a result (no cells needed) and store them in
     it, for the report and viewers of a sample without cell annotations. Returns the maps."""
     data, maps = load_result(result, maps, storage_options)
-    tissue = tissue_mask(data.mask, data.tic)
-    values = build_maps(data.images, tissue, maps, data.groups,
-                        tic=None if data.normalized else data.tic, noise_floor=noise_floor)
-    infos = [map_info(m, list(data.images), data.groups, normalisation=data.normalisation)
-             for m in maps]
+    tissue = find_tissue(data.mask, data.tic, data.images, tissue_mask)
+    values = build_maps(data.images, tissue, maps, data.groups, tic=data.tic,
+                        normalisation=_normalisation(data, normalisation),
+                        noise_floor=noise_floor)
+    infos = [map_info(m, list(data.images), data.groups,
+                      normalisation=_normalisation_name(data, normalisation)) for m in maps]
     store.write_maps(data.url, values, tissue, infos, storage_options=storage_options)
     return values
+
+
+def _normalisation(data: MSIData, method: str) -> str:
+    """The maps' normaliser: ``method``, or none for images normalised at conversion."""
+    return "none" if data.normalized else method
+
+
+def _normalisation_name(data: MSIData, method: str) -> str:
+    """How the maps are normalised, as the colour bars say it ("TIC", "RMS", "PQN", "un")."""
+    if data.normalized:
+        return data.normalisation
+    return {"tic": "TIC" if data.tic is not None else "un", "pqn": "PQN", "none": "un"}[method]
 
 
 def _resolvable(name: str, channels: list[str], groups: Mapping[str, str | None]) -> bool:
@@ -253,7 +272,7 @@ def run_hotspots(
         raise InputError(cells.source, f"no cells of type {cell_type!r} (types: "
                                        f"{', '.join(cells.types()[:20])}); name it with the "
                                        "cell type option")
-    tissue = tissue_mask(data.mask, data.tic)
+    tissue = find_tissue(data.mask, data.tic, data.images, hp.tissue_mask)
     if isinstance(registration, Registration):
         reg = registration
     elif str(registration) == "auto":
@@ -261,8 +280,9 @@ def run_hotspots(
     else:
         reg = fit_landmarks(registration, model, annotation_unit=cells.unit)
 
-    values = build_maps(data.images, tissue, maps, data.groups,
-                        tic=None if data.normalized else data.tic, noise_floor=hp.noise_floor)
+    values = build_maps(data.images, tissue, maps, data.groups, tic=data.tic,
+                        normalisation=_normalisation(data, hp.normalisation),
+                        noise_floor=hp.noise_floor)
     cells_msi = reg.to_msi(cells.xy)
     coverage, coverage_source = coverage_mask(tissue.shape, cells, cells_msi, reg,
                                               annotated_region)
@@ -324,8 +344,8 @@ def run_hotspots(
               "n_cells": len(cells), "tissue_px": int(tissue.sum()),
               "coverage_source": coverage_source,
               "coverage_px": int((coverage & tissue).sum()), "warnings": notes}
-    infos = [map_info(m, list(data.images), data.groups, normalisation=data.normalisation)
-             for m in maps]
+    infos = [map_info(m, list(data.images), data.groups,
+                      normalisation=_normalisation_name(data, hp.normalisation)) for m in maps]
     files = _write_outputs(Path(out_dir), data, cells, cells_msi, reg, tissue, values, labels,
                            rows, densities, curves, params, infos, write_labels, colors or {},
                            storage_options)
