@@ -11,6 +11,7 @@ extensions = [
         f"ionmap._{pyx.stem}",
         [str(pyx.relative_to(HERE))],
         include_dirs=[np.get_include(), "ext"],
+        depends=[str(h.relative_to(HERE)) for h in sorted((HERE / "ext").glob("*.h"))],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
     )

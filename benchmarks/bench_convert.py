@@ -47,7 +47,7 @@ GB = 1e9
 
 
 def _drop_metadata_cache(imzml: str) -> None:
-    from ionmap.imzml import cache
+    from ionmap.imzml import _cache as cache
 
     for path in cache.locations(imzml):
         Path(path).unlink(missing_ok=True)
@@ -56,7 +56,7 @@ def _drop_metadata_cache(imzml: str) -> None:
 def job_ionmap(imzml: str, out: str, options: dict, cluster_workers: int = 0,
                cached_metadata: bool = False) -> dict:
     import ionmap
-    import ionmap.engine.convert  # noqa: F401 - imports (dask, zarr) are not timed
+    import ionmap.engine._convert  # noqa: F401 - imports (dask, zarr) are not timed
 
     if not cached_metadata:
         _drop_metadata_cache(imzml)
@@ -68,7 +68,7 @@ def job_ionmap(imzml: str, out: str, options: dict, cluster_workers: int = 0,
                                processes=True, dashboard_address=None)
         options = {**options, "scheduler": cluster.scheduler_address}
         with Client(cluster.scheduler_address) as c:  # worker imports are not timed
-            c.run(lambda: __import__("ionmap.engine.convert"))
+            c.run(lambda: __import__("ionmap.engine._convert"))
     start = time.perf_counter()
     res = ionmap.convert(imzml, out, overwrite=True, progress=False, **options)
     seconds = time.perf_counter() - start

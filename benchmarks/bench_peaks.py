@@ -45,7 +45,7 @@ from scipy.signal import find_peaks  # noqa: E402
 from ionmap.batch import SpectrumBatch  # noqa: E402
 from ionmap.kernels import bin_to_axis, build_mz_axis, pick_peaks_batch, window_sums  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "kernels"))
 from test_kernels_peaks import openms_experiment, planted_spectra, score_picks  # noqa: E402
 
 

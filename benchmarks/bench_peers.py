@@ -48,7 +48,7 @@ JOBS = {
     "ionmap": _COMMON + """
 import ionmap
 if task == "images":
-    import ionmap.engine.convert  # noqa: F401
+    import ionmap.engine._convert  # noqa: F401
 t = time.perf_counter()
 if task == "open":
     f = ionmap.open_imzml(path)
@@ -130,7 +130,7 @@ def sample(workdir: Path, size: str) -> Path:
 
 def drop_caches(imzml: Path) -> None:
     """Remove ionmap's sidecar (the other tools' caches, if any, are theirs to keep)."""
-    from ionmap.imzml import cache
+    from ionmap.imzml import _cache as cache
 
     for p in cache.locations(str(imzml)):
         Path(p).unlink(missing_ok=True)

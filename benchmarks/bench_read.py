@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyimzml.ImzMLParser import ImzMLParser
 
     import ionmap
-    from ionmap.imzml import cache
+    from ionmap.imzml import _cache as cache
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ from ionmap.regions import (
     register_auto,
     run_hotspots,
 )
-from ionmap.regions.export import hotspots_geojson, overlay_png
+from ionmap.regions._export import hotspots_geojson, overlay_png
 
 ROWS: list[tuple[str, float, float, str]] = []
 

@@ -62,7 +62,7 @@ def child_writer(out: Path, mode: str, spectrum_type: str, n: int, points: int) 
 def child_naive(mode: str, spectrum_type: str, n: int) -> dict:
     """Per-spectrum generation (no writing): heights, then one Gaussian per peak."""
     from ionmap.chem import panel
-    from ionmap.synth.spectra import KEEP_SNR, Renderer, make_peaks, mz_range
+    from ionmap.synth._spectra import KEEP_SNR, Renderer, make_peaks, mz_range
 
     targets = panel("tme-negative")
     lo, hi = mz_range(targets, "negative")

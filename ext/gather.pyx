@@ -144,3 +144,26 @@ def first_nonfinite(const real_t[::1] values) -> int:
                 break
             a += m
     return found
+
+
+def layout_problem(const int64_t[::1] offsets, const int64_t[::1] mz_starts,
+                   Py_ssize_t n_values, Py_ssize_t n_mz) -> int:
+    """What is wrong with a batch's layout (see ``ionmap.batch.SpectrumBatch``), in one
+    pass: 0 nothing; 1 ``offsets`` do not rise from 0 to ``n_values`` (the intensities);
+    2 a spectrum's m/z values (``mz_starts[k]`` on, as many as its intensities) lie
+    outside the ``n_mz`` m/z values. ``offsets`` has one more entry than ``mz_starts``."""
+    cdef Py_ssize_t n = mz_starts.shape[0], k
+    cdef int found = 0
+    if offsets.shape[0] != n + 1:
+        raise ValueError("offsets need one more entry than mz_starts")
+    if offsets[0] != 0 or offsets[n] != n_values:
+        return 1
+    with nogil:
+        for k in range(n):
+            if offsets[k + 1] < offsets[k]:
+                found = 1
+                break
+            if found == 0 and (mz_starts[k] < 0
+                               or mz_starts[k] + offsets[k + 1] - offsets[k] > n_mz):
+                found = 2
+    return found

@@ -20,10 +20,13 @@ from libc.string cimport memchr, memcmp, memcpy
 
 import numpy as np
 
-cdef extern from "<string.h>" nogil:
-    void *memmem(const void *haystack, size_t hlen, const void *needle, size_t nlen)
+cdef extern from "bytefind.h" nogil:
+    Py_ssize_t bf_find(const unsigned char* s, Py_ssize_t n, const unsigned char* needle,
+                       Py_ssize_t m)
+    Py_ssize_t bf_find_pair(const unsigned char* s, Py_ssize_t n, unsigned char c,
+                            unsigned char a, unsigned char b)
 
-cdef const char* ACC = b'accession="'
+cdef const unsigned char* ACC = b'accession="'
 cdef Py_ssize_t ACC_LEN = 11
 cdef const char* REF = b"referenceableParamGroupRef"
 cdef Py_ssize_t REF_LEN = 26
@@ -34,6 +37,7 @@ cdef enum:
     QUOTE = 34
     BANG = 33
     AMP = 38
+    LOWER_R = 114
 
 # what the matcher found
 cdef enum:
@@ -69,10 +73,21 @@ cdef inline bint is_digit(unsigned char c) noexcept nogil:
 
 cdef inline bint in_words(const unsigned char* s, Py_ssize_t n, const unsigned char* words,
                           const Py_ssize_t* bounds, Py_ssize_t n_words) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n_words):
-        if bounds[i + 1] - bounds[i] == n and memcmp(s, words + bounds[i], n) == 0:
-            return True
+    """s[:n] is one of the words, sorted as Python sorts bytes (binary search)."""
+    cdef Py_ssize_t lo = 0, hi = n_words, mid, size
+    cdef int c
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        size = bounds[mid + 1] - bounds[mid]
+        c = memcmp(words + bounds[mid], s, size if size < n else n)
+        if c == 0:
+            if size == n:
+                return True
+            c = -1 if size < n else 1
+        if c < 0:
+            lo = mid + 1
+        else:
+            hi = mid
     return False
 
 
@@ -83,6 +98,8 @@ cdef struct Matcher:
     const Py_ssize_t* wb
     Py_ssize_t n_words
     Py_ssize_t longest
+    const unsigned char* hint  # a word the next token is likely to be (checked first)
+    Py_ssize_t hint_len  # -1: no hint
     Py_ssize_t tok, ref  # where each search resumes
     Py_ssize_t p, r  # next candidates, valid while >= their search's resume position
     Py_ssize_t quote_free  # no '"' at or after this position
@@ -98,6 +115,8 @@ cdef void matcher_init(Matcher* m, const unsigned char* s, Py_ssize_t n,
     m.wb = wb
     m.n_words = n_words
     m.longest = longest
+    m.hint = NULL
+    m.hint_len = -1
     m.tok = m.ref = 0
     m.p = m.r = -1
     m.quote_free = n
@@ -106,26 +125,26 @@ cdef void matcher_init(Matcher* m, const unsigned char* s, Py_ssize_t n,
 cdef int next_match(Matcher* m) noexcept nogil:
     """The next token or reference (sets m.v, m.e), or END."""
     cdef const unsigned char* s = m.s
-    cdef Py_ssize_t n = m.n, v, e, q
+    cdef Py_ssize_t n = m.n, v, e, q, size
     cdef const unsigned char* hit
     while True:
         if m.p < m.tok:
-            hit = NULL
-            if m.tok < n:
-                hit = <const unsigned char*>memmem(s + m.tok, n - m.tok, ACC, ACC_LEN)
-            m.p = n if hit == NULL else hit - s
+            q = bf_find(s + m.tok, n - m.tok, ACC, ACC_LEN) if m.tok < n else -1
+            m.p = n if q < 0 else m.tok + q
         if m.r < m.ref:
-            hit = NULL
-            if m.ref < n:
-                hit = <const unsigned char*>memchr(s + m.ref, LT, n - m.ref)
-            m.r = n if hit == NULL else hit - s
+            # only a '<' followed by 'r' (a group reference) or '!' can match below
+            q = bf_find_pair(s + m.ref, n - m.ref, LT, LOWER_R, BANG) if m.ref < n else -1
+            m.r = n if q < 0 else m.ref + q
         if m.p >= n and m.r >= n:
             return END
         if m.p <= m.r:  # a token candidate at p
             v = m.p + ACC_LEN
             e = v + m.longest + 1 if v + m.longest + 1 < n else n
             hit = <const unsigned char*>memchr(s + v, QUOTE, e - v)
-            if hit == NULL or not in_words(s + v, hit - s - v, m.words, m.wb, m.n_words):
+            size = -2 if hit == NULL else hit - s - v
+            if size == -2 or not (
+                    (size == m.hint_len and memcmp(s + v, m.hint, size) == 0)
+                    or in_words(s + v, size, m.words, m.wb, m.n_words)):
                 m.tok = m.p + 1
                 continue
             hit = <const unsigned char*>memchr(s + v, GT, n - v)
@@ -193,7 +212,7 @@ def scan(const unsigned char[::1] buf, tuple accessions, tuple refs, Py_ssize_t 
     NUL-padded uint8 array at least ``min_width`` wide, their lengths, and the number of
     references found.
     """
-    cdef _Words words = _Words(accessions), want = _Words(refs)
+    cdef _Words words = _Words(tuple(sorted(accessions))), want = _Words(refs)
     cdef Matcher m
     cdef Py_ssize_t n_tok = 0, cap = 1024, n_ref = 0, width = min_width, i
     cdef int kind
@@ -419,7 +438,7 @@ def scan_block(const unsigned char[::1] buf, tuple accessions, tuple refs, tuple
     allows (the caller then reads the block with the XML parser). Values written for a
     block that returns None are meaningless.
     """
-    cdef _Words words = _Words(accessions), want = _Words(refs), pre = _Words(fixed)
+    cdef _Words words = _Words(tuple(sorted(accessions))), want = _Words(refs), pre = _Words(fixed)
     cdef Py_ssize_t k = len(fixed), cap = coords.shape[0], j = 0, row = row0
     cdef Py_ssize_t n_ref = 0, a, b, t
     cdef Py_ssize_t hint_a[2]
@@ -431,6 +450,9 @@ def scan_block(const unsigned char[::1] buf, tuple accessions, tuple refs, tuple
     cdef Extreme lo, hi
     cdef const unsigned char* pre_data = pre.data
     cdef const unsigned char* want_data = want.data
+    cdef const unsigned char* quote
+    # the accession of template token j, when it is one of the words: the hint for token j
+    cdef Py_ssize_t[::1] hint_len = np.full(k, -1, np.intp)
     if k == 0 or has_value.shape[0] != k or cols.shape[0] != k:
         raise ValueError("template arrays differ in length")
     if (mz_offset.shape[0] < cap or mz_length.shape[0] < cap
@@ -440,6 +462,11 @@ def scan_block(const unsigned char[::1] buf, tuple accessions, tuple refs, tuple
     extreme_init(&lo, True)
     extreme_init(&hi, False)
     for t in range(k):
+        a = pre.bounds[t]
+        quote = <const unsigned char*>memchr(pre_data + a, QUOTE, pre.bounds[t + 1] - a)
+        if quote != NULL and in_words(pre_data + a, quote - pre_data - a, words.data,
+                                      &words.bounds[0], words.n):
+            hint_len[t] = quote - pre_data - a
         has_z |= cols[t] == COL_Z
         has_lo |= cols[t] == COL_LOWEST
         has_hi |= cols[t] == COL_HIGHEST
@@ -447,6 +474,8 @@ def scan_block(const unsigned char[::1] buf, tuple accessions, tuple refs, tuple
                  &words.bounds[0], words.n, words.longest)
     with nogil:
         while ok:
+            m.hint = pre_data + pre.bounds[j]
+            m.hint_len = hint_len[j]
             kind = next_match(&m)
             if kind == END:
                 break
@@ -518,3 +547,18 @@ def scan_block(const unsigned char[::1] buf, tuple accessions, tuple refs, tuple
     if not live:
         return row - row0, INFINITY, -INFINITY
     return row - row0, lo.best if has_lo else NAN, hi.best if has_hi else NAN
+
+
+def find(const unsigned char[::1] buf, const unsigned char[::1] needle, Py_ssize_t start,
+         Py_ssize_t stop):
+    """``bytes.find(needle, start, stop)`` over ``buf`` (0 <= start <= stop <= len(buf)),
+    without the GIL: ``bytes.find`` uses a two-way search several times slower on the
+    megabytes of a block. ``needle`` has at least 2 bytes."""
+    cdef Py_ssize_t q
+    if needle.shape[0] < 2 or not 0 <= start <= stop <= buf.shape[0]:
+        raise ValueError("needle shorter than 2 bytes, or start/stop outside the buffer")
+    if stop - start < needle.shape[0]:
+        return -1
+    with nogil:
+        q = bf_find(&buf[start], stop - start, &needle[0], needle.shape[0])
+    return -1 if q < 0 else start + q

@@ -2,7 +2,7 @@
 
 Layers, bottom to top (a module may import its own layer and those below):
 
-0. ``errors``, ``batch``, ``params``, ``storage`` (input paths and URLs), ``geometry``
+0. ``errors``, ``batch``, ``params``, ``_files`` (input paths and URLs, atomic writes), ``_geometry``
 1. ``imzml``, ``kernels``, ``chem``
 2. ``store``
 3. ``engine``
@@ -24,8 +24,9 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "ionmap"
 
 LAYERS = {
-    "errors": 0, "batch": 0, "params": 0, "storage": 0, "geometry": 0,
+    "errors": 0, "batch": 0, "params": 0, "_files": 0, "_geometry": 0,
     "imzml": 1, "kernels": 1, "chem": 1, "isotopes": 1, "recal": 1, "annotate": 1,
+    "interference": 1,
     "_binning": 1, "_peaks": 1, "_windows": 1, "_recal": 1,
     "_gather": 1, "_xmlscan": 1,
     "store": 2,
@@ -117,6 +118,6 @@ def test_public_zarr_api_only(path):
 
 def test_the_walker_sees_relative_and_absolute_imports(tmp_path):
     """The check itself can fail: a planted upward import is found."""
-    found = dict((m, n) for n, m in _imports(SRC / "regions" / "run.py"))
+    found = dict((m, n) for n, m in _imports(SRC / "regions" / "_run.py"))
     assert "ionmap.store" in found and "ionmap.params" in found
     assert _layer("ionmap.cli") > _layer("ionmap.store") > _layer("ionmap.errors")

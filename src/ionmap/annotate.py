@@ -114,21 +114,30 @@ def score(sums: np.ndarray, ions: Ions, grid: tuple[np.ndarray, np.ndarray, tupl
     gy, gx, shape = grid
     n = len(ions.target)
     out = {k: np.zeros(n) for k in ("spectral", "spatial", "chaos", "msm")}
+    mean = sums.mean(axis=0)  # per window, over the scored pixels
+    # Pearson r of every isotope window with its ion's principal window, all at once
+    size = np.diff(ions.first)
+    principal = np.repeat(ions.first[:-1], size)
+    other = np.arange(ions.first[-1])
+    pair = other != principal
+    centred = sums - mean
+    norm = np.sqrt(np.einsum("ij,ij->j", centred, centred))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.einsum("ij,ij->j", centred[:, principal[pair]], centred[:, other[pair]]) / (
+            norm[principal[pair]] * norm[other[pair]])
+    corr = np.zeros(other.size)
+    corr[pair] = np.where(np.isfinite(r), np.maximum(r, 0.0), 0.0)
     for i in range(n):
         a, b = ions.first[i], ions.first[i + 1]
-        v, t = sums[:, a:b], ions.abundance[a:b]
-        o = v.mean(axis=0)
+        o, t = mean[a:b], ions.abundance[a:b]
         if not o.any():
             continue
         out["spectral"][i] = 1 - np.mean(np.abs(t / np.linalg.norm(t) - o / np.linalg.norm(o)))
         if b - a > 1:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                r = np.array([np.corrcoef(v[:, 0], v[:, k])[0, 1] for k in range(1, b - a)])
-            r = np.where(np.isfinite(r), np.maximum(r, 0), 0)
-            out["spatial"][i] = float((t[1:] * r).sum() / t[1:].sum())
+            out["spatial"][i] = float((t[1:] * corr[a + 1:b]).sum() / t[1:].sum())
         if out["spectral"][i] * out["spatial"][i] > 0:
             image = np.zeros(shape)
-            image[gy, gx] = v[:, 0]
+            image[gy, gx] = sums[:, a]
             out["chaos"][i] = chaos(image)
     out["msm"] = out["spectral"] * out["spatial"] * out["chaos"]
     return out

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from dataclasses import dataclass
 from importlib import resources
 
 from .errors import InputError
+from .params import MAX_PPM
 
 #: Monoisotopic element masses in u.
 ELEMENT_MASS: dict[str, float] = {
@@ -28,6 +30,9 @@ ELEMENT_MASS: dict[str, float] = {
 }
 #: Electron mass in u.
 ELECTRON_MASS = 0.00054857990946
+#: A targets row with both mz and formula + adduct: they must agree within this (Th; a
+#: rounded mz), else the row is refused (the formula drives isotopes and annotation).
+MZ_AGREEMENT = 0.01
 
 _ELEMENT = re.compile(r"([A-Z][a-z]?)(\d*)")
 _ADDUCT = re.compile(r"^\[(\d*)M((?:[+-]\d*[A-Za-z0-9]+)*)\](\d*)([+-])$")
@@ -123,13 +128,18 @@ def read_targets(text: str, source: str = "<targets>") -> list[Target]:
             formula, adduct = cell("formula"), cell("adduct")
             if cell("mz"):
                 value = float(cell("mz"))
+                if formula and adduct and abs(value - mz(formula, adduct)) > MZ_AGREEMENT:
+                    raise ValueError(f"mz {value:g} disagrees with {formula} {adduct} (m/z "
+                                     f"{mz(formula, adduct):.4f}): give mz or formula and "
+                                     "adduct, or make them agree")
             elif formula and adduct:
                 value = mz(formula, adduct)
             else:
                 raise ValueError("needs mz, or formula and adduct")
             ppm = float(cell("ppm")) if cell("ppm") else None
-            if not value > 0 or (ppm is not None and not ppm > 0):
-                raise ValueError("mz and ppm must be positive")
+            if not (0 < value < math.inf) or (ppm is not None and not 0 < ppm < MAX_PPM):
+                raise ValueError(f"mz must be positive and finite and ppm within 0..{MAX_PPM:g}"
+                                 " (exclusive)")
         except ValueError as exc:
             raise InputError(source, f"line {line}: {exc}") from None
         targets.append(Target(name, value, ppm, formula, adduct, cell("group")))

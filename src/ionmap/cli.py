@@ -32,8 +32,16 @@ from .params import (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage mistakes in one line (exit 2) that points at ``--help`` instead
+    of printing the whole usage; subcommand parsers inherit it."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ionmap",
         description="Spatial metabolomics: imzML to OME-Zarr ion images and immune-excluded "
         "metabolic hotspots.",
@@ -105,7 +113,7 @@ def _param(p, cls: type[Params], name: str, *flags: str, help_prefix: str = "",
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     hint = typing.get_type_hints(cls, localns={"Target": object})[name]
     kwargs: dict[str, Any] = {"dest": name, "default": f.default,
-                              "help": help_prefix + describe(cls, name)}
+                              "help": (help_prefix + describe(cls, name)).replace("%", "%%")}
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     args = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
     if hint is bool:
@@ -130,7 +138,7 @@ def _add_storage_option(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _storage_options(args) -> dict | None:
-    from .storage import parse_storage_options
+    from ._files import parse_storage_options
 
     return parse_storage_options(args.storage_option or ()) or None
 
@@ -195,6 +203,17 @@ def _run_convert(args) -> int:
                     else "  not confidently annotated")
             print(f"{t['name']:<24} {t['msm']:6.3f} {t['fdr']:6.3f}  {t['rho_spectral']:8.3f} "
                   f"{t['rho_spatial']:7.3f} {t['rho_chaos']:6.3f}{flag}")
+    checked = [t for t in result.targets if t.get("window_vs_fwhm")]
+    if checked:
+        from .interference import describe
+
+        print(f"{'target':<24} {'window ppm':>10} {'FWHM ppm':>8}  {'window vs peak':<24} "
+              "other ions in the window")
+        for t in checked:
+            w = t["window_vs_fwhm"]
+            fwhm = "-" if w["fwhm_ppm"] is None else f"{w['fwhm_ppm']:.1f}"
+            print(f"{t['name']:<24} {w['window_ppm']:10.1f} {fwhm:>8}  {w['verdict']:<24} "
+                  f"{describe(t['interferences'])}")
     rec = result.recalibration or {}
     if rec.get("applied"):
         hist = rec.get("histogram", {})
@@ -345,6 +364,8 @@ def _add_hotspots(sub) -> None:
     _param(p, HotspotParams, "candidates")
     _param(p, HotspotParams, "noise_floor")
     _param(p, HotspotParams, "annotation_fdr", metavar="Q")
+    _param(p, HotspotParams, "normalisation")
+    _param(p, HotspotParams, "tissue_mask", metavar="FILE")
     _param(p, ImmuneParams, "scarce_ratio")
     _param(p, ImmuneParams, "rim_ratio")
     _param(p, ImmuneParams, "edge_guard_um", metavar="UM")
@@ -379,7 +400,7 @@ def _add_hotspots(sub) -> None:
 
 def _run_hotspots(args) -> int:
     from . import regions
-    from .regions.run import run_summary
+    from .regions._run import run_summary
     from .report import CLASS_RGB, write_overlays
     options = _storage_options(args)
     cells = regions.read_cells(args.cells, units=args.cells_units,

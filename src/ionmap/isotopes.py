@@ -14,12 +14,14 @@ uses as implausible decoy adducts (Palmer et al., Nat. Methods 14, 57 (2017)).
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from .chem import ELECTRON_MASS, adduct_terms
+from .errors import InputError
 
 #: Isotopes per element: ((mass u, abundance), ...), most abundant first not required.
 ISOTOPES: dict[str, tuple[tuple[float, float], ...]] = {
@@ -93,10 +95,10 @@ def composition(formula: str) -> dict[str, int]:
     out: dict[str, int] = {}
     f = formula.replace(" ", "")
     if not f or "".join(m.group(0) for m in _ELEMENT.finditer(f)) != f:
-        raise ValueError(f"not a molecular formula: {formula!r}")
+        raise InputError(None, f"not a molecular formula: {formula!r}")
     for symbol, count in _ELEMENT.findall(f):
         if symbol not in ISOTOPES:
-            raise ValueError(f"no isotope data for element {symbol!r} in {formula!r}")
+            raise InputError(None, f"no isotope data for element {symbol!r} in {formula!r}")
         out[symbol] = out.get(symbol, 0) + (int(count) if count else 1)
     return out
 
@@ -105,7 +107,7 @@ def ion_composition(formula: str, adduct: str) -> tuple[dict[str, int], int]:
     """(element counts, signed charge) of ``formula`` ionised as ``adduct``.
 
     ``[2M+Na-H2O]+`` of C3H6O3 is 2 × C3H6O3 + Na − H2O; a count that goes negative (an
-    adduct losing atoms the molecule does not have) raises ``ValueError``.
+    adduct losing atoms the molecule does not have) raises ``InputError`` (a ``ValueError``).
     """
     n, terms, z = adduct_terms(adduct)
     comp = {e: c * n for e, c in composition(formula).items()}
@@ -113,7 +115,7 @@ def ion_composition(formula: str, adduct: str) -> tuple[dict[str, int], int]:
         for e, c in composition(part).items():
             comp[e] = comp.get(e, 0) + count * c
     if any(c < 0 for c in comp.values()):
-        raise ValueError(f"adduct {adduct} removes atoms {formula} does not have")
+        raise InputError(None, f"adduct {adduct} removes atoms {formula} does not have")
     return {e: c for e, c in comp.items() if c}, z
 
 
@@ -135,19 +137,42 @@ def _convolve(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
 
 def fine_pattern(comp: dict[str, int], prune: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
     """Fine isotope distribution of a neutral composition: (masses u, abundances), sorted by
-    mass, abundances summing to ~1 (isotopologues below ``prune`` × the largest dropped)."""
-    total = (np.zeros(1), np.ones(1))
-    for symbol, count in sorted(comp.items()):
-        iso = np.array(ISOTOPES[symbol], dtype=np.float64)
-        power = (iso[:, 0], iso[:, 1])
-        while count:  # binary exponentiation of the element's distribution
-            if count & 1:
-                total = _convolve(total, power, prune)
-            count >>= 1
-            if count:
-                power = _convolve(power, power, prune)
-    order = np.argsort(total[0])
-    return total[0][order], total[1][order]
+    mass, abundances summing to ~1 (isotopologues below ``prune`` × the largest dropped).
+
+    Elements are convolved in the order of :data:`ISOTOPES` (the elements of metabolites
+    first), and every partial product is cached: the decoys of one formula (the formula
+    plus one decoy element) share all but their last convolution.
+    """
+    order = {e: i for i, e in enumerate(ISOTOPES)}
+    items = tuple(sorted(((e, c) for e, c in comp.items() if c), key=lambda ec: order[ec[0]]))
+    mass, prob = _product(items, prune)
+    return mass.copy(), prob.copy()
+
+
+@functools.lru_cache(maxsize=8192)
+def _product(items: tuple[tuple[str, int], ...], prune: float
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted fine distribution of the elements ``items`` ((symbol, count), ...), cached."""
+    if not items:
+        return np.zeros(1), np.ones(1)
+    mass, prob = _convolve(_product(items[:-1], prune), _element_power(*items[-1], prune),
+                           prune)
+    order = np.argsort(mass)
+    return mass[order], prob[order]
+
+
+@functools.lru_cache(maxsize=4096)
+def _element_power(symbol: str, count: int, prune: float) -> tuple[np.ndarray, np.ndarray]:
+    """Fine distribution of ``count`` atoms of one element (binary exponentiation)."""
+    iso = np.array(ISOTOPES[symbol], dtype=np.float64)
+    power, total = (iso[:, 0], iso[:, 1]), (np.zeros(1), np.ones(1))
+    while count:
+        if count & 1:
+            total = _convolve(total, power, prune)
+        count >>= 1
+        if count:
+            power = _convolve(power, power, prune)
+    return total
 
 
 @dataclass(frozen=True)
@@ -163,7 +188,7 @@ def centroid_peaks(mz: np.ndarray, abundance: np.ndarray, resolving_power: float
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Merge sorted fine peaks closer than one FWHM (m/R) into observed peaks."""
     if resolving_power <= 0:
-        raise ValueError(f"resolving power must be > 0, got {resolving_power}")
+        raise InputError(None, f"resolving power must be > 0, got {resolving_power}")
     gap = np.diff(mz) > mz[1:] / resolving_power
     group = np.concatenate(([0], np.cumsum(gap)))
     p = np.bincount(group, abundance)
@@ -171,6 +196,7 @@ def centroid_peaks(mz: np.ndarray, abundance: np.ndarray, resolving_power: float
     return m, p
 
 
+@functools.lru_cache(maxsize=8192)
 def isotope_pattern(formula: str, adduct: str, resolving_power: float = 20000.0, *,
                     n_peaks: int = 4, min_abundance: float = 0.01) -> Pattern:
     """The first ``n_peaks`` observed isotope peaks of an ion at resolving power R.
@@ -178,7 +204,7 @@ def isotope_pattern(formula: str, adduct: str, resolving_power: float = 20000.0,
     Fine peaks are merged within one FWHM (m/R); peaks are kept in m/z order from the
     monoisotopic one while they are at least ``min_abundance`` of the largest; the
     abundances are normalised to sum 1 over the peaks kept (METASPACE compares this many
-    peaks, normalised the same way).
+    peaks, normalised the same way). Cached per arguments (the arrays are read-only).
     """
     comp, z = ion_composition(formula, adduct)
     mass, prob = fine_pattern(comp)
@@ -191,4 +217,7 @@ def isotope_pattern(formula: str, adduct: str, resolving_power: float = 20000.0,
     big = big[first:]
     n = int(np.argmin(big)) if not big.all() else big.size  # stop at the first small peak
     n = max(1, min(n, n_peaks))
-    return Pattern(mz[:n], prob[:n] / prob[:n].sum())
+    mz, abundance = mz[:n].copy(), prob[:n] / prob[:n].sum()
+    mz.setflags(write=False)
+    abundance.setflags(write=False)
+    return Pattern(mz, abundance)

@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from . import _binning, _peaks, _recal, _windows
+from . import _binning, _gather, _peaks, _recal, _windows
 from .batch import SpectrumBatch
 from .errors import InputError
 
@@ -63,10 +63,10 @@ def _arrays(batch: SpectrumBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
         raise InputError(
             None, f"SpectrumBatch: {n} spectra need {n + 1} offsets and {n} mz_starts, "
                          f"got {offsets.size} and {starts.size}")
-    lengths = np.diff(offsets)
-    if offsets[0] != 0 or offsets[-1] != intensity.size or (lengths < 0).any():
+    problem = _gather.layout_problem(offsets, starts, intensity.size, mz.size)
+    if problem == 1:
         raise InputError(None, "SpectrumBatch: offsets must rise from 0 to len(intensity)")
-    if n and ((starts < 0).any() or (starts + lengths > mz.size).any()):
+    if problem == 2:
         raise InputError(None, "SpectrumBatch: mz_starts point outside the mz array")
     return mz, intensity, offsets, starts, bool(n) and batch.shared_mz
 
@@ -195,7 +195,7 @@ def _shift_arrays(batch: SpectrumBatch, shift: MassShift | None) -> tuple[np.nda
     a = np.ascontiguousarray(shift.a, dtype=np.float64)
     b = np.ascontiguousarray(shift.b, dtype=np.float64)
     if a.shape != (n,) or b.shape != (n,) or not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError(f"mass shift needs finite a and b for each of the {n} spectra")
+        raise InputError(None, f"mass shift needs finite a and b for each of the {n} spectra")
     return a, b, float(shift.m0)
 
 
@@ -265,7 +265,7 @@ def reference_errors(batch: SpectrumBatch, ref_mz: np.ndarray, search_ppm: float
     mz, intensity, offsets, starts, shared = _arrays(batch)
     ref = np.ascontiguousarray(ref_mz, dtype=np.float64)
     if not search_ppm > 0:
-        raise ValueError(f"search_ppm must be > 0, got {search_ppm}")
+        raise InputError(None, f"search_ppm must be > 0, got {search_ppm}")
     a, b, m0 = _shift_arrays(batch, shift)
     err = np.empty((len(batch.index), ref.size))
     height = np.empty_like(err)

@@ -33,6 +33,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
 
 from .errors import InputError
 
+#: A window half-width (ppm) must stay below this: at 10^6 ppm the window reaches m/z 0.
+MAX_PPM = 1e6
+
 if TYPE_CHECKING:
     from .chem import Target
 
@@ -172,8 +175,8 @@ class ConvertParams(Params):
         problems = []
         for name in ("ppm", "feature_ppm"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                problems.append(f"{name} must be positive, not {value}")
+            if value is not None and not 0 < value < MAX_PPM:
+                problems.append(f"{name} must be positive and below {MAX_PPM:g}, not {value}")
         if not self.snr >= 0:
             problems.append(f"snr must be >= 0, not {self.snr}")
         if not 0 <= self.min_fraction <= 1:
@@ -202,7 +205,7 @@ class RecalibrationParams(Params):
                                 "the residual error is measured in every spectrum", "ppm")
     smooth_px: float = param(2.0, "sigma of the spatial smoothing of the offset field",
                              "pixels")
-    max_sample: int = param(4000, "about this many spectra (a spatial lattice) are read "
+    max_sample: int = param(4000, "at most about this many spectra (a spatial lattice) are read "
                             "for the fit", "spectra")
     min_presence: float = param(0.3, "a reference must be an inlier in this fraction of the "
                                 "lattice spectra", "fraction 0..1")
@@ -267,6 +270,14 @@ class HotspotParams(Params):
                                               "ionisation effects are multiplicative)")
     candidates: bool = param(False, "also list candidate clusters that are not significant "
                              "(class not-significant, never counted)")
+    normalisation: Literal["tic", "pqn", "none"] = param(
+        "tic", "per-pixel normaliser of single and group maps (ionmap.regions.build_maps): tic, "
+        "pqn (median quotient of the panel ions, Dieterle 2006) or none; a result "
+        "normalised at conversion (--normalize) is used as it is")
+    tissue_mask: str | None = param(
+        None, "tissue mask replacing the automatic one (ionmap.regions.tissue_mask): a TIFF or PNG "
+        "of the MSI grid (non-zero = tissue) or GeoJSON polygons in MSI pixels (default: "
+        "segmented on the panel ions, so bright matrix off the tissue is not tissue)", "file")
     annotation_fdr: float = param(0.1, "annotation FDR (target-decoy q-value, "
                                   "ionmap.annotate) above which a map's hotspots are marked "
                                   "not confidently annotated in hotspots.csv; a derived map "
@@ -296,6 +307,20 @@ class ImmuneParams(Params):
     min_coverage: float = param(0.5, "undetermined (not annotated) when less of a hotspot's "
                                 "inside (or, for a scarce inside, its rim) lies in the "
                                 "annotated region", "fraction")
+
+    def _problems(self) -> list[str]:
+        problems = [f"{name} must be positive, not {getattr(self, name)}"
+                    for name in ("rim_um", "scarce_ratio", "rim_ratio")
+                    if not getattr(self, name) > 0]
+        for name in ("n_permutations", "min_expected", "edge_guard_um"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                problems.append(f"{name} must be >= 0, not {value}")
+        if not 0 < self.confidence < 1:
+            problems.append(f"confidence must be between 0 and 1, not {self.confidence}")
+        if not 0 <= self.min_coverage <= 1:
+            problems.append(f"min_coverage must be within 0..1, not {self.min_coverage}")
+        return problems
 
 
 # -- type checks -----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Bulk runs: a TOML pipeline config applied to every sample of a folder.
 
 A sample in the input folder (local or an ``s3://`` prefix) is ``NAME.imzML`` with its
-``.ibd``, and optionally ``NAME.cells.csv`` or ``NAME.cells.geojson`` and
-``NAME.landmarks.csv``. Each sample gets ``OUTPUT/NAME/`` with the result store
+``.ibd``, and optionally ``NAME.cells.csv`` or ``NAME.cells.geojson``,
+``NAME.landmarks.csv`` and a tissue mask ``NAME.tissue.tif`` (``.tiff``, ``.png``,
+``.geojson``; MSI grid, replacing the automatic mask and ``[hotspots] tissue_mask``,
+whose path is relative to the config). Each sample gets ``OUTPUT/NAME/`` with the result store
 (``result.zarr``), the hotspot outputs (``hotspots/``) and ``report.html``. A failing sample
 is recorded and the others go on; ``summary.csv`` lists every sample and ``cohort.csv``
 compares the samples.
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import storage
+from . import _files
 from .errors import InputError, IonmapError
 from .params import (
     ConvertParams,
@@ -74,12 +76,21 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
                                  f"(sections: {', '.join(SECTIONS)})")
     conv = raw.get("convert", {})
     targets = conv.get("targets") if isinstance(conv, Mapping) else None
-    if isinstance(targets, str) and not storage.is_url(targets):  # relative to the config
+    if isinstance(targets, str) and not _files.is_url(targets):  # relative to the config
         conv = {**conv, "targets": str(Path(source).parent / targets)}
-    parsed = {name: cls.from_mapping(conv if name == "convert" else raw.get(name, {}),
-                                     section=name, source=source)
+    sections = {**raw, "convert": conv}
+    hot = raw.get("hotspots", {})
+    mask = hot.get("tissue_mask") if isinstance(hot, Mapping) else None
+    if isinstance(mask, str):  # relative to the config, like the targets
+        sections["hotspots"] = {**hot, "tissue_mask": str(Path(source).parent / mask)}
+    parsed = {name: cls.from_mapping(sections.get(name, {}), section=name, source=source)
               for name, cls in SECTIONS.items()}
     return PipelineConfig(source, **parsed)
+
+
+#: A sample's own tissue mask (NAME + suffix; see :func:`ionmap.regions.read_tissue_mask`),
+#: used instead of ``[hotspots] tissue_mask``.
+TISSUE_MASK_SUFFIXES = (".tissue.tif", ".tissue.tiff", ".tissue.png", ".tissue.geojson")
 
 
 @dataclass(frozen=True)
@@ -90,13 +101,14 @@ class Sample:
     imzml: str
     cells: str | None = None
     landmarks: str | None = None
+    tissue_mask: str | None = None
 
 
 def discover_samples(directory: str, storage_options: Mapping[str, Any] | None = None
                      ) -> list[Sample]:
     """Samples in a folder or ``s3://`` prefix, sorted by name (extensions matched
     case-insensitively)."""
-    names = storage.listdir(directory, storage_options)
+    names = _files.listdir(directory, storage_options)
     lower = {n.lower(): n for n in names}
     samples = []
     for n in sorted(names):
@@ -105,12 +117,13 @@ def discover_samples(directory: str, storage_options: Mapping[str, Any] | None =
         stem = n[: -len(".imzml")]
         found = {}
         for key, suffixes in (("cells", (".cells.csv", ".cells.geojson")),
-                              ("landmarks", (".landmarks.csv",))):
+                              ("landmarks", (".landmarks.csv",)),
+                              ("tissue_mask", TISSUE_MASK_SUFFIXES)):
             for suffix in suffixes:
                 if (stem + suffix).lower() in lower:
-                    found[key] = storage.join(directory, lower[(stem + suffix).lower()])
+                    found[key] = _files.join(directory, lower[(stem + suffix).lower()])
                     break
-        samples.append(Sample(stem, storage.join(directory, n), **found))
+        samples.append(Sample(stem, _files.join(directory, n), **found))
     if not samples:
         raise InputError(directory, "no .imzML files found (missing or empty folder?)")
     return samples
@@ -118,11 +131,11 @@ def discover_samples(directory: str, storage_options: Mapping[str, Any] | None =
 
 def _local_copy(url: str, folder: Path, storage_options: Mapping[str, Any] | None) -> str:
     """A local path for a small annotation file (downloaded when it is a URL)."""
-    if storage.local_path(url) is not None:
-        return storage.local_path(url)
-    storage.make_dir(folder)
-    target = folder / storage.basename(url)
-    with storage.open_input(url, storage_options) as src, open(target, "wb") as dst:
+    if _files.local_path(url) is not None:
+        return _files.local_path(url)
+    _files.make_dir(folder)
+    target = folder / _files.basename(url)
+    with _files.open_input(url, storage_options) as src, open(target, "wb") as dst:
         shutil.copyfileobj(src, dst)
     return str(target)
 
@@ -144,7 +157,7 @@ def cohort_row(name: str, hotspots: list[dict], labels: Mapping[str, np.ndarray]
     """Per-sample cohort numbers: significant hotspots per class and the share of tissue
     area inside immune-excluded hotspots (union over maps). Candidates that are not
     significant on their own (``significant`` false) are never counted."""
-    from .regions.immune import CLASSES
+    from .regions._immune import CLASSES
 
     hotspots = [h for h in hotspots if h.get("significant", True)]
     row: dict[str, Any] = {"sample": name, "n_hotspots": len(hotspots),
@@ -161,22 +174,27 @@ def cohort_row(name: str, hotspots: list[dict], labels: Mapping[str, np.ndarray]
 
 def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: Any = None,
                resume: bool = False, storage_options: Mapping[str, Any] | None = None,
-               progress: bool = False) -> dict[str, Any]:
+               progress: bool = False, cells_pixel_size_um: float | None = None
+               ) -> dict[str, Any]:
     """Convert one sample, find its hotspots (when it has cells) and write its report.
 
     Returns the sample's cohort row. ``out`` is ``OUTPUT/NAME``; ``sample.json`` is written
-    there last, so a sample without it is incomplete.
+    there last, so a sample without it is incomplete. ``cells_pixel_size_um``: the
+    histology pixel size in µm (see :func:`ionmap.regions.read_cells`), so that the QuPath
+    GeoJSON of µm cells is written in image pixels.
     """
-    from .engine.convert import convert
+    from .engine._convert import convert
     from .regions import read_cells, run_hotspots, store_maps
     from .report import CLASS_RGB, write_overlays, write_report
 
-    storage.make_dir(out)
+    _files.make_dir(out)
     (out / _DONE).unlink(missing_ok=True)
     result = convert(sample.imzml, str(out / "result.zarr"), config.convert,
                      recalibration=config.recalibration, resume=resume, overwrite=not resume,
                      scheduler=scheduler, storage_options=storage_options, progress=progress)
     run = None
+    tissue = (_local_copy(sample.tissue_mask, out / "inputs", storage_options)
+              if sample.tissue_mask else None)
     if sample.cells:
         method = config.registration.method
         if method == "landmarks" and not sample.landmarks:
@@ -185,19 +203,23 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
         inputs = out / "inputs"
         registration = ("auto" if method == "auto" or not sample.landmarks
                         else _local_copy(sample.landmarks, inputs, storage_options))
-        cells = read_cells(_local_copy(sample.cells, inputs, storage_options))
+        cells = read_cells(_local_copy(sample.cells, inputs, storage_options),
+                           pixel_size_um=cells_pixel_size_um)
         run = run_hotspots(result, cells, registration, out / "hotspots", config.hotspots,
-                           config.immune, model=config.registration.model, colors=CLASS_RGB)
+                           config.immune, model=config.registration.model, colors=CLASS_RGB,
+                           **({"tissue_mask": tissue} if tissue else {}))
         write_overlays(result, out / "hotspots")
     else:
-        store_maps(result, config.hotspots.maps, noise_floor=config.hotspots.noise_floor)
+        store_maps(result, config.hotspots.maps, noise_floor=config.hotspots.noise_floor,
+                   normalisation=config.hotspots.normalisation,
+                   tissue_mask=tissue or config.hotspots.tissue_mask)
     write_report(out / "report.html", result)
     if run is not None:
         px = run.params["pixel_size_um"]
         row = cohort_row(sample.name, run.hotspots, run.labels, run.tissue, px[0] * px[1] * 1e-6)
     else:
         row = {"sample": sample.name}
-    storage.write_atomic(out / _DONE, json.dumps({"complete": True, "cohort": row}))
+    _files.write_atomic(out / _DONE, json.dumps({"complete": True, "cohort": row}))
     return row
 
 
@@ -213,53 +235,75 @@ def _describe(row: Mapping[str, Any]) -> str:
 def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
                  output_dir: str | os.PathLike, *, scheduler: Any = None, resume: bool = False,
                  storage_options: Mapping[str, Any] | None = None, progress: bool = False,
+                 cells_pixel_size_um: float | None = None,
                  echo: Callable[[str], None] = print) -> list[SampleOutcome]:
     """Run a pipeline over every sample of ``input_dir``; write ``summary.csv`` and
     ``cohort.csv`` to ``output_dir`` (a local folder).
 
     A sample that fails is recorded with its error and the others go on. With ``resume``,
-    complete samples are skipped and interrupted ones finished.
+    complete samples are skipped and interrupted ones finished. The scheduler is connected
+    to once, before the first sample: an unreachable one is a StorageError up front, not a
+    failure of every sample. ``cells_pixel_size_um``: see :func:`run_sample`.
     """
-    from .engine.run import check_scheduler
-    from .regions.export import write_csv
+    from .engine._convert import resolve_targets
+    from .engine._run import check_scheduler, scheduler_client
 
     if not isinstance(config, PipelineConfig):
         config = load_config(config)
+    if config.convert.targets is not None:  # a bad targets CSV fails once, not per sample
+        resolve_targets(None, config.convert.targets, None, storage_options)
     check_scheduler(scheduler)
     samples = discover_samples(str(input_dir), storage_options)
     out = Path(output_dir)
-    storage.make_dir(out)
-    outcomes = []
-    for i, sample in enumerate(samples, 1):
-        echo(f"[{i}/{len(samples)}] {sample.name}")
-        done = out / sample.name / _DONE
-        t0 = time.perf_counter()
-        if resume and done.exists():
-            row = json.loads(done.read_text())["cohort"]
-            outcomes.append(SampleOutcome(sample.name, "skipped", 0.0, cohort=row))
-            echo("  complete, skipped")
-            continue
-        try:
-            row = run_sample(sample, config, out / sample.name, scheduler=scheduler,
-                             resume=resume, storage_options=storage_options, progress=progress)
-            outcomes.append(SampleOutcome(sample.name, "ok", time.perf_counter() - t0, cohort=row))
-            echo(f"  {_describe(row)} ({outcomes[-1].seconds:.1f} s)")
-        except Exception as exc:  # a bad sample never stops the others
-            message = (str(exc) if isinstance(exc, IonmapError)
-                       else f"{type(exc).__name__}: {exc}")
-            outcomes.append(SampleOutcome(sample.name, "failed", time.perf_counter() - t0,
-                                          message.splitlines()[0] if message else ""))
-            storage.make_dir(out / sample.name)
-            (out / sample.name / "error.txt").write_text(traceback.format_exc())
-            echo(f"  failed: {outcomes[-1].error}")
+    _files.make_dir(out)
+    with scheduler_client(scheduler) as client:
+        outcomes = [_run_or_record(sample, i, len(samples), config, out, scheduler=client,
+                                   resume=resume, storage_options=storage_options,
+                                   progress=progress, cells_pixel_size_um=cells_pixel_size_um,
+                                   echo=echo)
+                    for i, sample in enumerate(samples, 1)]
+    _write_summaries(out, outcomes)
+    return outcomes
+
+
+def _run_or_record(sample: Sample, i: int, n: int, config: PipelineConfig, out: Path, *,
+                   resume: bool, echo: Callable[[str], None], **kwargs: Any) -> SampleOutcome:
+    """Sample ``i`` of ``n`` through :func:`run_sample`: skipped when complete and
+    ``resume``; a failure is recorded (``OUTPUT/NAME/error.txt``), never raised."""
+    echo(f"[{i}/{n}] {sample.name}")
+    done = out / sample.name / _DONE
+    t0 = time.perf_counter()
+    if resume and done.exists():
+        echo("  complete, skipped")
+        return SampleOutcome(sample.name, "skipped", 0.0,
+                             cohort=json.loads(done.read_text())["cohort"])
+    try:
+        row = run_sample(sample, config, out / sample.name, resume=resume, **kwargs)
+    except Exception as exc:  # a bad sample never stops the others
+        message = (str(exc) if isinstance(exc, IonmapError)
+                   else f"{type(exc).__name__}: {exc}")
+        outcome = SampleOutcome(sample.name, "failed", time.perf_counter() - t0,
+                                message.splitlines()[0] if message else "")
+        _files.make_dir(out / sample.name)
+        (out / sample.name / "error.txt").write_text(traceback.format_exc())
+        echo(f"  failed: {outcome.error}")
+        return outcome
+    outcome = SampleOutcome(sample.name, "ok", time.perf_counter() - t0, cohort=row)
+    echo(f"  {_describe(row)} ({outcome.seconds:.1f} s)")
+    return outcome
+
+
+def _write_summaries(out: Path, outcomes: list[SampleOutcome]) -> None:
+    """``summary.csv`` (status of every sample) and ``cohort.csv`` (their cohort rows)."""
+    from .regions._export import write_csv
+
     write_csv(out / "summary.csv",
-                 [{"sample": o.name, "status": o.status, "seconds": f"{o.seconds:.2f}",
-                   "error": o.error} for o in outcomes],
-                 ["sample", "status", "seconds", "error"])
+              [{"sample": o.name, "status": o.status, "seconds": f"{o.seconds:.2f}",
+                "error": o.error} for o in outcomes],
+              ["sample", "status", "seconds", "error"])
     rows = [o.cohort for o in outcomes if o.cohort]
     columns = list(dict.fromkeys(k for r in rows for k in r)) or ["sample"]
     write_csv(out / "cohort.csv", rows, columns)
-    return outcomes
 
 
 def run_demo(out_dir: str | os.PathLike = "ionmap-demo", *, seed: int = 0,
@@ -277,7 +321,8 @@ def run_demo(out_dir: str | os.PathLike = "ionmap-demo", *, seed: int = 0,
     sample = synth.make_sample(out / "input", "demo", seed=seed, overwrite=overwrite)
     echo(synth.sample_summary(sample))
     outcome = run_pipeline(PipelineConfig("<defaults>"), str(out / "input"), out / "output",
-                           progress=progress, echo=echo)[0]
+                           progress=progress, echo=echo,
+                           cells_pixel_size_um=synth.HISTOLOGY_PIXEL_UM)[0]
     if outcome.status == "failed":
         raise IonmapError(sample.imzml, f"demo failed: {outcome.error}")
     return out / "output" / sample.imzml.stem / "report.html"

@@ -64,6 +64,8 @@ MATRIX_REFERENCES: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
+#: Inlier errors (a seeded random subset) the m/z slope is fitted on: Theil–Sen is O(n²).
+THEIL_SEN_POINTS = 600
 #: The model, in words (stored with every result).
 MODEL = "delta(x, y, m) = a(x, y) + b * (m - m0) / 1000 ppm; observed m/z = m * (1 + delta * 1e-6)"
 
@@ -155,26 +157,48 @@ class Model:
 
 
 def lattice_step(n_spectra: int, max_sample: int) -> int:
-    """Lattice spacing (pixels) so that about ``max_sample`` spectra are read."""
-    return max(1, int(np.sqrt(n_spectra / max(1, max_sample))))
+    """Lattice spacing (pixels) so that at most about ``max_sample`` spectra are read
+    (every spectrum when there are no more than that)."""
+    return max(1, int(np.ceil(np.sqrt(n_spectra / max(1, max_sample)))))
 
 
 def _consensus(err: np.ndarray, weight: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the offset hypothesis (one of the row's errors) with most inliers within
-    ±tol (ties: largest summed weight); returns (inlier mask, median of the inliers)."""
+    ±tol (ties: largest summed weight); returns (inlier mask, median of the inliers).
+
+    Each row's errors are sorted, so a hypothesis's inliers are a contiguous run found by
+    binary search (O(R log R) per row, not R²); the rows are laid end to end on one axis,
+    each shifted past the previous one, so one ``searchsorted`` serves them all.
+    """
+    n, r = err.shape
     valid = np.isfinite(err)
-    e = np.where(valid, err, np.inf)
-    with np.errstate(invalid="ignore"):  # inf - inf where a reference is missing
-        close = np.abs(e[:, :, None] - e[:, None, :]) <= tol  # (n, R hypotheses, R)
-    close &= valid[:, None, :] & valid[:, :, None]
+    inlier = np.zeros((n, r), bool)
+    med = np.full(n, np.nan)
+    if not valid.any():
+        return inlier, med
+    base = float(err[valid].min())
+    span = float(err[valid].max()) - base + 4.0 * tol + 1.0
+    # valid errors in [0, span) of their row's stretch; missing ones past every inlier range
+    shifted = np.where(valid, err - base, 1.5 * span) + 2.0 * span * np.arange(n)[:, None]
+    order = np.argsort(shifted, axis=1, kind="stable")
+    line = np.take_along_axis(shifted, order, axis=1).ravel()
+    w = np.take_along_axis(np.where(valid, weight, 0.0), order, axis=1).ravel()
+    lo = np.searchsorted(line, line - tol, "left")
+    hi = np.searchsorted(line, line + tol, "right")
+    cum = np.concatenate(([0.0], np.cumsum(w)))
     # inlier count, ties broken by the inliers' summed weight (the fraction is < 1)
-    count = close.sum(axis=2) + (close * weight[:, None, :]).sum(axis=2) / (
-        1.0 + weight.sum(axis=1)[:, None])
-    best = np.argmax(count, axis=1)
-    inlier = close[np.arange(len(err)), best]
-    med = np.full(len(err), np.nan)
-    has = inlier.any(axis=1)
-    med[has] = np.nanmedian(np.where(inlier, err, np.nan)[has], axis=1)
+    total = np.where(valid, weight, 0.0).sum(axis=1)
+    count = (hi - lo) + (cum[hi] - cum[lo]) / (1.0 + np.repeat(total, r))
+    count = np.where(np.take_along_axis(valid, order, axis=1).ravel(), count, -1.0)
+    best = np.argmax(count.reshape(n, r), axis=1) + np.arange(n) * r
+    has = count[best] >= 0
+    a, b = lo[best], hi[best]  # the winners' inliers: flat positions a..b-1, sorted
+    pos = np.arange(n * r).reshape(n, r)
+    inside = has[:, None] & (pos >= a[:, None]) & (pos < b[:, None])
+    np.put_along_axis(inlier, order, inside, axis=1)
+    values = np.take_along_axis(err, order, axis=1).ravel()
+    mid_lo, mid_hi = a + (b - a - 1) // 2, a + (b - a) // 2
+    med[has] = 0.5 * (values[mid_lo[has]] + values[mid_hi[has]])
     return inlier, med
 
 
@@ -205,7 +229,7 @@ def fit_model(err: np.ndarray, height: np.ndarray, refs: References, x: np.ndarr
     if rows.size >= 3 and span >= 100.0:
         xs = (refs.mz[cols] - m0) / 1000.0
         ys = err[rows, cols] - a[rows]
-        pick = np.random.default_rng(0).permutation(rows.size)[:2000]  # Theil–Sen is O(n²)
+        pick = np.random.default_rng(0).permutation(rows.size)[:THEIL_SEN_POINTS]
         b = float(stats.theilslopes(ys[pick], xs[pick])[0])
         corrected = e - b * (refs.mz[None, :] - m0) / 1000.0
         inlier, a = _consensus(corrected, weight, inlier_ppm)

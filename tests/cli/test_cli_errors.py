@@ -126,6 +126,19 @@ def test_all_targets_outside_the_mz_range_are_refused(small, tmp_path, capsys):
     assert str(small) in line and "outside the file's m/z range" in line
 
 
+def test_missing_or_unreadable_lock_masses_write_nothing(small, inside, tmp_path, capsys):
+    bad = tmp_path / "locks.csv"
+    bad.write_text("name,weight\nx,3\n")
+    for locks, problem in ((tmp_path / "no-such-locks.csv", "cannot read lock masses"),
+                           (bad, "unknown column")):
+        out = tmp_path / "o.zarr"
+        assert main(["convert", str(small), str(out), "--targets", str(inside),
+                     "--recalibrate", str(locks), "--quiet"]) == 2
+        line = one_error_line(capsys)
+        assert str(locks) in line and problem in line
+        assert not out.exists()
+
+
 # -- schedulers ------------------------------------------------------------------------------
 
 
@@ -148,10 +161,15 @@ def test_scheduler_without_port_is_one_line(address, small, inside, tmp_path, ca
     assert not (tmp_path / "o.zarr").exists()
 
 
-def test_unreachable_scheduler_is_said_within_seconds(small, inside, tmp_path, capsys):
-    with socket.socket() as s:  # a port nobody listens on
+def unused_port() -> int:
+    """A 127.0.0.1 port nobody listens on."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def test_unreachable_scheduler_is_said_within_seconds(small, inside, tmp_path, capsys):
+    port = unused_port()
     start = time.monotonic()
     assert main(["convert", str(small), str(tmp_path / "o.zarr"), "--scheduler",
                  f"tcp://127.0.0.1:{port}", "--quiet", "--targets", str(inside)]) == 2
@@ -209,7 +227,7 @@ def test_library_convert_shows_no_progress_bar(small, inside, tmp_path, capfd):
 # The real command with every band slowed down, so that the signal arrives mid-conversion.
 _SLOW = """
 import sys, time
-import ionmap.engine.convert as c
+import ionmap.engine._convert as c
 real = c._band_task
 def slow(*args, **kwargs):
     time.sleep(0.25)
@@ -271,9 +289,97 @@ def test_interrupted_convert_restores_the_cursor_and_says_resume(sig, code, word
     assert ionmap.open_result(out).complete
 
 
+def test_pipeline_with_an_unreachable_scheduler_fails_once_up_front(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b"):  # never opened: the scheduler is refused before any sample
+        (tmp_path / "in" / f"{name}.imzML").write_text("")
+    port = unused_port()
+    config = Path(__file__).resolve().parents[2] / "pipelines" / "tme-negative.toml"
+    assert main(["run", str(config), "--input", str(tmp_path / "in"), "--output",
+                 str(tmp_path / "out"), "--scheduler", f"tcp://127.0.0.1:{port}"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no "[1/2] a ... failed" per sample
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and f"127.0.0.1:{port}" in err[0], err
+    assert "cannot reach the Dask scheduler" in err[0]
+    assert not (tmp_path / "out" / "a").exists() and not (tmp_path / "out" / "b").exists()
+
+
 def test_pipeline_refuses_a_scheduler_without_port(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     config = Path(__file__).resolve().parents[2] / "pipelines" / "tme-negative.toml"
     assert main(["run", str(config), "--input", str(tmp_path / "in"),
                  "--output", str(tmp_path / "out"), "--scheduler", "127.0.0.1"]) == 2
     assert "port" in one_error_line(capsys)
+
+
+# -- a newcomer's sweep: more mistakes, each one line naming the file or flag ---------------
+
+CELLS = "x,y,cell_type\n100.0,120.0,CD8\n140.0,90.0,Tumor\n"
+# (command with {small} {out} {tmp} placeholders, files to write first, words the line holds)
+MISTAKES = {
+    "targets m/z inf": ("convert {small} {out} --targets {tmp}/t.csv",
+                        {"t.csv": "name,mz\na,inf\nb,300\n"}, ["t.csv", "line 2", "finite"]),
+    "targets mz against formula": (
+        "convert {small} {out} --targets {tmp}/t.csv",
+        {"t.csv": "name,formula,adduct,mz\nlac,C3H6O3,[M-H]-,500\n"},
+        ["t.csv", "line 2", "disagrees", "89.0244"]),
+    "targets header only": ("convert {small} {out} --targets {tmp}/t.csv", {"t.csv": "name,mz\n"},
+                            ["t.csv", "no targets"]),
+    "targets negative m/z": ("convert {small} {out} --targets {tmp}/t.csv",
+                             {"t.csv": "name,mz\na,-300\n"}, ["t.csv", "line 2", "positive"]),
+    "targets duplicated names": ("convert {small} {out} --targets {tmp}/t.csv",
+                                 {"t.csv": "name,mz\na,300\na,600\n"}, ["t.csv", "duplicate"]),
+    "targets not UTF-8": ("convert {small} {out} --targets {tmp}/t.csv",
+                          {"t.csv": "name,mz\n\xb5-lac,300\n".encode("latin-1")},
+                          ["t.csv", "utf-8"]),
+    "targets with semicolons": ("convert {small} {out} --targets {tmp}/t.csv",
+                                {"t.csv": "name;mz\na;300\n"}, ["t.csv", "unknown column"]),
+    "ppm beyond the m/z axis": ("convert {small} {out} --ppm 1e7", {}, ["ppm", "below"]),
+    "output is a file": ("convert {small} {tmp}/a.txt", {"a.txt": "x"}, ["a.txt", "is a file"]),
+    "input is the .ibd": ("convert {ibd} {out}", {}, [".ibd", "open the .imzML"]),
+    "panel typo": ("convert {small} {out} --panel tme-negatve", {},
+                   ["tme-negatve", "built-in: tme-negative"]),
+    "unknown normalisation (usage)": ("convert {small} {out} --normalize TIC", {},
+                                      ["--normalize", "'TIC'", "--help"]),
+    "size unit typo (usage)": ("synth {tmp}/s --size 1XB", {}, ["--size", "1XB", "--help"]),
+    "cells not UTF-8": ("hotspots {tmp}/r.zarr --cells {tmp}/c.csv --register auto --out {tmp}/h",
+                        {"c.csv": "x,y,cell_type\n1,2,CD8\xb5\n".encode("latin-1")},
+                        ["c.csv", "UTF-8"]),
+    "cells with other column names": (
+        "hotspots {tmp}/r.zarr --cells {tmp}/c.csv --register auto --out {tmp}/h",
+        {"c.csv": "cx,cy,celltype\n1,2,CD8\n"}, ["c.csv", "no centroid columns"]),
+    "class table for a CSV": (
+        "hotspots {tmp}/r.zarr --cells {tmp}/c.csv --class-table {tmp}/c.csv --register auto "
+        "--out {tmp}/h", {"c.csv": CELLS}, ["c.csv", "--class-table", "label-mask TIFF"]),
+    "rim width 0": ("hotspots {tmp}/r.zarr --cells {tmp}/c.csv --register auto --rim-um 0 "
+                    "--out {tmp}/h", {"c.csv": CELLS}, ["rim_um", "positive"]),
+    "negative permutations": ("hotspots {tmp}/r.zarr --cells {tmp}/c.csv --register auto "
+                              "--permutations -1 --out {tmp}/h", {"c.csv": CELLS},
+                              ["n_permutations", ">= 0"]),
+    "pipeline targets missing": ("run {tmp}/p.toml --input {tmp}/in --output {tmp}/o",
+                                 {"p.toml": '[convert]\ntargets = "nope.csv"\n'},
+                                 ["nope.csv", "cannot read targets"]),
+    "pipeline section typo": ("run {tmp}/p.toml --input {tmp}/in --output {tmp}/o",
+                              {"p.toml": "[hotspot]\nfdr = 0.1\n"}, ["p.toml", "hotspot"]),
+}
+
+
+@pytest.mark.parametrize("case", list(MISTAKES))
+def test_newcomer_mistakes_are_one_line(case, small, tmp_path, capsys):
+    command, files, words = MISTAKES[case]
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    args = command.format(small=small, ibd=small.with_suffix(".ibd"), out=tmp_path / "o.zarr",
+                          tmp=tmp_path).split()
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert ": error: " in err[0] and all(w in err[0] for w in words), err[0]
+    assert not (tmp_path / "o.zarr").exists() and not (tmp_path / "h").exists()
+    assert not (tmp_path / "o").exists()  # a pipeline refused up front writes nothing

@@ -31,6 +31,13 @@ def test_present_confident_absent_and_impostor_not(tmp_path):
     for name in ["impostor"] + [n for n, _ in absent]:
         assert rows[name]["fdr"] > 0.1, (name, rows[name])
     assert rows["impostor"]["rho_spatial"] < 0.2  # its "isotope" images are empty
+    # profile peaks of FWHM m/R = 50 ppm (R = 20000) against 10 ppm-wide windows
+    for name in present:
+        peak = rows[name]["window_vs_fwhm"]
+        assert peak["fwhm_from"] == "this peak" and 42.0 <= peak["fwhm_ppm"] <= 55.0, peak
+        assert peak["verdict"] == "narrower than the peak" and peak["window_ppm"] == 10.0
+    for name, _ in absent:  # no peak of their own: the others' width (TOF: same ppm)
+        assert "other targets" in rows[name]["window_vs_fwhm"]["fwhm_from"]
 
 
 def test_fdr_is_monotone_and_counts_decoys():

@@ -228,7 +228,7 @@ def test_axis_from_a_sample_of_spectra(samples, tmp_path):
 
 
 def test_resume_after_interruption_equals_uninterrupted(samples, tmp_path, monkeypatch):
-    from ionmap.engine import convert as engine_convert
+    from ionmap.engine import _convert as engine_convert
 
     sample = samples("processed", "profile")
     options = dict(progress=False, band_rows=4, workers=1, normalize="tic")
@@ -328,6 +328,11 @@ def test_cli_convert_and_errors(samples, tmp_path, capsys):
     assert main(["convert", str(sample.imzml), str(out), "--quiet", "--ppm", "15"]) == 0
     printed = capsys.readouterr().out
     assert "15 ion images of 36 x 44 pixels" in printed
+    # the interference table: oleate [M+Na-2H]- is 7.9 ppm from arachidonate; centroid
+    # spectra carry no peak width
+    rows = [line for line in printed.splitlines() if "other ions in the window" in line
+            or "oleate [M+Na-2H]- (-7.9 ppm)" in line]
+    assert len(rows) == 2 and rows[1].startswith("arachidonate") and "undetermined" in rows[1]
     assert ionmap.open_result(out).attrs["parameters"]["ppm"] == 15.0
     # a second run refuses to replace the result, --overwrite replaces it
     assert main(["convert", str(sample.imzml), str(out), "--quiet"]) == 2

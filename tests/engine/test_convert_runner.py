@@ -7,7 +7,7 @@ import dask
 import pytest
 
 from ionmap import InputError
-from ionmap.engine.run import ProgressBar, run_tasks, scheduler_client
+from ionmap.engine._run import ProgressBar, run_tasks, scheduler_client
 
 
 def _square(x):

@@ -37,7 +37,7 @@ import ionmap
 from conftest import _start_weed, _stop, _wait_ready, _weed_binary
 from ionmap import store as st
 from ionmap.cli import main
-from ionmap.engine import convert as engine_convert
+from ionmap.engine import _convert as engine_convert
 from ionmap.errors import StorageError
 from ionmap.synth import make_sample
 
@@ -212,7 +212,7 @@ def test_s3_restart_then_resume_identical(sample, undisturbed, private_s3, monke
 _SLOW_CONVERT = """
 import sys, time
 from ionmap import store as st
-from ionmap.engine import convert as c
+from ionmap.engine import _convert as c
 write = st.write_band
 def slow_write(*args, **kwargs):  # a slow disk: each band takes a while to write
     time.sleep(0.15)

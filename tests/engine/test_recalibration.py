@@ -68,7 +68,7 @@ def test_recalibrate_none_is_bit_identical_and_auto_without_references_keeps_axi
     path = sections["profile", "processed", "up"]
     before = _convert(path, tmp_path / "a.zarr", "none")
     # the plain kernel path, computed here without any shift machinery
-    from ionmap.engine.compute import window_bounds
+    from ionmap.engine._compute import window_bounds
     from ionmap.kernels import window_sums
 
     src = ionmap.open_imzml(str(path))
@@ -103,3 +103,23 @@ def test_lock_mass_file(sections, tmp_path):
     assert {r["name"] for r in rec["references"]} == {r.split(",")[0] for r in rows}
     after = res.mass_error["after"]
     assert np.nanmedian(np.abs(after)) <= 2.0
+
+
+def test_drifted_file_targets_are_not_called_outside_the_range(tmp_path):
+    # centroid data without background ions: the file's lowest point is lactate's peak
+    # moved by +20..+30 ppm, above lactate's exact 5 ppm window
+    path = make_sample(tmp_path, "low", seed=4, spectrum_type="centroid", shape=SHAPE,
+                       rim_um=RIM, n_background=0, drift_ppm=25.0,
+                       drift_gradient_ppm=10.0).imzml
+    lactate = ionmap.chem.mz("C3H6O3", "[M-H]-")
+    assert ionmap.open_imzml(str(path)).mz_range[0] > lactate * (1 + 5e-6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fixed = ionmap.convert(path, tmp_path / "a.zarr", ppm=5.0, progress=False)
+    assert not [w for w in caught if "outside the file's m/z range" in str(w.message)]
+    assert fixed.recalibration["applied"] and fixed.ion_image("lactate").any()
+    # on the recorded axis the same window is empty, and then the warning is true
+    with pytest.warns(ionmap.errors.IonmapWarning, match="outside the file's m/z range.*lactate"):
+        raw = ionmap.convert(path, tmp_path / "b.zarr", ppm=5.0, progress=False,
+                             recalibrate="none")
+    assert not raw.ion_image("lactate").any()

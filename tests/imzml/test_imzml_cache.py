@@ -10,8 +10,9 @@ import pytest
 
 import ionmap
 from ionmap.errors import TruncatedIbdError
-from ionmap.imzml import cache, opener
-from ionmap.imzml import file as imzml_file
+from ionmap.imzml import _cache as cache
+from ionmap.imzml import _file as imzml_file
+from ionmap.imzml import _opener as opener
 
 
 @pytest.fixture

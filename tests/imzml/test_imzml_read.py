@@ -12,8 +12,9 @@ import pytest
 from pyimzml.ImzMLParser import ImzMLParser
 
 import ionmap
-from ionmap.imzml import binary, xml
-from ionmap.imzml.opener import read_metadata as _parse
+from ionmap.imzml import _binary as binary
+from ionmap.imzml import _xml as xml
+from ionmap.imzml._opener import read_metadata as _parse
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*/*") if p.suffix.lower() == ".imzml")

@@ -11,45 +11,46 @@ import numpy as np
 import pytest
 
 import ionmap
-from ionmap import storage
+from ionmap import _files
 from ionmap.errors import MissingIbdError, StorageError
-from ionmap.imzml import cache, opener
+from ionmap.imzml import _cache as cache
+from ionmap.imzml import _opener as opener
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
 
 def test_url_helpers(tmp_path):
-    assert storage.is_url("s3://bucket/a.imzML") and storage.is_url("gcs://b/k")
-    assert not storage.is_url("/data/a.imzML") and not storage.is_url("C:\\data\\a.imzML")
-    assert not storage.is_url("file:///data/a.imzML") and not storage.is_url(tmp_path)
-    assert storage.local_path("file:///data/a.imzML") == "/data/a.imzML"
-    assert storage.local_path("s3://b/k") is None
-    assert storage.parent("s3://b/dir/a.imzML") == "s3://b/dir"
-    assert storage.basename("s3://b/dir/a.imzML") == "a.imzML"
-    assert storage.join("s3://b/dir/", "a.ibd") == "s3://b/dir/a.ibd"
-    assert storage.join(str(tmp_path), "a.ibd") == str(tmp_path / "a.ibd")
+    assert _files.is_url("s3://bucket/a.imzML") and _files.is_url("gcs://b/k")
+    assert not _files.is_url("/data/a.imzML") and not _files.is_url("C:\\data\\a.imzML")
+    assert not _files.is_url("file:///data/a.imzML") and not _files.is_url(tmp_path)
+    assert _files.local_path("file:///data/a.imzML") == "/data/a.imzML"
+    assert _files.local_path("s3://b/k") is None
+    assert _files.parent("s3://b/dir/a.imzML") == "s3://b/dir"
+    assert _files.basename("s3://b/dir/a.imzML") == "a.imzML"
+    assert _files.join("s3://b/dir/", "a.ibd") == "s3://b/dir/a.ibd"
+    assert _files.join(str(tmp_path), "a.ibd") == str(tmp_path / "a.ibd")
     (tmp_path / "x.bin").write_bytes(b"0123456789")
-    st = storage.stat(str(tmp_path / "x.bin"))
+    st = _files.stat(str(tmp_path / "x.bin"))
     assert st.size == 10 and st.mtime_ns == os.stat(tmp_path / "x.bin").st_mtime_ns
-    assert storage.stat(str(tmp_path / "missing")) is None
-    assert storage.stat(str(tmp_path)) is None  # a directory is not a file
-    assert storage.listdir(str(tmp_path)) == ["x.bin"]
+    assert _files.stat(str(tmp_path / "missing")) is None
+    assert _files.stat(str(tmp_path)) is None  # a directory is not a file
+    assert _files.listdir(str(tmp_path)) == ["x.bin"]
 
 
 def test_parse_storage_options():
-    got = storage.parse_storage_options(
+    got = _files.parse_storage_options(
         ["endpoint_url=http://127.0.0.1:9000", "anon=true", "max_concurrency=4",
          'client_kwargs={"region_name": "eu-west-1"}', "key=a=b"])
     assert got == {"endpoint_url": "http://127.0.0.1:9000", "anon": True, "max_concurrency": 4,
                    "client_kwargs": {"region_name": "eu-west-1"}, "key": "a=b"}
     with pytest.raises(StorageError, match="KEY=VALUE"):
-        storage.parse_storage_options(["novalue"])
+        _files.parse_storage_options(["novalue"])
 
 
 def test_local_range_reader(tmp_path):
     path = tmp_path / "data.bin"
     path.write_bytes(bytes(range(256)) * 4)
-    reader = storage.RangeReader(str(path))
+    reader = _files.RangeReader(str(path))
     buf = np.zeros(32, np.uint8)
     reader.read_into(buf, np.array([10, 1000]), np.array([4, 8]), np.array([0, 16]))
     assert bytes(buf[:4]) == bytes(range(10, 14)) and bytes(buf[16:24]) == bytes(range(232, 240))

@@ -23,8 +23,9 @@ from ionmap.errors import (
     UnsupportedImzMLError,
     UUIDMismatchError,
 )
-from ionmap.imzml import numbers, xml
-from ionmap.imzml.opener import read_metadata as _parse
+from ionmap.imzml import _numbers as numbers
+from ionmap.imzml import _xml as xml
+from ionmap.imzml._opener import read_metadata as _parse
 
 
 def spectra_spans(data: bytes) -> list[tuple[int, int]]:
@@ -351,6 +352,10 @@ def test_non_finite_intensities_raise_on_read(tmp_path, bad):
     f.read_batch([0, 1, 3])
     with pytest.raises(SpectrumDataError, match=r"spectrum 2 \(x=3, y=1\): intensity"):
         f.read_batch([0, 2])
+    with pytest.raises(SpectrumDataError, match=r"spectrum 2 \(x=3, y=1\): intensity"):
+        f.spectrum(2)  # the one-spectrum path checks alike
+    with pytest.raises(IndexError, match="out of range"):
+        f.spectrum(4)
 
 
 @pytest.mark.parametrize("mode", ["processed", "continuous"])
@@ -364,6 +369,8 @@ def test_unsorted_mz_raise_on_read(tmp_path, mode):
     match = "shared m/z array" if mode == "continuous" else r"spectrum 1 \(x=2, y=1\)"
     with pytest.raises(SpectrumDataError, match=match + ".*ascending"):
         f.read_batch([0, 1])
+    with pytest.raises(SpectrumDataError, match=match + ".*ascending"):
+        f.spectrum(np.int64(1))
     if mode == "processed":
         f.read_batch([0, 2, 3])  # a later spectrum may start lower than one ends
 
@@ -417,3 +424,5 @@ def test_non_finite_mz_raise_on_read(tmp_path, bad, where):
     f.read_batch([0, 2])
     with pytest.raises(SpectrumDataError, match=r"spectrum 1 \(x=2, y=1\): m/z array holds NaN"):
         f.read_batch([0, 1, 2])
+    with pytest.raises(SpectrumDataError, match=r"spectrum 1 \(x=2, y=1\): m/z array holds NaN"):
+        f.spectrum(1)

@@ -14,8 +14,8 @@ import re
 
 import pytest
 
-from ionmap._xmlscan import scan
-from ionmap.imzml.cv import SCANNED_BYTES as _SCANNED_BYTES
+from ionmap._xmlscan import find, scan
+from ionmap.imzml._cv import SCANNED_BYTES as _SCANNED_BYTES
 
 TOKEN = re.compile(rb'accession="((?:' + b"|".join(
     re.escape(a) for a in sorted(_SCANNED_BYTES, key=len, reverse=True)) + rb')"[^>]*)')
@@ -60,3 +60,21 @@ def test_scan_reads_a_memoryview_without_copy() -> None:
     assert _tokens((rows, sizes, n_refs)) == [b'IMS:1000050" value="3"/'] * 3
     assert n_refs == 3
     assert scan(spectrum + b"<!-- -->", _SCANNED_BYTES, (b"s",), 0) is None
+
+
+def test_find_matches_bytes_find() -> None:
+    """The compiled substring search (SIMD over 16 positions, then a plain tail) finds
+    what ``bytes.find`` finds, for matches on either side of 16-byte steps and needles
+    whose first, second and last bytes recur in the haystack."""
+    rng = random.Random(7)
+    for _ in range(3000):
+        needle = bytes(rng.choice(b"<a/s>") for _ in range(rng.randint(2, 14)))
+        hay = bytes(rng.choice(b"<a/s>t") for _ in range(rng.randint(0, 80)))
+        if rng.random() < 0.5:
+            at = rng.randint(0, len(hay))
+            hay = hay[:at] + needle + hay[at:]
+        start = rng.randint(0, len(hay))
+        stop = rng.randint(start, len(hay))
+        assert find(hay, needle, start, stop) == hay.find(needle, start, stop), (hay, needle)
+    with pytest.raises(ValueError):
+        find(b"abc", b"a", 0, 3)

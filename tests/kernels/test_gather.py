@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 from ionmap import _gather
-from ionmap.imzml import binary
+from ionmap.batch import SpectrumBatch
+from ionmap.errors import InputError
+from ionmap.imzml import _binary as binary
+from ionmap.kernels import pick_peaks_batch
 
 
 def _reference_gather(buf: np.ndarray, pos: np.ndarray, counts: np.ndarray,
@@ -136,7 +139,7 @@ def test_check_finds_each_problem_and_ignores_spectrum_boundaries():
 
 def test_scratch_buffer_is_reused_per_thread(tmp_path):
     """read_ranges(scratch=True) reuses the thread's buffer; other threads get their own."""
-    from ionmap.storage import RangeReader
+    from ionmap._files import RangeReader
 
     data = np.random.default_rng(5).integers(0, 256, 50_000, dtype=np.uint8)
     path = tmp_path / "blob.bin"
@@ -198,3 +201,25 @@ def test_checks_in_stages_report_the_whole_batch_first_failure(write_imzml, monk
     message = rf"spectrum {spectrum} \(x={x}, y={y}\): {problem}"
     with pytest.raises(SpectrumDataError, match=message):
         f.read_batch(np.arange(f.n_spectra))
+
+
+def test_layout_problem_matches_numpy_and_the_kernels_refuse_bad_layouts():
+    """The one-pass layout check against the NumPy statement of the rule, on seeded random
+    layouts (good and broken offsets, starts past either end of the m/z array); and a
+    kernel given a broken batch raises InputError instead of reading out of bounds."""
+    rng = np.random.default_rng(5)
+    for _ in range(2000):
+        n = int(rng.integers(0, 5))
+        lengths = rng.integers(-1 if rng.random() < 0.2 else 0, 4, n)
+        offsets = np.concatenate([[int(rng.random() < 0.1)], lengths]).cumsum().astype(np.int64)
+        starts = rng.integers(-1, 8, n).astype(np.int64)
+        n_values = int(offsets[-1]) + int(rng.random() < 0.1)
+        n_mz = int(rng.integers(0, 10))
+        steps = np.diff(offsets)
+        want = (1 if offsets[0] != 0 or offsets[-1] != n_values or (steps < 0).any()
+                else 2 if ((starts < 0) | (starts + steps > n_mz)).any() else 0)
+        assert _gather.layout_problem(offsets, starts, n_values, n_mz) == want
+    bad = SpectrumBatch(np.zeros(1, np.int64), np.array([0, 3], np.int64), np.arange(2.0),
+                        np.zeros(1, np.int64), np.ones(3))
+    with pytest.raises(InputError, match="mz_starts point outside"):
+        pick_peaks_batch(bad)

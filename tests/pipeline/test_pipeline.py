@@ -142,12 +142,25 @@ def test_demo_command(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ionmap.cli", "demo", "--out", str(tmp_path),
                            "--quiet"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr and "warning" not in proc.stdout, proc.stderr
     report = Path(proc.stdout.strip().splitlines()[-1].removeprefix("report: "))
     assert report.is_file() and report.parent.name == "demo"
+    # The demo knows the synthetic histology pixel size: the QuPath annotations are in image
+    # pixels (µm of the cell frame / pixel size), each on its planted niche.
+    truth = json.loads((tmp_path / "input" / "demo.truth.json").read_text())
+    to_cells = np.array(truth["msi_to_cells"])
+    centres = [(to_cells @ [n["center_x"], n["center_y"], 1.0])[:2] / synth.HISTOLOGY_PIXEL_UM
+               for n in truth["niches"]]
+    reach = max(n["radius_px"] for n in truth["niches"]) * truth["transform"]["scale"] \
+        / synth.HISTOLOGY_PIXEL_UM
+    geo = json.loads((report.parent / "hotspots" / "hotspots.geojson").read_text())
+    assert geo["features"]
+    for feature in geo["features"]:
+        centre = np.array(feature["geometry"]["coordinates"][0]).mean(0)
+        assert min(np.hypot(*(centre - c)) for c in centres) < reach, centre
     assert len(_report_images(report)) >= 6
     # Every reported hotspot is a planted niche (no spurious edge hotspot), with its class,
     # significant on its own, and cohort.csv counts exactly those.
-    truth = json.loads((tmp_path / "input" / "demo.truth.json").read_text())
     hotspots = _read_csv(report.parent / "hotspots" / "hotspots.csv")
     for h in hotspots:
         near = [n for n in truth["niches"] if h["map"] in n["maps"] and np.hypot(
@@ -174,3 +187,21 @@ def test_cohort_counts_only_significant_hotspots():
     row = cohort_row("s", hotspots, labels, np.ones((2, 2), bool), 1.0)
     assert row["n_hotspots"] == 1 and row["n_immune_excluded"] == 1
     assert row["excluded_area_fraction"] == 0.25
+
+
+def test_tissue_masks_from_config_and_sample_files(tmp_path):
+    """``[hotspots] tissue_mask`` is relative to the config; NAME.tissue.* is discovered."""
+    (tmp_path / "conf").mkdir()
+    config = tmp_path / "conf" / "p.toml"
+    config.write_text("[hotspots]\ntissue_mask = 'masks/t.tif'\nnormalisation = 'pqn'\n")
+    loaded = load_config(config)
+    assert loaded.hotspots.tissue_mask == str(tmp_path / "conf" / "masks" / "t.tif")
+    assert loaded.hotspots.normalisation == "pqn"
+    for name in ("a.imzML", "a.ibd", "a.Tissue.PNG", "b.imzML", "b.ibd"):
+        (tmp_path / name).write_bytes(b"")
+    samples = {s.name: s for s in discover_samples(str(tmp_path))}
+    assert samples["a"].tissue_mask.endswith("a.Tissue.PNG")
+    assert samples["b"].tissue_mask is None
+    config.write_text("[hotspots]\nnormalisation = 'rms'\n")
+    with pytest.raises(InputError, match="normalisation"):
+        load_config(config)

@@ -21,7 +21,7 @@ import pytest
 import ionmap
 from ionmap import regions
 from ionmap.cli import main
-from ionmap.regions.maps import DEFAULT_MAPS
+from ionmap.regions._maps import DEFAULT_MAPS
 
 SEEDS = range(24)
 COMBOS = [("processed", "profile"), ("continuous", "centroid"), ("continuous", "profile"),
@@ -125,7 +125,7 @@ def test_cli_writes_every_output(runs, tmp_path, capsys):
     assert len(maps) >= 3
     geo = json.loads((out / "hotspots.geojson").read_text())
     assert {f["properties"]["classification"]["name"] for f in geo["features"]} <= set(
-        regions.immune.CLASSES)
+        regions._immune.CLASSES)
     # the annotation-frame outline of each niche's hotspot contains the niche centre
     # mapped through the true transform (histology pixels)
     from matplotlib.path import Path as MplPath

@@ -227,7 +227,7 @@ def test_cli_reports_bad_cells_in_one_line(tmp_path, capsys):
 
 
 def test_table_read_in_chunks(tmp_path, monkeypatch):
-    import ionmap.regions.cells as cells_mod
+    import ionmap.regions._cells as cells_mod
 
     monkeypatch.setattr(cells_mod, "_CHUNK", 7)  # 50 rows: 8 chunks, the last partial
     rows = [(x, y, t) for x, y, t in zip(X, Y, TYPES)]

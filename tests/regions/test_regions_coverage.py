@@ -12,7 +12,7 @@ from matplotlib.path import Path as MplPath
 
 from ionmap.errors import InputError
 from ionmap.regions import Cells, Registration, immune_context, read_cells
-from ionmap.regions.coverage import cells_hull, coverage_mask, polygons_mask
+from ionmap.regions._coverage import cells_hull, coverage_mask, polygons_mask
 
 PX = 25.0
 

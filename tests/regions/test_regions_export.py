@@ -10,8 +10,8 @@ from matplotlib.path import Path as MplPath
 
 from ionmap.errors import InputError
 from ionmap.regions import Cells, MSIData, Registration, read_cells, run_hotspots
-from ionmap.regions.export import hotspots_geojson, outlines, write_csv
-from ionmap.regions.run import HOTSPOT_COLUMNS, run_summary
+from ionmap.regions._export import hotspots_geojson, outlines, write_csv
+from ionmap.regions._run import HOTSPOT_COLUMNS, run_summary
 
 
 def _area(ring):
@@ -51,7 +51,7 @@ def test_geojson_is_qupath_annotations_in_the_annotation_frame():
              "p_value": 0.01, "exclusion_score": float("nan")},
             {"id": 2, "map": "lactate", "class": "inflamed", "area_px": 12}]
     m = np.array([[0.0, -25.0, 1000.0], [25.0, 0.0, 50.0], [0, 0, 1]])  # 90 degrees
-    from ionmap.report.palette import CLASS_RGB
+    from ionmap.report._palette import CLASS_RGB
 
     geo = hotspots_geojson({"lactate": labels}, rows, matrix=m, colors=CLASS_RGB)
     json.dumps(geo)  # serialisable
@@ -257,6 +257,15 @@ def test_cli_defaults_match_the_api():
     assert (fh["fdr"], fh["min_area_px"], fh["radius"], fh["shape"], fh["extent"]) == (
         hp.fdr, hp.min_area_px, hp.radius_px, hp.neighbourhood, hp.extent)
     assert bm["noise_floor"] == hp.noise_floor
+    assert bm["normalisation"] == hp.normalisation
+    masked = build_parser().parse_args(["hotspots", "r.zarr", "--cells", "c.csv", "--register",
+                                        "auto", "--out", "o", "--tissue-mask", "t.tif",
+                                        "--normalisation", "pqn"])
+    assert _params(HotspotParams, masked) == HotspotParams(tissue_mask="t.tif",
+                                                           normalisation="pqn")
+    with pytest.raises(SystemExit) as done:  # help texts with '%' are escaped for argparse
+        build_parser().parse_args(["hotspots", "--help"])
+    assert done.value.code == 0
     for name in ("rim_um", "cell_type", "scarce_ratio", "rim_ratio", "n_permutations", "seed",
                  "edge_guard_um"):
         assert ic[name] == getattr(ip, name), name

@@ -11,8 +11,8 @@ from scipy.stats import norm
 
 from ionmap.errors import InputError
 from ionmap.regions import bh_qvalues, find_hotspots, gi_star
-from ionmap.regions.hotspots import _LocalContrast, window
-from ionmap.regions.surrogates import SurrogateField
+from ionmap.regions._hotspots import _LocalContrast, neighbourhood_weights
+from ionmap.regions._surrogates import SurrogateField
 
 
 def gi_star_brute(values, mask, weights):
@@ -52,17 +52,17 @@ def test_gi_star_matches_brute_force(radius, shape):
     mask[10:13, 15:18] = False  # a hole
     values[5, 20] = np.nan      # a masked ratio pixel
     z = gi_star(values, mask, radius=radius, shape=shape)
-    ref = gi_star_brute(values, mask, window(radius, shape))
+    ref = gi_star_brute(values, mask, neighbourhood_weights(radius, shape))
     np.testing.assert_array_equal(np.isnan(z), np.isnan(ref))
     np.testing.assert_allclose(z[np.isfinite(z)], ref[np.isfinite(ref)], rtol=1e-9, atol=1e-9)
 
 
-def test_window_shapes_and_errors():
-    assert window(1).sum() == 9 and window(2, "disk").sum() == 13
+def test_neighbourhood_shapes_and_errors():
+    assert neighbourhood_weights(1).sum() == 9 and neighbourhood_weights(2, "disk").sum() == 13
     with pytest.raises(InputError):
-        window(0)
+        neighbourhood_weights(0)
     with pytest.raises(InputError):
-        window(1, "hexagon")
+        neighbourhood_weights(1, "hexagon")
 
 
 def bh_reference(p, alpha):
@@ -137,7 +137,7 @@ def test_planted_niches_found(seed):
         assert h["hotspot_p"] == pytest.approx(expected)
 
 
-def test_untrimmed_region_bleeds_by_the_window():
+def test_untrimmed_region_bleeds_by_the_neighbourhood():
     values, tissue = planted_map(0, [(40.0, 30.0, 6.0)], noise=0.05, contrast=4.0)
     wide = find_hotspots(values, tissue, extent=None, radius=2)
     tight = find_hotspots(values, tissue, radius=2)
@@ -214,7 +214,7 @@ def test_surrogates_keep_the_maps_autocorrelation():
         both = tissue[:, :-lag] & tissue[:, lag:]
         return np.corrcoef(a[:, :-lag][both], a[:, lag:][both])[0, 1]
 
-    surrogates = np.concatenate(list(field.draw(rng, 60, batch=16)))
+    surrogates = np.concatenate(list(field.draw(rng, 60)))
     for lag in (1, 2, 4, 6):
         mine = np.mean([corr(g, lag) for g in surrogates])
         assert mine == pytest.approx(corr(u, lag), abs=0.05), lag

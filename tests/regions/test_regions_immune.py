@@ -7,7 +7,7 @@ import pytest
 
 from ionmap.errors import InputError
 from ionmap.regions import classify, edge_distance, exclusion_score, immune_context
-from ionmap.regions.immune import _permutation_p, rate_ratio_ci, rate_ratio_p_less
+from ionmap.regions._immune import _permutation_p, rate_ratio_ci, rate_ratio_p_less
 
 PX = 10.0  # µm
 MM2_PER_PX = (PX / 1000) ** 2
@@ -244,7 +244,7 @@ def test_takes_the_hotspots_of_find_hotspots():
 def test_dispersion_detects_clustered_cells():
     """Poisson cells give φ ≈ 1; a Thomas cluster process (parents 0.02/px, 10 offspring,
     σ 1.5 px) gives φ well above; the intervals widen accordingly."""
-    from ionmap.regions.immune import _dispersion
+    from ionmap.regions._immune import _dispersion
 
     rng = np.random.default_rng(0)
     shape = (80, 100)

@@ -1,12 +1,12 @@
-"""Metabolite maps and the tissue mask, on small planted arrays."""
+"""Metabolite maps, on small planted arrays."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from ionmap.errors import InputError
-from ionmap.regions import build_maps, ratio, resolve_map, tissue_mask
-from ionmap.regions.maps import map_channels
+from ionmap.regions import build_maps, ratio, resolve_map
+from ionmap.regions._maps import map_channels
 
 CHANNELS = ["lactate", "kynurenine", "tryptophan", "palmitate", "oleate", "PI 38:4"]
 GROUPS = {"lactate": "glycolysis", "kynurenine": "kynurenine_pathway",
@@ -84,17 +84,24 @@ def test_sparse_channel_baseline_is_its_mean():
     assert np.all(empty == 0)
 
 
-def test_tissue_mask_splits_only_bimodal_tic():
-    rng = np.random.default_rng(3)
-    shape = (40, 50)
-    mask = np.ones(shape, bool)
-    mask[:, :3] = False  # no spectra there
-    tissue = np.zeros(shape, bool)
-    tissue[8:32, 10:40] = True
-    tic = np.where(tissue, rng.lognormal(np.log(1e5), 0.3, shape),
-                   rng.lognormal(np.log(3e3), 0.3, shape))
-    np.testing.assert_array_equal(tissue_mask(mask, tic), tissue & mask)
-    # one population (all tissue, smoothly varying): keep every pixel with a spectrum
-    tic = rng.lognormal(np.log(1e5), 0.4, shape)
-    np.testing.assert_array_equal(tissue_mask(mask, tic), mask)
-    np.testing.assert_array_equal(tissue_mask(mask, None), mask)
+def test_pqn_removes_ionisation_and_keeps_a_niche():
+    """Every ion x a smooth ionisation field; a niche raises 2 of 8 ions 3-fold; the TIC is
+    mostly matrix with its own unrelated field. PQN recovers the planted abundance of a
+    niche ion (fold 3 inside, 1 outside); TIC normalisation imprints the matrix field."""
+    shape = (30, 40)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    tissue = np.ones(shape, bool)
+    niche = (yy - 15) ** 2 + (xx - 20) ** 2 <= 36
+    ionisation = np.exp(0.5 * np.sin(xx / 6.0))
+    truth = np.where(niche, 3.0, 1.0)
+    images = {f"ion{i}": 100.0 * (i + 1) * ionisation * (truth if i < 2 else 1.0)
+              for i in range(8)}
+    tic = ionisation * (1e4 * np.exp(0.5 * np.cos(yy / 5.0)) + sum(images.values()))
+    pqn = build_maps(images, tissue, ["ion0"], tic=tic, normalisation="pqn")["ion0"]
+    np.testing.assert_allclose(pqn, truth, rtol=1e-9)
+    by_tic = build_maps(images, tissue, ["ion0"], tic=tic, normalisation="tic")["ion0"]
+    assert np.abs(np.log(by_tic / truth)).max() > 0.3
+    raw = build_maps(images, tissue, ["ion0"], tic=tic, normalisation="none")["ion0"]
+    assert np.abs(np.log(raw / truth)).max() > 0.4
+    with pytest.raises(InputError, match="normalisation 'rms'"):
+        build_maps(images, tissue, ["ion0"], tic=tic, normalisation="rms")

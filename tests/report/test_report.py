@@ -3,7 +3,8 @@
 References: the mean spectrum against pyimzML spectra binned with NumPy; the rendered
 report read back from headless Chromium (its text: scale bar, hotspot numbers of
 hotspots.csv, units); AnnData tables read back with anndata against the ion images;
-GeoJSON and label colours against the one palette.
+GeoJSON and label colours against the one palette; the napari reader plugin run through
+npe2 against the store read with ome-zarr (and through napari itself where installed).
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
+from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +23,7 @@ import pytest
 import ionmap
 from ionmap.cli import main
 from ionmap.report import render_report, write_report
-from ionmap.report.palette import CLASS_RGB
+from ionmap.report._palette import CLASS_RGB
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -47,7 +51,7 @@ def _hotspot_rows(out):
 def test_mean_spectrum_is_stored_by_convert(analysed):
     from pyimzml.ImzMLParser import ImzMLParser
 
-    from ionmap.engine.spectrum import MEAN_SPECTRUM_BINS, MEAN_SPECTRUM_SPECTRA
+    from ionmap.engine._spectrum import MEAN_SPECTRUM_BINS, MEAN_SPECTRUM_SPECTRA
 
     sample, result, _ = analysed
     mz, mean, info = ionmap.open_result(result).mean_spectrum
@@ -118,6 +122,9 @@ def test_report_in_headless_chromium(analysed, tmp_path):
         assert f"<td>{t['msm']:.3f}</td>" in row.group(0)
         assert f"<td>{t['fdr']:.3f}</td>" in row.group(0)
         assert bool(row.group(1)) == (t["fdr"] > 0.1), t["name"]
+        assert f"<td>{t['window_vs_fwhm']['verdict']}</td>" in row.group(0)
+        for near in t["interferences"] or [{"ion": "none"}]:  # other ions in the window
+            assert near["ion"] in row.group(0), (t["name"], near)
     if (res.recalibration or {}).get("applied"):
         assert "Mass recalibration" in text and 'alt="mass error histogram"' in dom
     # hotspots.csv says the same of each hotspot's map
@@ -231,3 +238,105 @@ def test_feature_cube_channels_are_labelled_by_mz(write_imzml, tmp_path):
     channels = zarr.open_group(str(tmp_path / "f.zarr"), path="features",
                                mode="r").attrs["ome"]["omero"]["channels"]
     assert [c["label"] for c in channels] == [f"m/z {m:.4f}" for m in res.features_mz]
+
+
+# -- napari ----------------------------------------------------------------------------------
+
+
+def _napari_read(result) -> list:
+    """The result's layers as napari gets them: our manifest registered with npe2, the
+    reader chosen by npe2 for the path (the same call napari makes)."""
+    npe2 = pytest.importorskip("npe2")
+    pm = npe2.PluginManager.instance()
+    try:
+        pm.get_manifest("ionmap")  # installed with the napari.manifest entry point
+    except KeyError:
+        pm.register(npe2.PluginManifest.from_file(files("ionmap.report") / "napari.yaml"))
+    return npe2.read([str(result)], stack=False, plugin_name="ionmap")
+
+
+def test_napari_manifest_is_valid_and_registered():
+    npe2 = pytest.importorskip("npe2")
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml")
+                            .read_text())["project"]
+    value = project["entry-points"]["napari.manifest"]["ionmap"]
+    module, name = value.split(":")  # how npe2 finds a manifest from the entry point
+    manifest = npe2.PluginManifest.from_file(files(module) / name)
+    assert manifest.name == project["name"]  # npe2 requires the package name
+    manifest.validate_imports()  # `npe2 validate --imports`: every python_name resolves
+    (reader,) = manifest.contributions.readers
+    assert reader.accepts_directories and "*.zarr" in reader.filename_patterns
+    assert "napari" in project["optional-dependencies"]
+
+
+def test_napari_reader_opens_every_layer_of_the_root(analysed):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from ionmap.report._napari import get_reader
+
+    sample, result, out = analysed
+    assert get_reader(str(result)) is not None
+    assert get_reader(str(out)) is None and get_reader(str(sample.imzml)) is None
+    assert get_reader([str(result), str(result)]) is None
+    layers = _napari_read(result)
+    res = ionmap.open_result(result)
+    py, px = res.pixel_size_um
+    by_name = {k["name"]: (d, k, t) for d, k, t in layers}
+    assert len(by_name) == len(layers)
+    assert all(tuple(k["scale"]) == (py, px) for _, k, _ in layers)  # µm, (y, x)
+
+    # Ion images against the store read independently by ome-zarr (NGFF metadata).
+    ion, *_ = Reader(parse_url(str(result / "ion_images")))()
+    assert ion.metadata["coordinateTransformations"][0][0]["scale"][1:] == [py, px]
+    images = [(d, k) for d, k, t in layers if "target" in k.get("metadata", {})]
+    assert [k["name"] for _, k in images] == [
+        f"{n} m/z {t['mz']:.4f}" for n, t in zip(ion.metadata["channel_names"], res.targets)]
+    for i, (data, kwargs) in enumerate(images):
+        level0 = data[0] if kwargs["multiscale"] else data
+        np.testing.assert_array_equal(np.asarray(level0), np.asarray(ion.data[0][i]))
+        lo, hi = kwargs["contrast_limits"]
+        assert 0 <= lo < hi
+    assert sum(k["visible"] for _, k in images) == 3  # OMERO's active channels
+
+    tic = by_name["TIC"]
+    np.testing.assert_array_equal(np.asarray(tic[0]), res.tic)
+    assert not tic[1]["visible"] and tic[1]["contrast_limits"][1] > 0
+    maps, info = res.maps
+    for m in info:
+        np.testing.assert_array_equal(by_name[f"map {m['name']}"][0], maps[m["name"]])
+    tissue, _, kind = by_name["tissue"]
+    assert kind == "labels" and (tissue.astype(bool) == res.tissue).all()
+
+    # Hotspot labels: the ids of hotspots.csv, coloured by their class (the one palette).
+    rows = [r for r in _hotspot_rows(out)]
+    assert res.label_names
+    for name in res.label_names:
+        data, kwargs, kind = by_name[name]
+        assert kind == "labels"
+        np.testing.assert_array_equal(data, res.labels(name))
+        map_rows = {int(r["id"]): r["class"] for r in rows if f"hotspots_{r['map']}" == name}
+        assert set(np.unique(data)) - {0} == set(map_rows)
+        for value, cls in map_rows.items():
+            assert np.allclose(np.array(kwargs["colormap"][value][:3]) * 255, CLASS_RGB[cls])
+
+    # Cells in the MSI frame, (y, x) = stored (x, y) flipped, typed.
+    cells, kwargs, kind = by_name["cells"]
+    stored = res.hotspots
+    assert kind == "points" and cells.shape == stored["cells_xy"].shape
+    np.testing.assert_allclose(cells, stored["cells_xy"][:, ::-1])
+    assert list(kwargs["features"]["cell_type"]) == list(stored["cells_type"])
+
+
+def test_napari_itself_opens_the_root(analysed):
+    napari_components = pytest.importorskip("napari.components")  # the [napari] extra
+    _, result, _ = analysed
+    _napari_read(result)  # registers the manifest when the entry point is not installed
+    viewer = napari_components.ViewerModel()
+    viewer.open(str(result), plugin="ionmap")
+    res = ionmap.open_result(result)
+    names = [layer.name for layer in viewer.layers]
+    assert len(names) == len(res.target_names) + 1 + len(res.maps[1]) + 1 + len(
+        res.label_names) + 1
+    assert {type(layer).__name__ for layer in viewer.layers} == {"Image", "Labels", "Points"}
+    assert tuple(viewer.layers["TIC"].scale) == tuple(res.pixel_size_um[::-1])

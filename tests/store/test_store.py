@@ -10,7 +10,7 @@ import zarr
 
 from ionmap import StorageError, open_result
 from ionmap import store as st
-from ionmap.engine.plan import choose_band_rows, plan_bands
+from ionmap.engine._plan import choose_band_rows, plan_bands
 from ionmap.store import Layout, level_shapes
 
 

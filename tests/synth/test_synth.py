@@ -301,7 +301,7 @@ def test_landmarks_and_transform(tmp_path, cells_format):
 
 
 def test_chunked_xml_equals_one_piece(tmp_path, monkeypatch):
-    import ionmap.synth.writer as writer
+    import ionmap.synth._writer as writer
 
     kw = dict(seed=8, spectrum_type="centroid", shape=SHAPE)
     monkeypatch.setattr(writer, "_CHUNK", 7)

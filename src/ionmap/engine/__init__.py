@@ -1,8 +1,8 @@
 """The conversion engine: imzML spectra -> OME-Zarr ion images, as Dask tasks over bands.
 
-- :mod:`~ionmap.engine.plan`: spectra -> spatial bands aligned to the store's shards;
-- :mod:`~ionmap.engine.compute`: one band's spectra -> its output block (kernels);
-- :mod:`~ionmap.engine.run`: local threaded or distributed execution with progress.
+- :mod:`~ionmap.engine._plan`: spectra -> spatial bands aligned to the store's shards;
+- :mod:`~ionmap.engine._compute`: one band's spectra -> its output block (kernels);
+- :mod:`~ionmap.engine._run`: local threaded or distributed execution with progress.
 
 It writes through :mod:`ionmap.store`. The public entry points are :func:`ionmap.convert`
 and :func:`ionmap.open_result`.

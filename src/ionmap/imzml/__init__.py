@@ -2,14 +2,14 @@
 
 ``open_imzml(path_or_url)`` returns an :class:`ImzMLFile`; its ``read_batch`` and
 ``iter_batches`` give :class:`ionmap.batch.SpectrumBatch` objects for the kernels and the
-engine. Modules, one job each: :mod:`.cv` (vocabulary), :mod:`.numbers` and
-:mod:`.reference` (the XML-parser reading), :mod:`.scanner` (the fast scan),
-:mod:`.blocks` (streaming the spectrum list), :mod:`.xml` (the parse driver),
-:mod:`.metadata` (frozen metadata), :mod:`.validate`, :mod:`.cache` (sidecar),
-:mod:`.opener` (opening), :mod:`.file` (reading), :mod:`.binary` (byte ranges).
+engine. Modules, one job each: :mod:`._cv` (vocabulary), :mod:`._numbers` and
+:mod:`._reference` (the XML-parser reading), :mod:`._scanner` (the fast scan),
+:mod:`._blocks` (streaming the spectrum list), :mod:`._xml` (the parse driver),
+:mod:`._metadata` (frozen metadata), :mod:`._validate`, :mod:`._cache` (sidecar),
+:mod:`._opener` (opening), :mod:`._file` (reading), :mod:`._binary` (byte ranges).
 """
-from .file import DEFAULT_BATCH_BYTES, ImzMLFile
-from .metadata import ImzMLMetadata
-from .opener import open_imzml
+from ._file import DEFAULT_BATCH_BYTES, ImzMLFile
+from ._metadata import ImzMLMetadata
+from ._opener import open_imzml
 
 __all__ = ["DEFAULT_BATCH_BYTES", "ImzMLFile", "ImzMLMetadata", "open_imzml"]

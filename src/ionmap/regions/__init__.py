@@ -11,22 +11,23 @@ Plain arrays in, plain data out, so scripts can call every step without a result
                                  pixel_size_um=25.0)
 
 or everything at once, with every export: :func:`run_hotspots` (the ``ionmap hotspots``
-command); its files are written by :mod:`ionmap.regions.export` (CSV, GeoJSON, PNG) and
-described by :func:`ionmap.regions.run.run_summary`. Frames: MSI pixels are (x, y), 0-based,
+command); its files are written by :mod:`ionmap.regions._export` (CSV, GeoJSON, PNG) and
+described by :func:`ionmap.regions._run.run_summary`. Frames: MSI pixels are (x, y), 0-based,
 pixel centres at integers; the annotation frame is that of the cell file (µm or histology
 pixels, origin top-left).
 """
-from .cells import Cells, read_cells, read_class_table
-from .hotspots import Hotspots, bh_qvalues, find_hotspots, gi_star
-from .immune import ImmuneContext, classify, edge_distance, exclusion_score, immune_context
-from .maps import build_maps, ratio, resolve_map, tissue_mask
-from .register import Registration, fit_landmarks, read_landmarks, register_auto
-from .run import HotspotRun, MSIData, load_result, run_hotspots, store_maps
+from ._cells import Cells, read_cells, read_class_table
+from ._hotspots import Hotspots, bh_qvalues, find_hotspots, gi_star
+from ._immune import ImmuneContext, classify, edge_distance, exclusion_score, immune_context
+from ._maps import build_maps, ratio, resolve_map
+from ._register import Registration, fit_landmarks, read_landmarks, register_auto
+from ._run import HotspotRun, MSIData, load_result, run_hotspots, store_maps
+from ._tissue import read_tissue_mask, tissue_mask
 
 __all__ = [
     "Cells", "read_cells", "read_class_table",
     "Registration", "fit_landmarks", "read_landmarks", "register_auto",
-    "build_maps", "ratio", "resolve_map", "tissue_mask",
+    "build_maps", "ratio", "resolve_map", "tissue_mask", "read_tissue_mask",
     "Hotspots", "find_hotspots", "gi_star", "bh_qvalues",
     "ImmuneContext", "immune_context", "classify", "exclusion_score", "edge_distance",
     "HotspotRun", "MSIData", "load_result", "run_hotspots", "store_maps",

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError, StorageError
-from ..regions.run import label_name
+from ..regions._run import label_name
 
 
 def _open(result: Any, storage_options: Mapping[str, Any] | None):

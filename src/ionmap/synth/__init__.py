@@ -41,10 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .._geometry import apply_affine
 from ..chem import panel
 from ..errors import InputError, StorageError
-from ..geometry import apply_affine
-from .cells import (
+from ._cells import (
     BASE_DENSITY,
     CD8,
     CELL_TYPES,
@@ -60,8 +60,8 @@ from .cells import (
     write_geojson,
     write_landmarks,
 )
-from .layout import NICHE_MAPS, Section, make_section
-from .spectra import (
+from ._layout import NICHE_MAPS, Section, make_section
+from ._spectra import (
     MATRIX_IONS,
     NOISE_SIGMA,
     POINTS_PER_FWHM,
@@ -76,7 +76,7 @@ from .spectra import (
     mz_range,
     niche_folds,
 )
-from .writer import SynthWriter
+from ._writer import SynthWriter
 
 __all__ = ["Confounders", "SampleFiles", "make_sample", "sample_summary", "parse_size", "parse_shape"]
 
