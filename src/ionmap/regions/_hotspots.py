@@ -48,27 +48,18 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import ndimage, signal
-from scipy.stats import norm, rankdata
+from scipy import ndimage
 
 from ..errors import InputError
 from ..params import HotspotParams
 from ._surrogates import SurrogateField
 
-#: Defaults of :func:`find_hotspots` (from :class:`ionmap.params.HotspotParams`).
-DEFAULT_FDR = HotspotParams.fdr
-DEFAULT_RADIUS_PX = HotspotParams.radius_px
-DEFAULT_MIN_AREA_PX = HotspotParams.min_area_px
-DEFAULT_EXTENT = HotspotParams.extent
-DEFAULT_CLUSTER_Z = HotspotParams.cluster_z
-DEFAULT_SURROGATES = HotspotParams.n_surrogates
 TRANSFORMS = ("log", "none")
-#: Centre–surround scales of the statistic (inner half-widths r, 2r + 1, 4r + 3, 8r + 7).
-N_SCALES = 4
 #: Offset of the log transform, as a fraction of the tissue median.
 LOG_OFFSET = 0.01
 
 _EIGHT = np.ones((3, 3), dtype=bool)
+_MAD = 1.4826  # MAD → SD of a Gaussian
 
 
 def neighbourhood_weights(radius: int, shape: str = "square") -> np.ndarray:
@@ -85,11 +76,9 @@ def neighbourhood_weights(radius: int, shape: str = "square") -> np.ndarray:
 
 
 def _neighbourhood_sum(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Σ_j w_ij image_j for every pixel i, zero outside the array (``weights`` symmetric)."""
-    if weights.all():  # square window: separable running sums
+    """Σ_j w_ij image_j for every pixel i, zero outside the array."""
+    if weights.all():  # square neighbourhood: separable running sums
         return ndimage.uniform_filter(image, size=weights.shape, mode="constant") * weights.size
-    if weights.shape[0] > 7:  # large disk: by FFT
-        return signal.fftconvolve(image, weights, mode="same")
     return ndimage.correlate(image, weights, mode="constant")
 
 
@@ -111,7 +100,7 @@ class _GiStar:
         return _neighbourhood_sum(standardised, self.weights) * self.inv_sd
 
 
-def gi_star(values: np.ndarray, mask: np.ndarray, *, radius: int = DEFAULT_RADIUS_PX,
+def gi_star(values: np.ndarray, mask: np.ndarray, *, radius: int = HotspotParams.radius_px,
             shape: str = "square") -> np.ndarray:
     """Getis-Ord Gi* z-scores (float64, NaN where not computed), with the mean x̄ and
     (population) SD S of the valid pixels:
@@ -162,7 +151,6 @@ class Hotspots:
     z: np.ndarray
     null_max_mass: np.ndarray
     params: dict
-    null_max_z: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.table)
@@ -179,22 +167,16 @@ class Hotspots:
         return replace(self, labels=new[self.labels], table=table)
 
 
-def normal_scores(y: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
-    """Gaussian anamorphosis of ``y`` on ``valid`` (ny, nx), 0 elsewhere: each value goes to
-    the standard-normal quantile Φ⁻¹((rank − ½)/n) of its rank among the n valid pixels
-    (ties share their mean rank), so the map is N(0, 1) whatever its distribution (the
-    normal-score transform of geostatistics: Chilès & Delfiner 2012, *Geostatistics*,
-    §6.2). ``y`` is one map (ny, nx) or a stack (k, ny, nx), each scored on its own: the
-    surrogates go through it like the map. None when a map has no scale (MAD 0)."""
-    v = y[..., valid]
-    if v.shape[-1] < 3:
+def robust_standardise(y: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
+    """(y − median) / (1.4826 MAD) on ``valid``, 0 elsewhere; None without a scale."""
+    v = y[valid]
+    if v.size < 3:
         return None
-    med = np.median(v, axis=-1, keepdims=True)
-    if not np.all(np.median(np.abs(v - med), axis=-1) > 0):
+    med = np.median(v)
+    scale = _MAD * np.median(np.abs(v - med))
+    if not scale > 0:
         return None
-    out = np.zeros(y.shape)
-    out[..., valid] = norm.ppf((rankdata(v, axis=-1) - 0.5) / v.shape[-1])
-    return out
+    return np.where(valid, (y - med) / scale, 0.0)
 
 
 def transformed(values: np.ndarray, valid: np.ndarray, transform: str = "log") -> np.ndarray:
@@ -212,90 +194,14 @@ def transformed(values: np.ndarray, valid: np.ndarray, transform: str = "log") -
     return np.where(valid, np.log(np.maximum(np.where(valid, values, 0.0), 0.0) + c), 0.0)
 
 
-def _scales(radius: int, shape: tuple[int, int]) -> list[tuple[int, int]]:
-    """(inner, outer) half-widths in pixels of the centre–surround windows: inner
-    r, 2r + 1, 4r + 3, … each with the next as its outer edge, while the outer window
-    (2·outer + 1 pixels across) fits in the map."""
-    sizes = [radius]
-    while len(sizes) <= N_SCALES and 2 * (2 * sizes[-1] + 1) + 1 <= max(shape):
-        sizes.append(2 * sizes[-1] + 1)
-    if len(sizes) == 1:
-        sizes.append(2 * radius + 1)
-    return list(zip(sizes[:-1], sizes[1:]))
-
-
-class _LocalContrast:
-    """Centre–surround contrast of standardised values on a fixed mask, over several scales.
-
-    At scale (a, b) and pixel i: ``T = mean(u over the inner window of half-width a) −
-    mean(u over the ring between a and b)``, both over valid pixels, divided by its SD for
-    independent unit-variance pixels, ``sqrt(1/n_inner + 1/n_ring)``, and by κ_ab, the
-    inflation of that SD under the map's own autocorrelation. The statistic is the largest
-    of the scales at each pixel. Mask terms are cached; κ comes from :meth:`calibrate`.
-    Square windows are summed through an integral image, for a stack of maps at once.
-    """
-
-    def __init__(self, valid: np.ndarray, radius: int, shape: str) -> None:
-        self.valid, self.shape = valid, shape
-        self.scales = _scales(radius, valid.shape)
-        self.sizes = sorted({s for pair in self.scales for s in pair})
-        count = self._sums(valid.astype(np.float64))
-        self.terms, self.ok = [], np.zeros(valid.shape, dtype=bool)
-        full = {s: neighbourhood_weights(s, shape).sum() for s in self.sizes}
-        for k, (a, b) in enumerate(self.scales):
-            n_in, n_ring = np.rint(count[a]), np.rint(count[b] - count[a])
-            # beyond the first scale, a window mostly off the tissue is not used there
-            least = 0.5 * (full[b] - full[a]) if k else 0.5
-            good = valid & (n_in > 0) & (n_ring > least)
-            n_in, n_ring = np.where(good, n_in, 1.0), np.where(good, n_ring, 1.0)
-            inv_sd = np.where(good, 1.0 / np.sqrt(1.0 / n_in + 1.0 / n_ring), 0.0)
-            self.terms.append((inv_sd / n_in, inv_sd / n_ring))
-            self.ok |= good
-        self.kappa = np.ones(len(self.scales))
-
-    def _sums(self, u: np.ndarray) -> dict[int, np.ndarray]:
-        """Σ of ``u`` (…, ny, nx) over the window of every half-width, zero outside."""
-        if self.shape != "square":
-            return {s: np.stack([_neighbourhood_sum(x, neighbourhood_weights(s, self.shape))
-                                 for x in u.reshape(-1, *u.shape[-2:])]).reshape(u.shape)
-                    for s in self.sizes}
-        ny, nx = u.shape[-2:]
-        top = max(self.sizes)
-        table = np.zeros((*u.shape[:-2], ny + 1, nx + 1))
-        np.cumsum(np.cumsum(u, axis=-2), axis=-1, out=table[..., 1:, 1:])
-        # edge padding clips every window to the array: padded row k is row clip(k − top)
-        pad = [(0, 0)] * (u.ndim - 2) + [(top, top), (top, top)]
-        table = np.pad(table, pad, mode="edge")
-        out = {}
-        for s in self.sizes:
-            hy, ly = slice(top + s + 1, top + s + 1 + ny), slice(top - s, top - s + ny)
-            hx, lx = slice(top + s + 1, top + s + 1 + nx), slice(top - s, top - s + nx)
-            out[s] = (table[..., hy, hx] - table[..., hy, lx]
-                      - table[..., ly, hx] + table[..., ly, lx])
-        return out
-
-    def calibrate(self, field: SurrogateField) -> np.ndarray:
-        """κ of every scale under ``field``'s correlation (1 for white noise)."""
-        out = []
-        for a, b in self.scales:
-            inner = np.pad(neighbourhood_weights(a, self.shape), b - a)
-            ring = neighbourhood_weights(b, self.shape) - inner
-            w = inner / inner.sum() - ring / ring.sum()
-            pairs = signal.fftconvolve(w, w[::-1, ::-1])  # (w ⋆ w)(h), lags ±2b
-            dy, dx = np.mgrid[-2 * b:2 * b + 1, -2 * b:2 * b + 1]
-            var = float((field.model(dy, dx) * pairs).sum())
-            out.append(np.sqrt(max(var, 1e-12) / (w * w).sum()))
-        self.kappa = np.array(out)
-        return self.kappa
-
-    def __call__(self, u: np.ndarray) -> np.ndarray:
-        """The statistic of ``u`` (…, ny, nx), 0 where not computed; ``u`` 0 off the mask."""
-        sums = self._sums(u)
-        best = np.full(u.shape, -np.inf)
-        for (a, b), (w_in, w_ring), k in zip(self.scales, self.terms, self.kappa):
-            t = sums[a] * ((w_in + w_ring) / k) - sums[b] * (w_ring / k)
-            np.maximum(best, t, out=best)
-        return np.where(self.ok, best, 0.0)
+def _inflation(field: SurrogateField, weights: np.ndarray) -> float:
+    """κ: SD of Gi* (full neighbourhood) under the field's correlation; 1 for white noise."""
+    pairs = ndimage.correlate(np.pad(weights, weights.shape[0] // 2), weights, mode="constant")
+    r = pairs.shape[0] // 2
+    iy = np.arange(-r, r + 1) % field.torus[0]
+    ix = np.arange(-r, r + 1) % field.torus[1]
+    rho = field.correlation[np.ix_(iy, ix)]
+    return float(np.sqrt(max((rho * pairs).sum() / (weights * weights).sum(), 1e-12)))
 
 
 def _clusters(t: np.ndarray, valid: np.ndarray, level: float) -> tuple[np.ndarray, int, np.ndarray]:
@@ -307,35 +213,17 @@ def _clusters(t: np.ndarray, valid: np.ndarray, level: float) -> tuple[np.ndarra
     return regions, n, mass
 
 
-def _largest(t: np.ndarray, valid: np.ndarray, level: float) -> np.ndarray:
-    """(2, k): the largest value and the largest cluster mass of each map of the stack
-    ``t`` (k, ny, nx), clusters as in :func:`_clusters` (labelled in one pass: a stack
-    is labelled plane by plane in raster order, so each plane's labels are contiguous)."""
-    flat = t[:, valid]
-    out = np.zeros((2, t.shape[0]))
-    out[0] = flat.max(axis=1)
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = _EIGHT
-    regions, n = ndimage.label(valid & (t > level), structure=structure)
-    if n:
-        mass = np.bincount(regions.ravel(), weights=(t - level).ravel(), minlength=n + 1)
-        ends = np.maximum.accumulate(regions.reshape(t.shape[0], -1).max(axis=1))
-        plane = np.searchsorted(ends, np.arange(1, n + 1))  # plane b holds (ends[b-1], ends[b]]
-        np.maximum.at(out[1], plane, mass[1:])
-    return out
-
-
 def find_hotspots(
     values: np.ndarray,
     mask: np.ndarray,
     *,
-    fdr: float = DEFAULT_FDR,
-    min_area_px: int = DEFAULT_MIN_AREA_PX,
-    radius: int = DEFAULT_RADIUS_PX,
+    fdr: float = HotspotParams.fdr,
+    min_area_px: int = HotspotParams.min_area_px,
+    radius: int = HotspotParams.radius_px,
     shape: str = "square",
-    extent: float | None = DEFAULT_EXTENT,
-    cluster_z: float = DEFAULT_CLUSTER_Z,
-    n_surrogates: int = DEFAULT_SURROGATES,
+    extent: float | None = HotspotParams.extent,
+    cluster_z: float = HotspotParams.cluster_z,
+    n_surrogates: int = HotspotParams.n_surrogates,
     transform: str = "log",
     seed: int | np.random.SeedSequence = 0,
     keep: str = "significant",
@@ -364,92 +252,52 @@ def find_hotspots(
         raise InputError(None, f"keep must be 'significant' or 'all', not {keep!r}")
     values = np.asarray(values, dtype=np.float64)
     valid = np.asarray(mask, dtype=bool) & np.isfinite(values)
-
+    weights = neighbourhood_weights(radius, shape)
     params = {"fdr": fdr, "min_area_px": min_area_px, "radius_px": radius, "neighbourhood": shape,
               "extent": extent, "cluster_z": cluster_z, "n_surrogates": n_surrogates,
               "transform": transform, "n_tested": int(valid.sum()), "kappa": float("nan"),
               "max_lag_px": 0}
     z = np.full(values.shape, np.nan)
-    y = transformed(values, valid, transform)
-    u = normal_scores(y, valid)
+    u = robust_standardise(transformed(values, valid, transform), valid)
     empty = Hotspots(np.zeros(values.shape, np.int32), [], z, np.zeros(0), params)
     if u is None or valid.sum() < 16:
         return empty
-    stat = _LocalContrast(valid, radius, shape)
     field = SurrogateField(u, valid)
-    stat.calibrate(field)
-    t = stat(u)
-    # Refit: the covariance again without the candidate clusters (and a window around
-    # them), so that a niche does not inflate its own null (a two-stage robust estimate,
-    # Cressie & Hawkins 1980). The scores stay those of all pixels: re-ranking without the
-    # candidates would push them higher on signal-free maps.
-    candidates = _clusters(t, stat.ok, cluster_z)[0] > 0
-    background = valid & ~ndimage.binary_dilation(candidates, structure=neighbourhood_weights(radius + 1) > 0)
-    if candidates.any() and background.sum() >= 16:
-        field = SurrogateField(u, background)
-        stat.calibrate(field)
-        t = stat(u)
-    params.update(kappa=[float(k) for k in stat.kappa], max_lag_px=field.max_lag,
-                  scales_px=stat.scales, background_px=int(background.sum()))
-    z[stat.ok] = t[stat.ok]
-    regions, n, mass = _clusters(t, stat.ok, cluster_z)
-    null = np.concatenate([_largest(stat(normal_scores(g, valid)), stat.ok, cluster_z)
-                           for g in field.draw(np.random.default_rng(seed), n_surrogates,
-                                               batch=_batch(values.shape))], axis=1)
+    gi = _GiStar(valid, weights)
+    kappa = _inflation(field, weights)
+    params.update(kappa=kappa, max_lag_px=field.max_lag)
+    t = gi(u) / kappa
+    z[gi.ok] = t[gi.ok]
+    regions, n, mass = _clusters(t, gi.ok, cluster_z)
+    null = np.zeros(n_surrogates)
+    rng = np.random.default_rng(seed)
+    for b, g in enumerate(field.draw(rng, n_surrogates)):
+        us = robust_standardise(g, valid)
+        if us is not None:
+            m = _clusters(gi(us) / kappa, gi.ok, cluster_z)[2]
+            null[b] = m.max() if m.size else 0.0
     if n == 0:
-        return replace(empty, z=z, null_max_mass=null[1], null_max_z=null[0])
-    peak = np.asarray(ndimage.maximum(t, regions, np.arange(1, n + 1)))
-    p = _combined_p(np.vstack([peak, mass]), null)
-    order = np.argsort(p, kind="stable")  # clusters by p: a piece takes its best cluster's
-    rank = np.zeros(n + 1, dtype=np.intp)
-    rank[order + 1] = np.arange(1, n + 1)
-    regions = rank[regions]
-    mass, p = mass[order], p[order]
-    if extent is not None:  # let the half-maximum extent reach one window beyond
-        regions = ndimage.grey_erosion(np.where(regions > 0, regions, n + 1),
-                                       footprint=neighbourhood_weights(radius + 1, "square") > 0)
-        regions[(regions > n) | ~valid] = 0
-        # a plateau wider than the windows is ringed by its edge contrast: its inside
-        # (a hole of the grown clusters) goes to the nearest cluster
-        hole = ndimage.binary_fill_holes(regions > 0) & (regions == 0) & valid
-        if hole.any():
-            near = ndimage.distance_transform_edt(regions == 0, return_distances=False,
-                                                  return_indices=True)
-            regions[hole] = regions[tuple(near)][hole]
-        pieces, n_pieces = _trim(regions, n, y, valid, extent)
+        return replace(empty, z=z, null_max_mass=null)
+    p = (1.0 + (null[None, :] >= mass[:, None]).sum(axis=1)) / (n_surrogates + 1.0)
+    if extent is not None:  # let the half-maximum extent reach one neighbourhood beyond
+        reach = neighbourhood_weights(radius + 1, "square") > 0
+        regions = ndimage.grey_dilation(regions, footprint=reach)
+        regions[~valid] = 0
+        pieces, n_pieces = _trim(regions, n, values, valid, extent)
     else:
         pieces, n_pieces = regions, n
-    parent = (np.asarray(ndimage.minimum(regions, pieces, np.arange(1, n_pieces + 1)),
+    parent = (np.asarray(ndimage.maximum(regions, pieces, np.arange(1, n_pieces + 1)),
                          dtype=np.intp) if n_pieces else np.zeros(0, np.intp))
     labels, table = _measure(pieces, n_pieces, values, z, parent, mass, p, min_area_px)
     q = bh_qvalues(np.array([r["hotspot_p"] for r in table]))
     for r, qq in zip(table, q):
         r["hotspot_q"] = float(qq)
         r["significant"] = bool(qq <= fdr)
-    hs = Hotspots(labels, table, z, null[1], params, null[0])
+    hs = Hotspots(labels, table, z, null, params)
     return hs.subset([r["significant"] for r in table]) if keep == "significant" else hs
 
 
-def _batch(shape: tuple[int, int]) -> int:
-    """Surrogates evaluated together: about 2 million pixels (≈ 16 MB per float64 stack)."""
-    return int(np.clip(2_000_000 // (shape[0] * shape[1]), 1, 64))
-
-
-def _combined_p(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
-    """Max-statistic p-values of clusters from their peak height and their mass together
-    (Hayasaka & Nichols 2004, NeuroImage 23:54): ``observed`` (2, n) and ``null`` (2, B)
-    hold (peak, mass) of each cluster and (largest peak, largest mass) of each surrogate;
-    each statistic becomes its tail share among the surrogates, a cluster's combined
-    statistic is the smaller of its two, and its p-value is the share of surrogates whose
-    own combined statistic is as small (their smaller share, with themselves counted)."""
-    b = null.shape[1]
-    tail = (null[:, None, :] >= observed[:, :, None]).sum(axis=2) / b      # (2, n)
-    own = (null[:, None, :] >= null[:, :, None]).sum(axis=2) / b           # (2, B)
-    combined, reference = tail.min(axis=0), own.min(axis=0)
-    return (1.0 + (reference[None, :] <= combined[:, None]).sum(axis=1)) / (b + 1.0)
-
-
-def sample_significance(found: list[Hotspots], fdr: float = DEFAULT_FDR) -> list[np.ndarray]:
+def sample_significance(found: list[Hotspots], fdr: float = HotspotParams.fdr) -> list[np.ndarray]:
     """Significance over a sample: q-values by Benjamini–Hochberg over every candidate of
     every map in ``found`` (each from ``find_hotspots(..., keep="all")``), written into
     their rows (``hotspot_q``, ``significant``: q ≤ ``fdr``); returns, per map, the flags."""
@@ -466,15 +314,13 @@ def sample_significance(found: list[Hotspots], fdr: float = DEFAULT_FDR) -> list
 
 def _trim(regions: np.ndarray, n: int, values: np.ndarray, valid: np.ndarray,
           extent: float) -> tuple[np.ndarray, int]:
-    """Keep each region's pixels at or above its half-way level, holes filled; relabel the
-    pieces."""
+    """Keep each region's pixels at or above its half-way level; relabel the pieces."""
     base = float(np.median(values[valid]))
     index = np.arange(1, n + 1)
     peak = np.asarray(ndimage.labeled_comprehension(
         values, regions, index, lambda v: np.percentile(v, 90), np.float64, np.nan))
     level = np.concatenate([[np.inf], base + extent * (peak - base)])
     keep = (regions > 0) & (values >= level[regions])
-    keep = ndimage.binary_fill_holes(keep) & (regions > 0)
     return ndimage.label(keep, structure=_EIGHT)
 
 
