@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .chem import ELECTRON_MASS, adduct_terms
+from .errors import InputError
 
 #: Isotopes per element: ((mass u, abundance), ...), most abundant first not required.
 ISOTOPES: dict[str, tuple[tuple[float, float], ...]] = {
@@ -94,10 +95,10 @@ def composition(formula: str) -> dict[str, int]:
     out: dict[str, int] = {}
     f = formula.replace(" ", "")
     if not f or "".join(m.group(0) for m in _ELEMENT.finditer(f)) != f:
-        raise ValueError(f"not a molecular formula: {formula!r}")
+        raise InputError(None, f"not a molecular formula: {formula!r}")
     for symbol, count in _ELEMENT.findall(f):
         if symbol not in ISOTOPES:
-            raise ValueError(f"no isotope data for element {symbol!r} in {formula!r}")
+            raise InputError(None, f"no isotope data for element {symbol!r} in {formula!r}")
         out[symbol] = out.get(symbol, 0) + (int(count) if count else 1)
     return out
 
@@ -106,7 +107,7 @@ def ion_composition(formula: str, adduct: str) -> tuple[dict[str, int], int]:
     """(element counts, signed charge) of ``formula`` ionised as ``adduct``.
 
     ``[2M+Na-H2O]+`` of C3H6O3 is 2 × C3H6O3 + Na − H2O; a count that goes negative (an
-    adduct losing atoms the molecule does not have) raises ``ValueError``.
+    adduct losing atoms the molecule does not have) raises ``InputError`` (a ``ValueError``).
     """
     n, terms, z = adduct_terms(adduct)
     comp = {e: c * n for e, c in composition(formula).items()}
@@ -114,7 +115,7 @@ def ion_composition(formula: str, adduct: str) -> tuple[dict[str, int], int]:
         for e, c in composition(part).items():
             comp[e] = comp.get(e, 0) + count * c
     if any(c < 0 for c in comp.values()):
-        raise ValueError(f"adduct {adduct} removes atoms {formula} does not have")
+        raise InputError(None, f"adduct {adduct} removes atoms {formula} does not have")
     return {e: c for e, c in comp.items() if c}, z
 
 
@@ -187,7 +188,7 @@ def centroid_peaks(mz: np.ndarray, abundance: np.ndarray, resolving_power: float
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Merge sorted fine peaks closer than one FWHM (m/R) into observed peaks."""
     if resolving_power <= 0:
-        raise ValueError(f"resolving power must be > 0, got {resolving_power}")
+        raise InputError(None, f"resolving power must be > 0, got {resolving_power}")
     gap = np.diff(mz) > mz[1:] / resolving_power
     group = np.concatenate(([0], np.cumsum(gap)))
     p = np.bincount(group, abundance)

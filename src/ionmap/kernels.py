@@ -195,7 +195,7 @@ def _shift_arrays(batch: SpectrumBatch, shift: MassShift | None) -> tuple[np.nda
     a = np.ascontiguousarray(shift.a, dtype=np.float64)
     b = np.ascontiguousarray(shift.b, dtype=np.float64)
     if a.shape != (n,) or b.shape != (n,) or not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError(f"mass shift needs finite a and b for each of the {n} spectra")
+        raise InputError(None, f"mass shift needs finite a and b for each of the {n} spectra")
     return a, b, float(shift.m0)
 
 
@@ -265,7 +265,7 @@ def reference_errors(batch: SpectrumBatch, ref_mz: np.ndarray, search_ppm: float
     mz, intensity, offsets, starts, shared = _arrays(batch)
     ref = np.ascontiguousarray(ref_mz, dtype=np.float64)
     if not search_ppm > 0:
-        raise ValueError(f"search_ppm must be > 0, got {search_ppm}")
+        raise InputError(None, f"search_ppm must be > 0, got {search_ppm}")
     a, b, m0 = _shift_arrays(batch, shift)
     err = np.empty((len(batch.index), ref.size))
     height = np.empty_like(err)

@@ -11,7 +11,7 @@ from scipy.stats import norm
 
 from ionmap.errors import InputError
 from ionmap.regions import bh_qvalues, find_hotspots, gi_star
-from ionmap.regions._hotspots import robust_standardise, window
+from ionmap.regions._hotspots import neighbourhood_weights, robust_standardise
 from ionmap.regions._surrogates import SurrogateField
 
 
@@ -52,17 +52,17 @@ def test_gi_star_matches_brute_force(radius, shape):
     mask[10:13, 15:18] = False  # a hole
     values[5, 20] = np.nan      # a masked ratio pixel
     z = gi_star(values, mask, radius=radius, shape=shape)
-    ref = gi_star_brute(values, mask, window(radius, shape))
+    ref = gi_star_brute(values, mask, neighbourhood_weights(radius, shape))
     np.testing.assert_array_equal(np.isnan(z), np.isnan(ref))
     np.testing.assert_allclose(z[np.isfinite(z)], ref[np.isfinite(ref)], rtol=1e-9, atol=1e-9)
 
 
-def test_window_shapes_and_errors():
-    assert window(1).sum() == 9 and window(2, "disk").sum() == 13
+def test_neighbourhood_shapes_and_errors():
+    assert neighbourhood_weights(1).sum() == 9 and neighbourhood_weights(2, "disk").sum() == 13
     with pytest.raises(InputError):
-        window(0)
+        neighbourhood_weights(0)
     with pytest.raises(InputError):
-        window(1, "hexagon")
+        neighbourhood_weights(1, "hexagon")
 
 
 def bh_reference(p, alpha):
@@ -113,7 +113,7 @@ def test_planted_niches_found(seed):
         hits = [h for h in hs.table
                 if np.hypot(h["centroid_x"] - cx, h["centroid_y"] - cy) < 0.5 * r]
         assert len(hits) == 1
-        # half-maximum trimming: area close to the disk's, not grown by the Gi* window
+        # half-maximum trimming: area close to the disk's, not grown by the Gi* neighbourhood
         assert hits[0]["area_px"] == pytest.approx(np.pi * r * r, rel=0.25)
         assert hits[0]["mean_value"] > 2.0
     # the table agrees with the labels; numbered by decreasing peak z
@@ -131,7 +131,7 @@ def test_planted_niches_found(seed):
         assert h["hotspot_p"] == pytest.approx(expected)
 
 
-def test_untrimmed_region_bleeds_by_the_window():
+def test_untrimmed_region_bleeds_by_the_neighbourhood():
     values, tissue = planted_map(0, [(40.0, 30.0, 6.0)], noise=0.05, contrast=4.0)
     wide = find_hotspots(values, tissue, extent=None, radius=2)
     tight = find_hotspots(values, tissue, radius=2)

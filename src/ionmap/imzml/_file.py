@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _files
 from ..batch import SpectrumBatch
-from ..errors import SpectrumDataError
+from ..errors import InputError, SpectrumDataError
 from . import _binary as binary
 from . import _cache as sidecar
 from ._metadata import ARRAYS, ImzMLMetadata
@@ -214,7 +214,7 @@ class ImzMLFile:
     def shared_mz(self) -> np.ndarray:
         """Continuous mode: the one m/z array all spectra share (decoded once, read-only)."""
         if self.mode != "continuous":
-            raise ValueError(f"{self.url}: processed mode has no shared m/z array")
+            raise InputError(self.url, "processed mode has no shared m/z array")
         if self._shared_mz is None:
             with self._lock:
                 if self._shared_mz is None:

@@ -12,7 +12,7 @@ spatial autocorrelation:
    ``u = (y − median) / (1.4826 · MAD)`` over the valid (tissue, finite) pixels, robust
    so niches do not inflate the scale.
 2. **Cluster-forming statistic**: Gi* of ``u`` with the robust centre 0 and scale 1 in
-   place of the mean and SD (for pixel i with binary window weights w_ij of radius r over
+   place of the mean and SD (for pixel i with binary neighbourhood weights w_ij of radius r over
    the n valid pixels: ``Σ_j w_ij u_j / sqrt((n Σ_j w_ij² − (Σ_j w_ij)²) / (n − 1))``),
    divided by κ, its standard deviation under the map's own autocorrelation ρ
    (``κ² = Σ_h ρ(h) (w ⋆ w)(h) / Σ w²``; 1 for independent pixels). Candidate clusters:
@@ -37,7 +37,7 @@ spatial autocorrelation:
 Each cluster, grown by ``radius + 1`` pixels, is then trimmed to its pixels whose own value
 is at least half-way from the tissue median to its peak (the 90th percentile of its
 values), i.e. its half-maximum extent, so the inside/rim split of the immune context
-follows the niche edge, not the Gi* window or the threshold; pieces keep their cluster's
+follows the niche edge, not the Gi* neighbourhood or the threshold; pieces keep their cluster's
 p-value; pieces under ``min_area_px`` are dropped.
 Gi* sums are convolutions (``scipy.ndimage``); a 300 × 300 map with 199 surrogates takes
 about a second. Limits: a map that is zero on most of the tissue (an ion seen only in a few
@@ -69,21 +69,22 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 _MAD = 1.4826  # MAD → SD of a Gaussian
 
 
-def window(radius: int, shape: str = "square") -> np.ndarray:
-    """Binary weights of a (2r+1)² square or a disk of radius r pixels (float64)."""
+def neighbourhood_weights(radius: int, shape: str = "square") -> np.ndarray:
+    """Gi* neighbourhood: binary weights w_ij of a (2r+1)² square or a disk of radius r
+    pixels (float64), centred on the pixel. (Not the m/z extraction window of a target.)"""
     if radius < 1:
-        raise InputError(None, f"Gi* window radius must be at least 1 pixel, not {radius}")
+        raise InputError(None, f"Gi* neighbourhood radius must be at least 1 pixel, not {radius}")
     if shape == "square":
         return np.ones((2 * radius + 1,) * 2)
     if shape == "disk":
         yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
         return (xx * xx + yy * yy <= radius * radius).astype(np.float64)
-    raise InputError(None, f"unknown window shape {shape!r} (expected square or disk)")
+    raise InputError(None, f"unknown Gi* neighbourhood shape {shape!r} (expected square or disk)")
 
 
-def _window_sum(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _neighbourhood_sum(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Σ_j w_ij image_j for every pixel i, zero outside the array."""
-    if weights.all():  # square window: separable running sums
+    if weights.all():  # square neighbourhood: separable running sums
         return ndimage.uniform_filter(image, size=weights.shape, mode="constant") * weights.size
     return ndimage.correlate(image, weights, mode="constant")
 
@@ -95,15 +96,15 @@ class _GiStar:
         self.valid, self.weights = valid, weights
         n = int(valid.sum())
         m = valid.astype(np.float64)
-        wsum = _window_sum(m, weights)
-        var = (n * _window_sum(m, weights * weights) - wsum * wsum) / max(n - 1, 1)
-        # A window covering all valid pixels has zero variance: no evidence either way.
+        wsum = _neighbourhood_sum(m, weights)
+        var = (n * _neighbourhood_sum(m, weights * weights) - wsum * wsum) / max(n - 1, 1)
+        # A neighbourhood covering all valid pixels has zero variance: no evidence either way.
         self.ok = valid & (var > 1e-12)
         self.inv_sd = np.where(self.ok, 1.0 / np.sqrt(np.where(self.ok, var, 1.0)), 0.0)
 
     def __call__(self, standardised: np.ndarray) -> np.ndarray:
         """Gi* (float64), 0 where not computed; ``standardised`` must be 0 off the mask."""
-        return _window_sum(standardised, self.weights) * self.inv_sd
+        return _neighbourhood_sum(standardised, self.weights) * self.inv_sd
 
 
 def gi_star(values: np.ndarray, mask: np.ndarray, *, radius: int = DEFAULT_RADIUS_PX,
@@ -127,7 +128,7 @@ def gi_star(values: np.ndarray, mask: np.ndarray, *, radius: int = DEFAULT_RADIU
         z[valid] = 0.0
         return z
     centred = np.where(valid, (values - x.mean()) / std, 0.0)  # centred first: no cancellation
-    z[valid] = _GiStar(valid, window(radius, shape))(centred)[valid]
+    z[valid] = _GiStar(valid, neighbourhood_weights(radius, shape))(centred)[valid]
     return z
 
 
@@ -165,7 +166,7 @@ class Hotspots:
         """The hotspots whose row has ``keep`` True, renumbered 1.. in the same order."""
         keep = np.asarray(keep, dtype=bool)
         if keep.size != len(self.table):
-            raise ValueError("keep needs one flag per hotspot")
+            raise InputError(None, "keep needs one flag per hotspot")
         new = np.zeros(len(self.table) + 1, dtype=np.int32)
         new[1:][keep] = np.arange(1, int(keep.sum()) + 1)
         table = [{**row, "label": int(new[row["label"]])}
@@ -201,7 +202,7 @@ def transformed(values: np.ndarray, valid: np.ndarray, transform: str = "log") -
 
 
 def _inflation(field: SurrogateField, weights: np.ndarray) -> float:
-    """κ: SD of Gi* (full window) under the field's correlation; 1 for white noise."""
+    """κ: SD of Gi* (full neighbourhood) under the field's correlation; 1 for white noise."""
     pairs = ndimage.correlate(np.pad(weights, weights.shape[0] // 2), weights, mode="constant")
     r = pairs.shape[0] // 2
     iy = np.arange(-r, r + 1) % field.torus[0]
@@ -237,7 +238,7 @@ def find_hotspots(
     """Find hotspots of ``values`` (ny, nx) inside ``mask`` (ny, nx bool); see the module doc.
 
     ``fdr``: q-value level for ``significant``; ``min_area_px``: smallest hotspot (pixels,
-    after trimming); ``radius``/``shape``: Gi* window (pixels); ``extent``: trim each
+    after trimming); ``radius``/``shape``: Gi* neighbourhood (pixels); ``extent``: trim each
     cluster to pixels ≥ median + extent·(peak − median) (None keeps the cluster as is);
     ``cluster_z``: cluster-forming threshold on Gi*/κ; ``n_surrogates``: surrogate maps of
     the null (p-values are multiples of 1/(n_surrogates + 1)); ``transform``: "log" or
@@ -258,8 +259,8 @@ def find_hotspots(
         raise InputError(None, f"keep must be 'significant' or 'all', not {keep!r}")
     values = np.asarray(values, dtype=np.float64)
     valid = np.asarray(mask, dtype=bool) & np.isfinite(values)
-    weights = window(radius, shape)
-    params = {"fdr": fdr, "min_area_px": min_area_px, "radius_px": radius, "window": shape,
+    weights = neighbourhood_weights(radius, shape)
+    params = {"fdr": fdr, "min_area_px": min_area_px, "radius_px": radius, "neighbourhood": shape,
               "extent": extent, "cluster_z": cluster_z, "n_surrogates": n_surrogates,
               "transform": transform, "n_tested": int(valid.sum()), "kappa": float("nan"),
               "max_lag_px": 0}
@@ -285,8 +286,8 @@ def find_hotspots(
     if n == 0:
         return replace(empty, z=z, null_max_mass=null)
     p = (1.0 + (null[None, :] >= mass[:, None]).sum(axis=1)) / (n_surrogates + 1.0)
-    if extent is not None:  # let the half-maximum extent reach one window beyond
-        regions = ndimage.grey_dilation(regions, footprint=window(radius + 1, "square") > 0)
+    if extent is not None:  # let the half-maximum extent reach one neighbourhood beyond
+        regions = ndimage.grey_dilation(regions, footprint=neighbourhood_weights(radius + 1, "square") > 0)
         regions[~valid] = 0
         pieces, n_pieces = _trim(regions, n, values, valid, extent)
     else:
