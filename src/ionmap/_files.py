@@ -16,8 +16,9 @@ import os
 import posixpath
 import re
 import stat as stat_module
+import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -82,19 +83,29 @@ def make_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write a local file whole or not at all: a temporary file beside it, then a rename,
-    so a reader (or a resumed run) never sees half of it. Failure is a StorageError."""
+def write_atomic(path: str | os.PathLike, data: str | bytes | Callable[[Path], object]) -> Path:
+    """Write a local file whole or not at all: a temporary file of a unique name beside it
+    (its folder created if missing), then a rename, so a reader (or a resumed run, or a
+    second writer of the same file) never sees half of it. ``data``: the content (text as
+    UTF-8), or a function that writes the file at the temporary path it is given (for
+    writers that want a path, e.g. AnnData's). The file is readable by all (0644).
+    Failure is a StorageError naming ``path``; no temporary file is left."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    make_dir(path.parent)
+    tmp = None
     try:
-        if isinstance(data, str):
-            tmp.write_text(data, encoding="utf-8")
-        else:
-            tmp.write_bytes(data)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide it from colleagues sharing a folder
+        with os.fdopen(fd, "wb") as fh:
+            if not callable(data):
+                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        if callable(data):
+            data(tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise StorageError(path, f"cannot write: {exc.strerror or exc}") from None
     return path
 

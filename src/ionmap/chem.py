@@ -67,7 +67,10 @@ def adduct_terms(adduct: str) -> tuple[int, list[tuple[int, str]], int]:
 def parse_adduct(adduct: str) -> tuple[int, float, int]:
     """(multimer n, mass added in u, signed charge) of an adduct such as ``[M+Na]+``."""
     n, terms, z = adduct_terms(adduct)
-    return n, sum(count * formula_mass(formula) for count, formula in terms), z
+    try:
+        return n, sum(count * formula_mass(formula) for count, formula in terms), z
+    except InputError as exc:
+        raise InputError(None, f"adduct {adduct!r}: {exc.problem}") from None
 
 
 def mz(formula: str, adduct: str) -> float:

@@ -5,7 +5,8 @@ and breaks it the way real files are broken. Every case is tried three ways, eac
 own files:
 
 - the API: ``open_imzml`` and every spectrum, then ``ionmap.convert``;
-- ``ionmap info --json`` and ``ionmap convert`` as subprocesses (one each per case).
+- ``ionmap info --json`` and ``ionmap convert``, the console script's ``main`` in a child
+  interpreter (one per command, running every case in turn).
 
 Outcomes:
 
@@ -443,13 +444,48 @@ def try_api(case: Hostile, out: Path) -> Tried:
         return tried
 
 
-def _cli(args: list[str], home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "XDG_CACHE_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "ionmap.cli", *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+@dataclass
+class Ran:
+    """What one ``ionmap`` command gave: exit code, stdout, stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def _cli_error(proc: subprocess.CompletedProcess, case: Hostile) -> Tried:
+# One interpreter runs the commands of every case in turn (an interpreter per command would
+# cost most of this test's time): each call is the console script's ``main`` with its own
+# stdout/stderr, and an exception escaping it is printed as the interpreter would.
+_DRIVER = r"""
+import contextlib, io, json, os, sys, traceback
+from ionmap.cli import main
+out = []
+for args, home in json.load(sys.stdin):
+    os.environ["XDG_CACHE_HOME"] = home
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code = main(args)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    out.append([code, stdout.getvalue(), stderr.getvalue()])
+print(json.dumps(out))
+"""
+
+
+def _cli(calls: list[tuple[list[str], Path]]) -> list[Ran]:
+    """Run ``ionmap ARGS`` for each (ARGS, cache home) in one child interpreter."""
+    proc = subprocess.run([sys.executable, "-c", _DRIVER], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ),
+                          input=json.dumps([[a, str(h)] for a, h in calls]))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [Ran(*r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
+
+
+def _cli_error(proc: Ran, case: Hostile) -> Tried:
     lines = proc.stderr.strip().splitlines()
     errors = [line for line in lines if not line.startswith("ionmap: warning:")]
     if (proc.returncode == 2 and len(errors) == 1 and errors[0].startswith("ionmap: error: ")
@@ -458,8 +494,11 @@ def _cli_error(proc: subprocess.CompletedProcess, case: Hostile) -> Tried:
     return Tried(UNCLEAR, f"exit {proc.returncode}: {proc.stderr.strip()[-800:]}")
 
 
-def try_info(case: Hostile, out: Path) -> Tried:
-    proc = _cli(["info", "--json", "--no-cache", str(case.path)], out)
+def info_args(case: Hostile) -> list[str]:
+    return ["info", "--json", "--no-cache", str(case.path)]
+
+
+def try_info(case: Hostile, proc: Ran) -> Tried:
     if proc.returncode != 0:
         return _cli_error(proc, case)
     if case.error is not None and not case.at_read:
@@ -474,12 +513,16 @@ def try_info(case: Hostile, out: Path) -> Tried:
     return Tried(READ, "metadata only" if case.error else "")
 
 
-def try_convert(case: Hostile, out: Path) -> Tried:
+def convert_args(case: Hostile) -> list[str]:
+    out = case.path.parent
     csv = out / "targets.csv"
     csv.write_text("name,mz,ppm\n" + "".join(f"{t.name},{t.mz!r},{t.ppm}\n"
                                              for t in case.targets))
-    store = out / "cli.zarr"
-    proc = _cli(["convert", str(case.path), str(store), "--targets", str(csv), "--quiet"], out)
+    return ["convert", str(case.path), str(out / "cli.zarr"), "--targets", str(csv), "--quiet"]
+
+
+def try_convert(case: Hostile, proc: Ran) -> Tried:
+    store = case.path.parent / "cli.zarr"
     if proc.returncode != 0:
         tried = _cli_error(proc, case)
         if store.exists() and not _not_complete(store):
@@ -500,19 +543,23 @@ def _build(name: str, root: Path, way: str) -> Hostile:
 
 @pytest.fixture(scope="module")
 def tally(tmp_path_factory) -> dict[str, Row]:
-    """Every case tried through the API (here) and the two commands (in parallel)."""
+    """Every case tried through the API (here) and the two commands (in a child each)."""
     root = tmp_path_factory.mktemp("hostile")
-    cli_cases = {(name, way): _build(name, root, way) for name in CASES
-                 for way in ("info", "convert")}
+    ways = {"info": (info_args, try_info), "convert": (convert_args, try_convert)}
+    cases = {way: {name: _build(name, root, way) for name in CASES} for way in ways}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        cli = {key: pool.submit(try_info if key[1] == "info" else try_convert, case,
-                                case.path.parent) for key, case in cli_cases.items()}
-        rows = {}
+        ran = {way: pool.submit(_cli, [(args(case), case.path.parent)
+                                       for case in cases[way].values()])
+               for way, (args, _) in ways.items()}
+        api = {}
         for name in CASES:
             case = _build(name, root, "api")
-            rows[name] = Row(case, try_api(case, case.path.parent),
-                             cli[name, "info"].result(), cli[name, "convert"].result())
-    return rows
+            api[name] = (case, try_api(case, case.path.parent))
+        tried = {way: dict(zip(CASES, (check(cases[way][n], r) for n, r in
+                                       zip(CASES, ran[way].result()))))
+                 for way, (_, check) in ways.items()}
+    return {name: Row(case, a, tried["info"][name], tried["convert"][name])
+            for name, (case, a) in api.items()}
 
 
 @pytest.mark.parametrize("name", list(CASES))

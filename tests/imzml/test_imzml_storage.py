@@ -145,3 +145,23 @@ def test_cli_info_over_s3(s3_server, write_imzml):
     out = subprocess.run([sys.executable, "-m", "ionmap.cli", "info", url], env=env,
                          capture_output=True, text=True, check=True)
     assert "processed" in out.stdout and "negative" in out.stdout
+
+
+def test_write_atomic_whole_or_nothing(tmp_path):
+    """The one atomic-write helper: content or a path-writer, the folder made, readable by
+    all, and on failure a StorageError naming the file with no temporary file left."""
+    from ionmap.errors import StorageError
+
+    target = tmp_path / "new" / "a.txt"
+    assert _files.write_atomic(target, "µm") == target and target.read_text("utf-8") == "µm"
+    assert target.stat().st_mode & 0o777 == 0o644
+    _files.write_atomic(target, lambda p: p.write_bytes(b"\x00\x01"))
+    assert target.read_bytes() == b"\x00\x01"
+
+    def fail(p):
+        p.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(StorageError, match="a.txt: cannot write: No space left"):
+        _files.write_atomic(target, fail)
+    assert target.read_bytes() == b"\x00\x01" and sorted(target.parent.iterdir()) == [target]

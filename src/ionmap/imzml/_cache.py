@@ -19,12 +19,13 @@ import json
 import mmap
 import os
 import struct
-import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import _files
+from ..errors import StorageError
 
 SUFFIX = ".ionmap-meta"
 FORMAT = 2
@@ -129,25 +130,18 @@ def save(url: str, key: dict[str, Any], fields: dict[str, Any],
     header = json.dumps({"key": {"format": FORMAT, "url": _canonical(url), **key},
                          "fields": fields, "arrays": specs}).encode()
     assert 24 + len(header) <= start
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "r+b") as fh:
+            fh.write(_MAGIC + struct.pack("<Q", len(header)) + header)
+            for offset, a in parts:
+                fh.seek(start + offset)
+                fh.write(memoryview(a).cast("B"))
+            fh.truncate(max([start] + [start + o + a.nbytes for o, a in parts]))
+
     for path in locations(url):
-        directory = os.path.dirname(path)
-        tmp = None
         try:
-            os.makedirs(directory, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=directory)
-            os.fchmod(fd, 0o644)  # readable by colleagues sharing the data folder
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(_MAGIC + struct.pack("<Q", len(header)) + header)
-                for offset, a in parts:
-                    fh.seek(start + offset)
-                    fh.write(memoryview(a).cast("B"))
-                fh.truncate(max([start] + [start + o + a.nbytes for o, a in parts]))
-            os.replace(tmp, path)
-            return path
-        except OSError:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            return str(_files.write_atomic(path, write))
+        except StorageError:  # not writable here: try the next location
+            continue
     return None

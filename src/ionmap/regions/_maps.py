@@ -23,6 +23,13 @@ composite weighs its channels equally. Normalisers (:func:`normaliser`):
   unlike the TIC, it ignores matrix and background peaks;
 - ``none``.
 
+The default (``HotspotParams.normalisation``) is ``tic``: on seeded synthetic sections
+(``benchmarks/bench_sections.py --sections 5``, 60 × 80 px) it gave 0 false hotspots on 20
+null sections with a TIC field, smooth backgrounds and bright matrix off the tissue (PQN
+0.2–0.6 per section, RMS at conversion 0–0.4, none 0–0.6) and found 33 of 34 planted
+niche-maps under all three confounders (PQN 33, RMS 17, none 22). In synth the ionisation
+field multiplies every peak, the case the TIC is exact for.
+
 Ratios use the raw channels (a per-pixel factor cancels) and are semi-quantitative:
 ionisation efficiencies differ between the two ions.
 """

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup, escape
 
-from ..errors import StorageError
+from .._files import write_atomic
 from ..interference import describe
 from ..params import HotspotParams
 from . import _figures as figures
@@ -179,19 +179,9 @@ def write_overlays(result: Any, out_dir: str | os.PathLike, *,
     files = []
     for name, data in overlay_pngs(s).items():
         path = Path(out_dir) / f"hotspots_{s.safe_names[name]}.png"
-        files.append(_atomic_write(path, data))
+        files.append(write_atomic(path, data))
     return files
 
-
-def _atomic_write(path: Path, data: bytes | str) -> Path:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        tmp.replace(path)
-    except OSError as exc:
-        raise StorageError(path, f"cannot write: {exc.strerror or exc}") from None
-    return path
 
 
 def render_report(result: Any, *, storage_options: Mapping[str, Any] | None = None) -> str:
@@ -246,4 +236,4 @@ def write_report(path: str | os.PathLike, result: Any, *,
                  storage_options: Mapping[str, Any] | None = None) -> Path:
     """Write the self-contained HTML report (images embedded) of a result (URL or opened
     Result), drawn from what convert and the hotspot step stored in it."""
-    return _atomic_write(Path(path), render_report(result, storage_options=storage_options))
+    return write_atomic(Path(path), render_report(result, storage_options=storage_options))

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ..errors import InputError, StorageError
+from .._files import write_atomic
+from ..errors import InputError
 from ..regions._run import label_name
 
 
@@ -145,12 +146,4 @@ def cell_table(result: Any, *, storage_options: Mapping[str, Any] | None = None)
 
 def write_h5ad(adata, path: str | os.PathLike) -> Path:
     """Write an AnnData as ``.h5ad`` (atomically: a temporary file, then renamed)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        adata.write_h5ad(tmp)
-        tmp.replace(path)
-    except OSError as exc:
-        raise StorageError(path, f"cannot write: {exc.strerror or exc}") from None
-    return path
+    return write_atomic(path, adata.write_h5ad)

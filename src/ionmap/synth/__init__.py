@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import make_dir
 from .._geometry import apply_affine
 from ..chem import panel
 from ..errors import InputError, StorageError
@@ -220,12 +221,12 @@ def make_sample(
     if earlier and not overwrite:
         raise InputError(earlier[0], "exists (an earlier sample); pass overwrite=True to "
                          "replace it")
+    make_dir(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
         for old in earlier:
             old.unlink()
     except OSError as exc:
-        raise StorageError(out, f"cannot create output folder ({exc.strerror})") from None
+        raise StorageError(old, f"cannot remove the earlier sample ({exc.strerror})") from None
 
     def streams() -> list[np.random.Generator]:
         # Independent streams, so e.g. the cells do not change with the spectrum type.
