@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 SAMPLE_S = 0.01
 
@@ -57,3 +59,24 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in cells) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).rjust(w) for c, w in zip(r, widths))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def centroid_sample(workdir: Path, size: str) -> Path:
+    """The synthetic centroid file of ``size`` (e.g. ``"2GB"`` of .ibd) in
+    ``workdir/centroid-SIZE/``, written once by ``ionmap synth`` and reused."""
+    folder = workdir / f"centroid-{size}"
+    imzml = folder / "sample.imzML"
+    if not imzml.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "ionmap.cli", "synth", str(folder), "--type",
+                        "centroid", "--size", size], check=True, stdout=subprocess.DEVNULL)
+    return imzml
+
+
+def drop_sidecar(imzml: str | Path) -> None:
+    """Remove ionmap's metadata sidecar of ``imzml`` (a cold open parses the XML again;
+    other tools' caches, if any, are theirs to keep)."""
+    from ionmap.imzml import _cache as cache
+
+    for p in cache.locations(str(imzml)):
+        Path(p).unlink(missing_ok=True)

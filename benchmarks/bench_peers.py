@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import run_measured, table  # noqa: E402
+from _measure import centroid_sample, drop_sidecar, run_measured, table  # noqa: E402
 
 PPM = 10.0
 PANEL = "tme-negative"
@@ -118,24 +116,6 @@ print(json.dumps({}))
 """
 
 
-def sample(workdir: Path, size: str) -> Path:
-    folder = workdir / f"centroid-{size}"
-    imzml = folder / "sample.imzML"
-    if not imzml.exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "ionmap.cli", "synth", str(folder), "--type",
-                        "centroid", "--size", size], check=True, stdout=subprocess.DEVNULL)
-    return imzml
-
-
-def drop_caches(imzml: Path) -> None:
-    """Remove ionmap's sidecar (the other tools' caches, if any, are theirs to keep)."""
-    from ionmap.imzml import _cache as cache
-
-    for p in cache.locations(str(imzml)):
-        Path(p).unlink(missing_ok=True)
-
-
 def agreement(images: np.ndarray, reference: np.ndarray) -> float:
     """Largest difference relative to the reference image's maximum, over channels. The
     reference covers the pixels that have spectra; a tool's grid may be larger (the
@@ -158,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    imzml = sample(work, args.size)
+    imzml = centroid_sample(work, args.size)
     for p in (imzml, imzml.with_suffix(".ibd")):
         p.read_bytes()  # page cache warm for everyone
     ref_path = work / "reference.npy"
@@ -177,13 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, str], dict] = {}
     checks: dict[str, float] = {}
     for tool in tools:
-        drop_caches(imzml)
+        drop_sidecar(imzml)
         out = str(work / f"images-{tool}.npy")
         try:
             results[tool, "open (cold)"] = run_measured(JOBS[tool], str(imzml), "open", out)
             results[tool, "open (warm)"] = run_measured(JOBS[tool], str(imzml), "open", out)
             results[tool, "read all"] = run_measured(JOBS[tool], str(imzml), "read", out)
-            drop_caches(imzml)
+            drop_sidecar(imzml)
             results[tool, "ion images (cold)"] = run_measured(JOBS[tool], str(imzml), "images", out)
             results[tool, "ion images (warm)"] = run_measured(JOBS[tool], str(imzml), "images", out)
             checks[tool] = agreement(np.load(out), reference)

@@ -5,7 +5,8 @@ times, in one run:
 
 1. metadata: ionmap XML parse (``open_imzml(cache=False)``) vs pyimzML ``ImzMLParser``;
 2. reopen: ionmap with its metadata sidecar vs pyimzML ``ImzMLParser`` again;
-3. all spectra: ionmap ``iter_batches`` vs a pyimzML ``getspectrum`` loop vs
+3. all spectra: ionmap ``iter_batches`` (and a loop of ``spectrum(i)``, one call per
+   spectrum) vs a pyimzML ``getspectrum`` loop vs
    ``np.fromfile`` of the whole .ibd (the floor: bytes off the page cache, no decoding),
    and the peak memory allocated while iterating (bounded by the batch size).
 
@@ -118,7 +119,15 @@ def main(argv: list[str] | None = None) -> int:
             total += float(it.sum(dtype=np.float64))
         return total, len(parser.coordinates)
 
+    def ionmap_loop():  # the same loop a script would write: one spectrum per call
+        total = 0.0
+        for i in range(g.n_spectra):
+            _, it = g.spectrum(i)
+            total += float(it.sum(dtype=np.float64))
+        return total, g.n_spectra
+
     t_read, (s_ionmap, n_ionmap) = timed(ionmap_all, args.repeat)
+    t_loop, (s_loop, _) = timed(ionmap_loop)
     tracemalloc.start()  # separate, untimed pass: memory stays near one batch
     ionmap_all()
     peak = tracemalloc.get_traced_memory()[1]
@@ -128,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     assert n_ionmap == n_py == f.n_spectra and np.isclose(s_ionmap, s_py), "readers disagree"
     rows.append(("read all spectra: iter_batches", t_read, "pyimzML getspectrum loop", t_pyread))
     rows.append(("read all spectra: iter_batches", t_read, "np.fromfile of the .ibd", t_raw))
+    assert np.isclose(s_loop, s_py), "readers disagree"
+    rows.append(("read all spectra: spectrum(i) loop", t_loop, "pyimzML getspectrum loop",
+                 t_pyread))
 
     xml_mb = path.stat().st_size / 1e6
     ibd_mb = raw.nbytes / 1e6

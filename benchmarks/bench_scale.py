@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import run_measured, table  # noqa: E402
+from _measure import centroid_sample, drop_sidecar, run_measured, table  # noqa: E402
 
 GB = 1e9
 
@@ -49,14 +48,7 @@ print(json.dumps({"s": time.perf_counter() - t, "cpu": time.process_time() - c})
 
 def sample(workdir: Path, size: float) -> Path:
     """The synthetic file of ``size`` GB (.ibd), written once."""
-    folder = workdir / f"centroid-{size:g}GB"
-    imzml = folder / "sample.imzML"
-    if not imzml.exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "ionmap.cli", "synth", str(folder), "--type",
-                        "centroid", "--size", f"{size:g}GB"], check=True,
-                       stdout=subprocess.DEVNULL)
-    return imzml
+    return centroid_sample(workdir, f"{size:g}GB")
 
 
 def warm(path: Path) -> None:
@@ -64,13 +56,6 @@ def warm(path: Path) -> None:
         buf = bytearray(2**24)
         while fh.readinto(buf):
             pass
-
-
-def drop_sidecar(imzml: Path) -> None:
-    from ionmap.imzml import _cache as cache
-
-    for p in cache.locations(str(imzml)):
-        Path(p).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

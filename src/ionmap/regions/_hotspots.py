@@ -54,13 +54,6 @@ from ..errors import InputError
 from ..params import HotspotParams
 from ._surrogates import SurrogateField
 
-#: Defaults of :func:`find_hotspots` (from :class:`ionmap.params.HotspotParams`).
-DEFAULT_FDR = HotspotParams.fdr
-DEFAULT_RADIUS_PX = HotspotParams.radius_px
-DEFAULT_MIN_AREA_PX = HotspotParams.min_area_px
-DEFAULT_EXTENT = HotspotParams.extent
-DEFAULT_CLUSTER_Z = HotspotParams.cluster_z
-DEFAULT_SURROGATES = HotspotParams.n_surrogates
 TRANSFORMS = ("log", "none")
 #: Offset of the log transform, as a fraction of the tissue median.
 LOG_OFFSET = 0.01
@@ -107,7 +100,7 @@ class _GiStar:
         return _neighbourhood_sum(standardised, self.weights) * self.inv_sd
 
 
-def gi_star(values: np.ndarray, mask: np.ndarray, *, radius: int = DEFAULT_RADIUS_PX,
+def gi_star(values: np.ndarray, mask: np.ndarray, *, radius: int = HotspotParams.radius_px,
             shape: str = "square") -> np.ndarray:
     """Getis-Ord Gi* z-scores (float64, NaN where not computed), with the mean x̄ and
     (population) SD S of the valid pixels:
@@ -224,13 +217,13 @@ def find_hotspots(
     values: np.ndarray,
     mask: np.ndarray,
     *,
-    fdr: float = DEFAULT_FDR,
-    min_area_px: int = DEFAULT_MIN_AREA_PX,
-    radius: int = DEFAULT_RADIUS_PX,
+    fdr: float = HotspotParams.fdr,
+    min_area_px: int = HotspotParams.min_area_px,
+    radius: int = HotspotParams.radius_px,
     shape: str = "square",
-    extent: float | None = DEFAULT_EXTENT,
-    cluster_z: float = DEFAULT_CLUSTER_Z,
-    n_surrogates: int = DEFAULT_SURROGATES,
+    extent: float | None = HotspotParams.extent,
+    cluster_z: float = HotspotParams.cluster_z,
+    n_surrogates: int = HotspotParams.n_surrogates,
     transform: str = "log",
     seed: int | np.random.SeedSequence = 0,
     keep: str = "significant",
@@ -287,7 +280,8 @@ def find_hotspots(
         return replace(empty, z=z, null_max_mass=null)
     p = (1.0 + (null[None, :] >= mass[:, None]).sum(axis=1)) / (n_surrogates + 1.0)
     if extent is not None:  # let the half-maximum extent reach one neighbourhood beyond
-        regions = ndimage.grey_dilation(regions, footprint=neighbourhood_weights(radius + 1, "square") > 0)
+        reach = neighbourhood_weights(radius + 1, "square") > 0
+        regions = ndimage.grey_dilation(regions, footprint=reach)
         regions[~valid] = 0
         pieces, n_pieces = _trim(regions, n, values, valid, extent)
     else:
@@ -303,7 +297,7 @@ def find_hotspots(
     return hs.subset([r["significant"] for r in table]) if keep == "significant" else hs
 
 
-def sample_significance(found: list[Hotspots], fdr: float = DEFAULT_FDR) -> list[np.ndarray]:
+def sample_significance(found: list[Hotspots], fdr: float = HotspotParams.fdr) -> list[np.ndarray]:
     """Significance over a sample: q-values by Benjamini–Hochberg over every candidate of
     every map in ``found`` (each from ``find_hotspots(..., keep="all")``), written into
     their rows (``hotspot_q``, ``significant``: q ≤ ``fdr``); returns, per map, the flags."""

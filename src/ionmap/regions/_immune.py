@@ -81,14 +81,7 @@ from .._geometry import nearest_pixel
 from ..errors import InputError
 from ..params import ImmuneParams
 
-#: Defaults, all options of :func:`immune_context` and the ``hotspots`` command.
-DEFAULT_RIM_UM = ImmuneParams.rim_um
-DEFAULT_SCARCE_RATIO = ImmuneParams.scarce_ratio
-DEFAULT_RIM_RATIO = ImmuneParams.rim_ratio
-DEFAULT_PERMUTATIONS = ImmuneParams.n_permutations
-DEFAULT_MIN_EXPECTED = ImmuneParams.min_expected
-DEFAULT_CONFIDENCE = ImmuneParams.confidence
-DEFAULT_MIN_COVERAGE = ImmuneParams.min_coverage
+#: Least share of the cells on tissue for :func:`immune_context` (others' defaults: ImmuneParams).
 DEFAULT_MIN_ON_TISSUE = 0.5
 #: Settings of the sensitivity analysis: rim widths (µm) and threshold factors.
 SENSITIVITY_RIMS_UM = (30.0, 60.0, 90.0, 120.0)
@@ -103,7 +96,7 @@ COMPARTMENTS = ("inside", "rim", "outside")
 
 
 def rate_ratio_ci(n1: float, a1: float, n2: float, a2: float, *,
-                  confidence: float = DEFAULT_CONFIDENCE,
+                  confidence: float = ImmuneParams.confidence,
                   dispersion: float = 1.0) -> tuple[float, float, float]:
     """Rate ratio (n1/a1) / (n2/a2) of two Poisson counts and its exact conditional
     interval (Clopper–Pearson on n1 | n1 + n2; counts divided by ``dispersion`` first).
@@ -140,9 +133,10 @@ def rate_ratio_p_less(n1: float, a1: float, n2: float, a2: float, *,
 
 
 def classify(n_in: float, a_in: float, n_rim: float, a_rim: float, n_out: float,
-             a_out: float, *, scarce_ratio: float = DEFAULT_SCARCE_RATIO,
-             rim_ratio: float = DEFAULT_RIM_RATIO, min_expected: float = DEFAULT_MIN_EXPECTED,
-             confidence: float = DEFAULT_CONFIDENCE, dispersion: float = 1.0
+             a_out: float, *, scarce_ratio: float = ImmuneParams.scarce_ratio,
+             rim_ratio: float = ImmuneParams.rim_ratio,
+             min_expected: float = ImmuneParams.min_expected,
+             confidence: float = ImmuneParams.confidence, dispersion: float = 1.0
              ) -> tuple[str, str]:
     """Phenotype and reason from the counts and areas (any one unit) of the chosen cell
     type inside, at the rim and outside (the baseline); see the module doc. The reason is
@@ -272,20 +266,20 @@ def immune_context(
     tissue: np.ndarray,
     pixel_size_um: float | tuple[float, float],
     *,
-    rim_um: float = DEFAULT_RIM_UM,
+    rim_um: float = ImmuneParams.rim_um,
     cell_type: str = "CD8",
     edge_guard_um: float | None = None,
-    scarce_ratio: float = DEFAULT_SCARCE_RATIO,
-    rim_ratio: float = DEFAULT_RIM_RATIO,
-    n_permutations: int = DEFAULT_PERMUTATIONS,
+    scarce_ratio: float = ImmuneParams.scarce_ratio,
+    rim_ratio: float = ImmuneParams.rim_ratio,
+    n_permutations: int = ImmuneParams.n_permutations,
     seed: int = 0,
     curve_bin_um: float | None = None,
     curve_max_um: float | None = None,
     coverage: np.ndarray | None = None,
     significant: Sequence[bool] | None = None,
-    min_expected: float = DEFAULT_MIN_EXPECTED,
-    confidence: float = DEFAULT_CONFIDENCE,
-    min_coverage: float = DEFAULT_MIN_COVERAGE,
+    min_expected: float = ImmuneParams.min_expected,
+    confidence: float = ImmuneParams.confidence,
+    min_coverage: float = ImmuneParams.min_coverage,
     min_on_tissue: float = DEFAULT_MIN_ON_TISSUE,
     sensitivity: bool = True,
     registration_error_px: float | None = None,
