@@ -30,7 +30,7 @@ _LAZY: dict[str, str] = {
     "ImzMLFile": "ionmap.imzml",
     "SpectrumBatch": "ionmap.batch",
     "Target": "ionmap.chem",
-    "convert": "ionmap.engine._convert",
+    "convert": "ionmap.engine",
     "open_result": "ionmap.store",
     "Result": "ionmap.store",
     "ConvertParams": "ionmap.params",

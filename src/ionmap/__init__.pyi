@@ -10,7 +10,7 @@ from . import store as store
 from . import synth as synth
 from .batch import SpectrumBatch as SpectrumBatch
 from .chem import Target as Target
-from .engine._convert import convert as convert
+from .engine import convert as convert
 from .errors import ImzMLError as ImzMLError
 from .errors import InputError as InputError
 from .errors import IonmapError as IonmapError

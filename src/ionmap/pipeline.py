@@ -157,7 +157,7 @@ def cohort_row(name: str, hotspots: list[dict], labels: Mapping[str, np.ndarray]
     """Per-sample cohort numbers: significant hotspots per class and the share of tissue
     area inside immune-excluded hotspots (union over maps). Candidates that are not
     significant on their own (``significant`` false) are never counted."""
-    from .regions._immune import CLASSES
+    from .regions import CLASSES
 
     hotspots = [h for h in hotspots if h.get("significant", True)]
     row: dict[str, Any] = {"sample": name, "n_hotspots": len(hotspots),
@@ -183,7 +183,7 @@ def run_sample(sample: Sample, config: PipelineConfig, out: Path, *, scheduler: 
     histology pixel size in µm (see :func:`ionmap.regions.read_cells`), so that the QuPath
     GeoJSON of µm cells is written in image pixels.
     """
-    from .engine._convert import convert
+    from .engine import convert
     from .regions import read_cells, run_hotspots, store_maps
     from .report import CLASS_RGB, write_overlays, write_report
 
@@ -245,8 +245,7 @@ def run_pipeline(config: PipelineConfig | str | os.PathLike, input_dir: str,
     to once, before the first sample: an unreachable one is a StorageError up front, not a
     failure of every sample. ``cells_pixel_size_um``: see :func:`run_sample`.
     """
-    from .engine._convert import resolve_targets
-    from .engine._run import check_scheduler, scheduler_client
+    from .engine import check_scheduler, resolve_targets, scheduler_client
 
     if not isinstance(config, PipelineConfig):
         config = load_config(config)
@@ -295,7 +294,7 @@ def _run_or_record(sample: Sample, i: int, n: int, config: PipelineConfig, out: 
 
 def _write_summaries(out: Path, outcomes: list[SampleOutcome]) -> None:
     """``summary.csv`` (status of every sample) and ``cohort.csv`` (their cohort rows)."""
-    from .regions._export import write_csv
+    from .regions import write_csv
 
     write_csv(out / "summary.csv",
               [{"sample": o.name, "status": o.status, "seconds": f"{o.seconds:.2f}",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..store._layout import TILE, Layout
+from ..store import TILE, Layout
 
 #: Aim for bands of about this much input (.ibd bytes), so big files give many tasks.
 TARGET_BAND_INPUT_BYTES = 128 * 2**20

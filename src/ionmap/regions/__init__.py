@@ -17,11 +17,16 @@ pixel centres at integers; the annotation frame is that of the cell file (µm or
 pixels, origin top-left).
 """
 from ._cells import Cells, read_cells, read_class_table
+from ._export import outlines as outlines
+from ._export import write_csv as write_csv
 from ._hotspots import Hotspots, bh_qvalues, find_hotspots, gi_star
+from ._immune import CLASSES as CLASSES
 from ._immune import ImmuneContext, classify, edge_distance, exclusion_score, immune_context
 from ._maps import build_maps, ratio, resolve_map
 from ._register import Registration, fit_landmarks, read_landmarks, register_auto
 from ._run import HotspotRun, MSIData, load_result, run_hotspots, store_maps
+from ._run import label_name as label_name
+from ._run import run_summary as run_summary
 from ._tissue import read_tissue_mask, tissue_mask
 
 __all__ = [
@@ -32,3 +37,5 @@ __all__ = [
     "ImmuneContext", "immune_context", "classify", "exclusion_score", "edge_distance",
     "HotspotRun", "MSIData", "load_result", "run_hotspots", "store_maps",
 ]
+# Also imported from here by the layers above (report, pipeline, cli), not part of the
+# analysis API: outlines, write_csv, CLASSES, label_name, run_summary.

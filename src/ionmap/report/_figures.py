@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..regions._export import outlines
+from ..regions import outlines
 from . import _palette as palette
 
 _DPI = 110

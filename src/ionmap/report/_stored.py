@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..regions._run import label_name
+from ..regions import label_name
 
 
 @dataclass

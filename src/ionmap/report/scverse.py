@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from .._files import write_atomic
 from ..errors import InputError
-from ..regions._run import label_name
+from ..regions import label_name
 
 
 def _open(result: Any, storage_options: Mapping[str, Any] | None):

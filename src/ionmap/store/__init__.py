@@ -25,6 +25,7 @@ from ._layout import (
                      MASK,
                      MASS_ERROR,
                      TIC,
+                     TILE,
                      WORK,
                      Layout,
                      level_shapes,
@@ -44,7 +45,7 @@ from ._write import (
 )
 
 __all__ = [
-    "FEATURES", "FORMAT", "ION", "LABELS", "MASK", "MASS_ERROR", "TIC", "WORK", "Layout", "level_shapes",
+    "FEATURES", "FORMAT", "ION", "LABELS", "MASK", "MASS_ERROR", "TILE", "TIC", "WORK", "Layout", "level_shapes",
     "open_store", "prepare_output", "read_root_attrs", "update_root_attrs", "worker_store",
     "create_result", "write_band", "read_mass_error", "read_norm", "normalize_band", "delete_scratch",
     "downsample_mean", "pyramid_band", "display_ranges", "write_display_ranges",
