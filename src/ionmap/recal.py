@@ -36,7 +36,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import ndimage
 
 from . import chem
 from .isotopes import isotope_pattern
@@ -230,6 +230,8 @@ def fit_model(err: np.ndarray, height: np.ndarray, refs: References, x: np.ndarr
         xs = (refs.mz[cols] - m0) / 1000.0
         ys = err[rows, cols] - a[rows]
         pick = np.random.default_rng(0).permutation(rows.size)[:THEIL_SEN_POINTS]
+        from scipy import stats  # 1.7 s to import: only when a slope is fitted
+
         b = float(stats.theilslopes(ys[pick], xs[pick])[0])
         corrected = e - b * (refs.mz[None, :] - m0) / 1000.0
         inlier, a = _consensus(corrected, weight, inlier_ppm)
