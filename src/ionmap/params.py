@@ -269,7 +269,7 @@ class HotspotParams(Params):
     transform: Literal["log", "none"] = param("log", "scale on which maps are tested (log: "
                                               "ionisation effects are multiplicative)")
     candidates: bool = param(False, "also list candidate clusters that are not significant "
-                             "(class not-significant, never counted)")
+                             "(class undetermined: not significant; never counted)")
     normalisation: Literal["tic", "pqn", "none"] = param(
         "tic", "per-pixel normaliser of single and group maps (ionmap.regions.build_maps): tic, "
         "pqn (median quotient of the panel ions, Dieterle 2006) or none; a result "

@@ -183,7 +183,7 @@ def test_cohort_counts_only_significant_hotspots():
 
     labels = {"lactate": np.array([[1, 2], [0, 0]], np.int32)}
     hotspots = [{"id": 1, "map": "lactate", "class": "immune-excluded", "significant": True},
-                {"id": 2, "map": "lactate", "class": "not-significant", "significant": False}]
+                {"id": 2, "map": "lactate", "class": "undetermined", "significant": False}]
     row = cohort_row("s", hotspots, labels, np.ones((2, 2), bool), 1.0)
     assert row["n_hotspots"] == 1 and row["n_immune_excluded"] == 1
     assert row["excluded_area_fraction"] == 0.25

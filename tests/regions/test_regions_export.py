@@ -269,3 +269,16 @@ def test_cli_defaults_match_the_api():
     for name in ("rim_um", "cell_type", "scarce_ratio", "rim_ratio", "n_permutations", "seed",
                  "edge_guard_um"):
         assert ic[name] == getattr(ip, name), name
+
+
+def test_candidates_that_are_not_significant_read_undetermined(tmp_path):
+    """With ``candidates``, clusters that are not significant are listed as undetermined
+    with their reason, never with an immune class (a low cluster-forming threshold makes
+    weak clusters)."""
+    data, cells, m = planted_arrays()
+    run = run_hotspots(data, cells, Registration(m, "matrix"), tmp_path / "out",
+                       n_permutations=199, candidates=True, write_labels=False, cluster_z=1.5)
+    weak = [h for h in run.hotspots if not h["significant"]]
+    assert weak, "the planted arrays give candidate clusters that are not significant"
+    assert {(h["class"], h["class_reason"]) for h in weak} == {("undetermined", "not significant")}
+    assert all(h["class"] != "undetermined" or h["class_reason"] for h in run.hotspots)

@@ -44,7 +44,7 @@ from ._cells import Cells, read_cells
 from ._coverage import coverage_mask
 from ._export import json_ready
 from ._hotspots import Hotspots, find_hotspots, sample_significance
-from ._immune import immune_context
+from ._immune import NOT_SIGNIFICANT, immune_context
 from ._maps import DEFAULT_MAPS, build_maps, map_channels, map_info, resolve_map
 from ._register import Registration, audit_registration, fit_landmarks, register_auto
 from ._tissue import find_tissue
@@ -245,8 +245,8 @@ def run_hotspots(
     Benjamini–Hochberg over the candidate clusters of every map, and a hotspot is
     ``significant`` when q ≤ ``fdr``. Only significant hotspots get an immune context and
     a class; the others are left out of every output, or, with ``candidates``, listed
-    with class ``not-significant`` (no densities) and never counted as hotspots of a
-    class. Hotspot ids are unique over maps.
+    as ``undetermined`` with ``class_reason`` "not significant" (no densities), as
+    :func:`~ionmap.regions.immune_context` calls them, and never counted. Hotspot ids are unique over maps.
     """
     hot_over, imm_over = split_overrides(overrides, HotspotParams, ImmuneParams)
     hp = with_overrides(hotspots, HotspotParams, hot_over)
@@ -353,7 +353,8 @@ def run_hotspots(
 
 
 #: Immune fields of a candidate that is not significant: never classified.
-_NOT_SIGNIFICANT = {"class": "not-significant", "inside_density": float("nan"),
+_NOT_SIGNIFICANT = {"class": "undetermined", "class_reason": NOT_SIGNIFICANT,
+                    "inside_density": float("nan"),
                     "rim_density": float("nan"), "outside_density": float("nan"),
                     "exclusion_score": float("nan"), "p_value": float("nan"),
                     "inside_count": 0, "rim_count": 0, "rim_area_mm2": float("nan")}
