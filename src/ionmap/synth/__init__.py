@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import make_dir
+from .._files import make_dir, write_atomic
 from .._geometry import apply_affine
 from ..chem import panel
 from ..errors import InputError, StorageError
@@ -369,7 +369,7 @@ def make_sample(
         "noise_sigma": NOISE_SIGMA,
     }
     truth_path = path(".truth.json")
-    truth_path.write_text(json.dumps(truth, indent=1))
+    write_atomic(truth_path, json.dumps(truth, indent=1))
     return SampleFiles(imzml, ibd, cells_path, marks_path, truth_path, truth)
 
 
@@ -472,7 +472,7 @@ def parse_shape(text: str) -> tuple[int, int]:
     """``"60x80"`` → ``(60, 80)`` (ny, nx)."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX×,]\s*(\d+)\s*", text)
     if not m:
-        raise ValueError(f"not a grid size NYxNX: {text!r}")
+        raise InputError(None, f"not a grid size NYxNX: {text!r}")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -484,7 +484,7 @@ def parse_size(text: str) -> int:
     """``"1.5GB"`` → 1500000000 bytes (kB/MB/GB/TB decimal, KiB/MiB/GiB/TiB binary)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", text)
     if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"not a size such as 1.5GB or 400MB: {text!r}")
+        raise InputError(None, f"not a size such as 1.5GB or 400MB: {text!r}")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
