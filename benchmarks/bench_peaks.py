@@ -2,8 +2,8 @@
 scaling of every compiled kernel from one to two threads.
 
 The same planted profile spectra (TOF-like axis, resolving power 20k, 6 points per FWHM,
-Gaussian peaks of SNR 10 to 1000 on half-normal noise; tests/test_kernels_peaks.py makes
-them and scores the picks) go through the three pickers:
+Gaussian peaks of SNR 10 to 1000 on half-normal noise; tests/kernels/test_kernels_peaks.py
+makes them and scores the picks) go through the three pickers:
 
 - ionmap: ``pick_peaks_batch`` at its defaults, one call per batch;
 - PeakPickerHiRes at signal_to_noise 3, one ``pickExperiment`` call (its fastest use; the

@@ -73,6 +73,17 @@ cdef inline Py_ssize_t first_unsorted(const mz_t* mz, Py_ssize_t n_mz, const int
     return -1
 
 
+cdef inline Py_ssize_t spectrum_at(Py_ssize_t k, const mz_t* mz, const in_t* intensity,
+                                   const int64_t* offsets, const int64_t* starts, bint shared,
+                                   const mz_t** x, const in_t** y) noexcept nogil:
+    """Spectrum ``k`` of a batch laid out as :class:`ionmap.batch.SpectrumBatch`: points
+    ``x[0]`` to its first m/z (the one shared axis when ``shared``) and ``y[0]`` to its
+    first intensity; returns its number of points."""
+    x[0] = mz + (0 if shared else starts[k])
+    y[0] = intensity + offsets[k]
+    return offsets[k + 1] - offsets[k]
+
+
 cdef inline Py_ssize_t gallop_lower(const mz_t* x, Py_ssize_t n, Py_ssize_t start,
                                     double v) noexcept nogil:
     """lower_bound(x, n, v) found by exponential search from ``start`` (cheap when the

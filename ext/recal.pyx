@@ -12,7 +12,7 @@ validated by ``ionmap.kernels``; this module trusts them.
 from libc.math cimport NAN, log, sqrt
 from libc.stdint cimport int64_t
 
-from kcommon cimport first_unsorted, in_t, lower_bound, mz_t, upper_bound
+from kcommon cimport first_unsorted, in_t, lower_bound, mz_t, spectrum_at, upper_bound
 
 
 cdef inline double log_parabola_apex(const mz_t* x, const in_t* y, Py_ssize_t i) noexcept nogil:
@@ -45,9 +45,8 @@ def reference_errors(const mz_t[::1] mz, const in_t[::1] intensity, const int64_
         bad = first_unsorted(&mz[0], n_mz, &offsets[0], &mz_starts[0], n_spec, shared)
         if bad < 0:
             for k in range(n_spec):
-                n = offsets[k + 1] - offsets[k]
-                x = &mz[0] + (0 if shared else mz_starts[k])
-                y = &intensity[0] + offsets[k]
+                n = spectrum_at(k, &mz[0], &intensity[0], &offsets[0], &mz_starts[0], shared,
+                                &x, &y)
                 for j in range(n_ref):
                     err[k, j] = NAN
                     height[k, j] = 0.0

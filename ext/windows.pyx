@@ -8,7 +8,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
 from kcommon cimport (first_unsorted, gallop_lower, gallop_upper, in_t, lower_bound, mz_t,
-                     upper_bound)
+                     spectrum_at, upper_bound)
 
 
 cdef inline double reduce_range(const in_t* y, Py_ssize_t a, Py_ssize_t b, bint use_max) noexcept nogil:
@@ -61,17 +61,16 @@ def window_sums(const mz_t[::1] mz, const in_t[::1] intensity, const int64_t[::1
                     first[q] = lower_bound(&mz[0], n_mz, lo[q])
                     last[q] = upper_bound(&mz[0], n_mz, hi[q])
                 for k in range(n_spec):
-                    n = offsets[k + 1] - offsets[k]
-                    y = &intensity[0] + offsets[k]
+                    n = spectrum_at(k, &mz[0], &intensity[0], &offsets[0], &mz_starts[0],
+                                    shared, &x, &y)
                     for q in range(n_win):
                         # a spectrum shorter than the shared array uses its first n values
                         out[k, q] = reduce_range(y, first[q] if first[q] < n else n,
                                                  last[q] if last[q] < n else n, use_max)
             else:
                 for k in range(n_spec):
-                    n = offsets[k + 1] - offsets[k]
-                    x = &mz[0] + mz_starts[k]
-                    y = &intensity[0] + offsets[k]
+                    n = spectrum_at(k, &mz[0], &intensity[0], &offsets[0], &mz_starts[0],
+                                    shared, &x, &y)
                     for q in range(n_win):
                         a = lower_bound(x, n, lo[q])
                         b = a + upper_bound(x + a, n - a, hi[q])
@@ -105,9 +104,8 @@ def window_sums_shifted(const mz_t[::1] mz, const in_t[::1] intensity,
         bad = first_unsorted(&mz[0], n_mz, &offsets[0], &mz_starts[0], n_spec, shared)
         if bad < 0:
             for k in range(n_spec):
-                n = offsets[k + 1] - offsets[k]
-                x = &mz[0] + (0 if shared else mz_starts[k])
-                y = &intensity[0] + offsets[k]
+                n = spectrum_at(k, &mz[0], &intensity[0], &offsets[0], &mz_starts[0], shared,
+                                &x, &y)
                 pos = 0
                 for q in range(n_win):
                     w = order[q]

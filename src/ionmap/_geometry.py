@@ -63,6 +63,20 @@ def nearest_pixel(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             np.floor(xy[:, 1] + 0.5).astype(np.int64))
 
 
+def pixels_inside(xy: np.ndarray, shape: tuple[int, int]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ix, iy, inside) of the points (x, y) on an image of ``shape`` = (ny, nx): the pixel
+    each falls in (:func:`nearest_pixel`) and whether that pixel is on the image, so
+    ``image[iy[inside], ix[inside]]`` reads the points' pixels.
+
+    >>> [a.tolist() for a in pixels_inside([[0.2, 1.4], [2.5, 0.0]], (2, 3))]
+    [[0, 3], [1, 0], [True, False]]
+    """
+    ix, iy = nearest_pixel(xy)
+    ny, nx = shape
+    return ix, iy, (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+
+
 def count_points(ij: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(ny, nx) int64 image counting the points with grid indices ``ij`` (N, 2) as (column,
     row); every index must lie inside ``shape`` = (nx, ny) columns and rows.

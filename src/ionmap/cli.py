@@ -21,15 +21,7 @@ from typing import Any
 
 from . import __version__
 from .errors import IonmapError
-from .params import (
-    ConvertParams,
-    HotspotParams,
-    ImmuneParams,
-    Params,
-    RecalibrationParams,
-    RegistrationParams,
-    describe,
-)
+from .params import SECTIONS, HotspotParams, Params, describe
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,29 +98,81 @@ def _resume_hint(args) -> str:
 # Each command is a pair: _add_NAME(subparsers) declares it and sets ``run`` to _run_NAME.
 
 
-def _param(p, cls: type[Params], name: str, *flags: str, help_prefix: str = "",
-           **extra: Any) -> None:
-    """An option for field ``name`` of a parameter object: flag ``--name-with-dashes``,
-    default, type, choices and help all from the field (see :mod:`ionmap.params`)."""
+def _command(sub, name: str, run, help: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand ``name`` that calls ``run(args)``."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.set_defaults(run=run)
+    return p
+
+
+def _stage(p: argparse.ArgumentParser, section: str, *, exclusive: Sequence[str] = ()) -> None:
+    """An option for every field of the ``[section]`` parameter object (see
+    :data:`ionmap.params.SECTIONS`), in a group of ``--help`` named by the section; the
+    fields in ``exclusive`` are mutually exclusive."""
+    cls = SECTIONS[section]
+    group = p.add_argument_group(f"[{section}] parameters (also a section of a pipeline TOML)")
+    either = group.add_mutually_exclusive_group() if exclusive else None
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.metadata["cli"]:
+            _param(either if f.name in exclusive else group, cls, f.name)
+
+
+def _param(p, cls: type[Params], name: str) -> None:
+    """The option of field ``name`` of a parameter object: flag (``--name-with-dashes``
+    unless the field names one), default, type, choices, metavar and help all from the
+    field (see :func:`ionmap.params.param`). A field that may be None takes ``none``; a
+    tuple of strings is given comma-separated."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     hint = typing.get_type_hints(cls, localns={"Target": object})[name]
-    kwargs: dict[str, Any] = {"dest": name, "default": f.default,
-                              "help": (help_prefix + describe(cls, name)).replace("%", "%%")}
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     args = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+    optional = len(args) < len(typing.get_args(hint))
+    kind, help = args[0], describe(cls, name)
+    kwargs: dict[str, Any] = {"dest": name, "default": f.default}
     if hint is bool:
         kwargs["action"] = "store_false" if f.default else "store_true"
-    elif typing.get_origin(args[0]) is typing.Literal:
-        kwargs["choices"] = typing.get_args(args[0])
-    elif args[0] in (int, float, str):
-        kwargs["type"] = args[0]
-    kwargs.update(extra)
-    p.add_argument(*(flags or ("--" + name.replace("_", "-"),)), **kwargs)
+    elif typing.get_origin(kind) is typing.Literal:
+        kwargs["choices"] = typing.get_args(kind)
+    elif typing.get_origin(kind) is tuple:
+        kwargs["type"] = _text_to(_comma_list, optional)
+        help = "comma-separated " + help
+    elif kind in (int, float, str):
+        kwargs["type"] = _text_to(kind, optional)
+    kwargs["help"] = help.replace("%", "%%")
+    if f.metadata["metavar"]:
+        kwargs["metavar"] = f.metadata["metavar"]
+    p.add_argument(f.metadata["flag"] or "--" + name.replace("_", "-"), **kwargs)
 
 
-def _params(cls: type[Params], args: argparse.Namespace) -> Any:
-    """The parameter object of the options that ``_param`` declared (others: defaults)."""
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+def _text_to(kind, optional: bool):
+    """An argparse ``type``: ``kind(text)``, and ``none`` for None where the field allows it
+    (argparse names ``kind`` when it raises ValueError)."""
+    if not optional:
+        return kind
+
+    def convert(text: str):
+        return None if text.lower() == "none" else kind(text)
+    convert.__name__ = getattr(kind, "__name__", "value").lstrip("_")
+    return convert
+
+
+def _params(section: str, args: argparse.Namespace) -> Any:
+    """The parameter object of ``[section]`` from the options that :func:`_stage` declared."""
+    cls = SECTIONS[section]
     return cls(**{n: getattr(args, n) for n in cls.names() if hasattr(args, n)})
+
+
+def _switch(p: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """An on/off option, off unless given."""
+    p.add_argument(flag, action="store_true", help=help)
+
+
+def _add_result(p: argparse.ArgumentParser) -> None:
+    p.add_argument("result", metavar="RESULT.zarr", help="result store (path or s3:// URL)")
 
 
 def _add_storage_option(p: argparse.ArgumentParser, what: str) -> None:
@@ -150,32 +194,22 @@ def _add_scheduler(p: argparse.ArgumentParser) -> None:
 
 
 def _add_convert(sub) -> None:
-    p = sub.add_parser(
-        "convert", help="imzML -> OME-Zarr ion images (local or s3://, Dask)",
+    p = _command(
+        sub, "convert", _run_convert, help="imzML -> OME-Zarr ion images (local or s3://, Dask)",
         description="Convert an imzML file (local or s3://, .ibd beside it) to an OME-Zarr "
         "(NGFF 0.5, Zarr v3) store of ion images: one channel per target, each pixel the sum "
         "of its spectrum's intensities with m/z within +-ppm of the target (inclusive).",
     )
     p.add_argument("input", metavar="INPUT", help=".imzML path or s3://bucket/key.imzML")
     p.add_argument("output", metavar="OUTPUT", help="store path or s3://bucket/prefix.zarr")
-    which = p.add_mutually_exclusive_group()
-    _param(which, ConvertParams, "panel")
-    which.add_argument("--targets", metavar="CSV", help="targets CSV: name and mz, or name, "
-                       "formula and adduct; optional ppm and group")
-    _param(p, ConvertParams, "ppm")
-    _param(p, ConvertParams, "peaks")
-    _param(p, ConvertParams, "snr")
-    _param(p, ConvertParams, "features")
-    _param(p, ConvertParams, "normalize")
-    _param(p, RecalibrationParams, "recalibrate", metavar="auto|none|FILE.csv")
     _add_scheduler(p)
     p.add_argument("--workers", type=int, metavar="N", help="local threads (default: all cores)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in OUTPUT, skipping finished bands")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    _switch(p, "--resume", "continue an interrupted run in OUTPUT, skipping finished bands")
+    _switch(p, "--overwrite", "replace an existing result")
     _add_storage_option(p, "s3:// input and output")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=_run_convert)
+    _switch(p, "--quiet", "no progress bar")
+    _stage(p, "convert", exclusive=("panel", "targets"))
+    _stage(p, "recalibration")
 
 
 def _run_convert(args) -> int:
@@ -185,8 +219,8 @@ def _run_convert(args) -> int:
     options = _storage_options(args)
     start = time.perf_counter()
     result = convert(
-        args.input, args.output, _params(ConvertParams, args),
-        recalibration=_params(RecalibrationParams, args), scheduler=args.scheduler,
+        args.input, args.output, _params("convert", args),
+        recalibration=_params("recalibration", args), scheduler=args.scheduler,
         workers=args.workers, resume=args.resume, overwrite=args.overwrite,
         storage_options=options, progress=not args.quiet,
     )
@@ -237,8 +271,9 @@ def _synth_arg(parse):
 
 
 def _add_synth(sub) -> None:
-    p = sub.add_parser(
-        "synth", help="write a synthetic tumour section (imzML, cells, landmarks, truth)",
+    p = _command(
+        sub, "synth", _run_synth,
+        help="write a synthetic tumour section (imzML, cells, landmarks, truth)",
         description="Write a synthetic MALDI-MSI tumour section into OUTDIR: NAME.imzML + "
         ".ibd (pyimzML writer; tissue pixels only), NAME.cells.csv (x,y,cell_type in um) or "
         "NAME.cells.geojson (QuPath cells, histology pixels), NAME.landmarks.csv "
@@ -269,14 +304,12 @@ def _add_synth(sub) -> None:
     p.add_argument("--off-tissue", choices=("absent", "matrix"), default="absent",
                    help="pixels off the tissue: no spectrum, or matrix-only spectra "
                    "(default absent)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the files of an earlier sample NAME in OUTDIR")
+    _switch(p, "--overwrite", "replace the files of an earlier sample NAME in OUTDIR")
     p.add_argument("--drift-ppm", type=float, default=0.0, metavar="PPM",
                    help="calibration error added to every peak (default 0)")
     p.add_argument("--drift-gradient-ppm", type=float, default=0.0, metavar="PPM",
                    help="calibration gradient: change of the error from one edge of the "
                    "grid to the other, seeded direction (default 0)")
-    p.set_defaults(run=_run_synth)
 
 
 def _run_synth(args) -> int:
@@ -299,8 +332,8 @@ def _run_synth(args) -> int:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser(
-        "demo", help="the whole job on a synthetic tumour section, with a report",
+    p = _command(
+        sub, "demo", _run_demo, help="the whole job on a synthetic tumour section, with a report",
         description="Synthesize a tumour section with planted metabolic niches and immune "
         "cells into DIR/input, convert it, find immune-excluded metabolic hotspots and "
         "write DIR/output/demo/report.html.",
@@ -308,9 +341,8 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="ionmap-demo", metavar="DIR",
                    help="output folder (default ./ionmap-demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(run=_run_demo)
+    _switch(p, "--overwrite", "replace an earlier demo in DIR")
+    _switch(p, "--quiet", "no progress bars")
 
 
 def _run_demo(args) -> int:
@@ -323,8 +355,9 @@ def _run_demo(args) -> int:
 
 
 def _add_hotspots(sub) -> None:
-    p = sub.add_parser(
-        "hotspots", help="metabolic hotspots and their immune context (CD8 exclusion)",
+    p = _command(
+        sub, "hotspots", _run_hotspots,
+        help="metabolic hotspots and their immune context (CD8 exclusion)",
         description="Find hotspots of metabolite maps of a result (clusters of Getis-Ord "
         "Gi* in the tissue, each tested against surrogate maps with the map's own spatial "
         "autocorrelation; Benjamini-Hochberg q-values over the clusters of all maps) and "
@@ -338,7 +371,7 @@ def _add_hotspots(sub) -> None:
         "hotspots_msi.geojson (MSI pixels), registration.json and a PNG per map into "
         "--out, and the hotspot labels into the result store.",
     )
-    p.add_argument("result", metavar="RESULT.zarr", help="result store (path or s3:// URL)")
+    _add_result(p)
     p.add_argument("--cells", required=True, metavar="FILE",
                    help="cells: CSV/TSV (plain x,y,cell_type; QuPath; inForm; MCMICRO), "
                    "QuPath GeoJSON, or a label-mask TIFF (with --class-table)")
@@ -348,32 +381,6 @@ def _add_hotspots(sub) -> None:
     reg.add_argument("--register", choices=("auto",),
                      help="auto: estimate rotation, scale and shift from the tissue and the "
                      "cell density, without landmarks")
-    _param(p, RegistrationParams, "model")
-    _param(p, HotspotParams, "maps", metavar="LIST",
-           type=lambda t: tuple(m.strip() for m in t.split(",") if m.strip()),
-           help_prefix="comma-separated ")
-    _param(p, ImmuneParams, "cell_type")
-    _param(p, ImmuneParams, "rim_um")
-    _param(p, HotspotParams, "fdr")
-    _param(p, HotspotParams, "min_area_px", metavar="N")
-    _param(p, HotspotParams, "radius_px", metavar="R")
-    _param(p, HotspotParams, "extent")
-    _param(p, HotspotParams, "cluster_z", metavar="Z")
-    _param(p, HotspotParams, "n_surrogates", "--surrogates", metavar="N")
-    _param(p, HotspotParams, "transform")
-    _param(p, HotspotParams, "candidates")
-    _param(p, HotspotParams, "noise_floor")
-    _param(p, HotspotParams, "annotation_fdr", metavar="Q")
-    _param(p, HotspotParams, "normalisation")
-    _param(p, HotspotParams, "tissue_mask", metavar="FILE")
-    _param(p, ImmuneParams, "scarce_ratio")
-    _param(p, ImmuneParams, "rim_ratio")
-    _param(p, ImmuneParams, "edge_guard_um", metavar="UM")
-    _param(p, ImmuneParams, "n_permutations", "--permutations", metavar="N")
-    _param(p, ImmuneParams, "seed")
-    _param(p, ImmuneParams, "min_expected", metavar="N")
-    _param(p, ImmuneParams, "confidence")
-    _param(p, ImmuneParams, "min_coverage")
     p.add_argument("--annotated-region", metavar="FILE",
                    help="where cells were annotated: GeoJSON polygons (histology pixels) or "
                    "a TIFF mask (MSI grid or histology pixels); hotspots outside it are "
@@ -389,13 +396,14 @@ def _add_hotspots(sub) -> None:
                    help="label mask: CSV of label value -> class")
     p.add_argument("--pixel-size-um", type=float, metavar="UM",
                    help="MSI pixel size in um when the result does not record it")
-    p.add_argument("--no-labels", action="store_true",
-                   help="do not write hotspot labels into the result store")
-    p.add_argument("--no-png", action="store_true", help="skip the PNG overlays (drawn "
-                   "from the stored labels, so --no-labels skips them too)")
+    _switch(p, "--no-labels", "do not write hotspot labels into the result store")
+    _switch(p, "--no-png", "skip the PNG overlays (drawn from the stored labels, so "
+            "--no-labels skips them too)")
     _add_storage_option(p, "an s3:// result")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.set_defaults(run=_run_hotspots)
+    _stage(p, "registration")
+    _stage(p, "hotspots")
+    _stage(p, "immune")
 
 
 def _run_hotspots(args) -> int:
@@ -409,7 +417,7 @@ def _run_hotspots(args) -> int:
                                class_table=args.class_table)
     run = regions.run_hotspots(
         args.result, cells, args.landmarks or args.register, args.out,
-        _params(HotspotParams, args), _params(ImmuneParams, args), model=args.model,
+        _params("hotspots", args), _params("immune", args), model=args.model,
         annotated_region=args.annotated_region, pixel_size_um=args.pixel_size_um,
         write_labels=not args.no_labels, colors=CLASS_RGB, storage_options=options,
     )
@@ -420,19 +428,17 @@ def _run_hotspots(args) -> int:
 
 
 def _add_info(sub) -> None:
-    p = sub.add_parser(
-        "info", help="metadata of an imzML file",
+    p = _command(
+        sub, "info", _run_info, help="metadata of an imzML file",
         description="Read and validate an imzML file (local or s3://, .ibd beside it) and "
         "print its metadata: spectra, pixel grid (ny x nx), storage mode, spectrum type "
         "(detected when the file does not declare it), dtypes, polarity, pixel size in um, "
         "UUID and m/z range.",
     )
     p.add_argument("file", metavar="FILE", help=".imzML path or s3://bucket/key.imzML")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--no-cache", action="store_true",
-                   help="parse the XML even if a metadata sidecar exists, and write none")
+    _switch(p, "--json", "print one JSON object")
+    _switch(p, "--no-cache", "parse the XML even if a metadata sidecar exists, and write none")
     _add_storage_option(p, "s3:// input")
-    p.set_defaults(run=_run_info)
 
 
 def _run_info(args) -> int:
@@ -472,8 +478,8 @@ def _run_info(args) -> int:
 
 
 def _add_run(sub) -> None:
-    p = sub.add_parser(
-        "run", help="run a pipeline config over a folder of samples",
+    p = _command(
+        sub, "run", _run_run, help="run a pipeline config over a folder of samples",
         description="Apply a TOML pipeline (see pipelines/) to every NAME.imzML (+ .ibd, "
         "optional NAME.cells.csv or NAME.cells.geojson and NAME.landmarks.csv) in --input "
         "(a folder or s3:// prefix). Writes OUTPUT/NAME/ (result.zarr, hotspots/, "
@@ -484,11 +490,9 @@ def _add_run(sub) -> None:
     p.add_argument("--input", required=True, metavar="DIR", help="sample folder or s3:// prefix")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder (local)")
     _add_scheduler(p)
-    p.add_argument("--resume", action="store_true",
-                   help="skip complete samples and finish interrupted ones")
+    _switch(p, "--resume", "skip complete samples and finish interrupted ones")
     _add_storage_option(p, "an s3:// input folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(run=_run_run)
+    _switch(p, "--quiet", "no progress bars")
 
 
 def _run_run(args) -> int:
@@ -504,21 +508,19 @@ def _run_run(args) -> int:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser(
-        "export", help="AnnData tables of a result for scanpy/squidpy",
+    p = _command(
+        sub, "export", _run_export, help="AnnData tables of a result for scanpy/squidpy",
         description="Export a result store as AnnData (.h5ad): --anndata writes pixels x "
         "ion images (obs: x, y, tic, tissue, hotspot ids; var: target metadata; "
         "obsm['spatial'] in um); --cells-table writes cells x ion images, each cell given "
         "the value of the MSI pixel it falls in, with its type and, per map, hotspot id, "
         "class and compartment (inside, rim, outside; needs ionmap hotspots first).",
     )
-    p.add_argument("result", metavar="RESULT.zarr", help="result store (path or s3:// URL)")
+    _add_result(p)
     p.add_argument("--anndata", metavar="OUT.h5ad", help="pixels x ion images")
-    p.add_argument("--features", action="store_true",
-                   help="--anndata: pixels x the feature cube instead of the ion images")
+    _switch(p, "--features", "--anndata: pixels x the feature cube instead of the ion images")
     p.add_argument("--cells-table", metavar="OUT.h5ad", help="cells x ion images")
     _add_storage_option(p, "an s3:// result")
-    p.set_defaults(run=_run_export)
 
 
 def _run_export(args) -> int:

@@ -17,8 +17,9 @@ ionmap.errors.InputError: ppm = '5': expected a number
 'window half-width for targets without their own ppm (ppm; default 10.0)'
 
 Adding a parameter: add a field with :func:`param` to the stage's class (and, if it must be
-range-checked, a line in its ``_problems``); the TOML section and ``ionmap.convert(**...)``
-accept it at once, and the CLI shows it once a flag is declared with ``cli._param``.
+range-checked, a line in its ``_problems``); the TOML section, ``ionmap.convert(**...)`` and
+the command line (an option of the commands that take the section, see :data:`SECTIONS`)
+accept it at once.
 This module is light (standard library only) so that importing it costs nothing.
 """
 from __future__ import annotations
@@ -42,9 +43,16 @@ if TYPE_CHECKING:
 P = TypeVar("P", bound="Params")
 
 
-def param(default: Any, help: str, unit: str | None = None) -> Any:
-    """A dataclass field with its help text and unit (m/z, ppm, pixels, µm, ...)."""
-    return field(default=default, metadata={"help": help, "unit": unit})
+def param(default: Any, help: str, unit: str | None = None, *, flag: str | None = None,
+          metavar: str | None = None, cli: bool = True) -> Any:
+    """A dataclass field with its help text and unit (m/z, ppm, pixels, µm, ...).
+
+    For the command line (:mod:`ionmap.cli`): ``flag`` when the option is not
+    ``--name-with-dashes``, ``metavar`` for its value, ``cli=False`` for a field that only a
+    pipeline TOML sets.
+    """
+    return field(default=default, metadata={"help": help, "unit": unit, "flag": flag,
+                                            "metavar": metavar, "cli": cli})
 
 
 class Params:
@@ -149,7 +157,8 @@ class ConvertParams(Params):
                               "the one matching the file's polarity)")
     targets: str | os.PathLike[str] | Sequence[Target] | None = param(
         None, "instead of a panel, a targets CSV (name and mz, or name, formula and adduct; "
-        "optional ppm and group) or, from Python, a list of ionmap.chem.Target")
+        "optional ppm and group; from Python also a list of ionmap.chem.Target)",
+        metavar="CSV")
     ppm: float = param(10.0, "window half-width for targets without their own ppm", "ppm")
     peaks: bool = param(False, "sum picked peaks instead of raw profile points (centroid "
                         "spectra are used as they are)")
@@ -164,12 +173,12 @@ class ConvertParams(Params):
     min_fraction: float = param(0.01, "keep features seen in at least this fraction of the "
                                 "sampled spectra", "fraction 0..1")
     axis_sample: int | None = param(20_000, "spectra sampled to build the feature m/z axis "
-                                    "(all: none)", "spectra")
+                                    "(all: none)", "spectra", metavar="N")
     normalize: Literal["none", "tic", "rms"] = param(
         "none", "divide each pixel by its TIC or RMS, times the median over pixels with a "
         "non-zero normaliser (ion images and features, not the tic image)")
     band_rows: int | None = param(None, "rows per band (= shard height); normally chosen "
-                                  "from the image and file size", "pixels")
+                                  "from the image and file size", "pixels", metavar="N")
 
     def _problems(self) -> list[str]:
         problems = []
@@ -196,7 +205,8 @@ class RecalibrationParams(Params):
     recalibrate: str = param(
         "auto", "auto (reference ions: the targets with their isotopes and the usual "
         "matrix ions of DHB, 9-AA, DAN and NEDC), none (the recorded m/z axis) or the path "
-        "of a lock-mass CSV (name and mz, or name, formula and adduct; only those ions)")
+        "of a lock-mass CSV (name and mz, or name, formula and adduct; only those ions)",
+        metavar="auto|none|FILE.csv")
     search_ppm: float = param(40.0, "search half-width for each reference ion on the "
                               "recorded axis (must cover the largest drift)", "ppm")
     inlier_ppm: float = param(3.0, "a reference within this of a spectrum's consensus "
@@ -236,7 +246,7 @@ class RegistrationParams(Params):
     method: Literal["landmarks-or-auto", "landmarks", "auto"] = param(
         "landmarks-or-auto", "pipeline runs: landmarks (NAME.landmarks.csv required), auto "
         "(rotation, scale and shift from tissue and cell density) or landmarks when the "
-        "sample has them")
+        "sample has them", cli=False)
     model: Literal["similarity", "affine"] = param("similarity", "landmark transform model")
 
 
@@ -248,12 +258,12 @@ class HotspotParams(Params):
     maps: tuple[str, ...] | None = param(
         None, "maps: channel names, ratios A/B, groups and presets kyn_trp, glu_gln, "
         "akg_succ, amp_atp, lipids (default: those of lactate, kynurenine, kyn_trp, lipids "
-        "the result allows)")
+        "the result allows)", metavar="LIST")
     fdr: float = param(0.05, "a hotspot is significant at q <= FDR (Benjamini-Hochberg over "
                        "the cluster p-values of all maps of the sample)")
-    min_area_px: int = param(9, "smallest hotspot", "pixels")
+    min_area_px: int = param(9, "smallest hotspot", "pixels", metavar="N")
     radius_px: int = param(1, "Gi* neighbourhood radius R: (2R+1)^2 pixels (square)",
-                           "pixels")
+                           "pixels", metavar="R")
     neighbourhood: Literal["square", "disk"] = param("square", "shape of the Gi* "
                                                      "neighbourhood")
     extent: float | None = param(0.5, "trim each hotspot to pixels at least this fraction of "
@@ -263,9 +273,9 @@ class HotspotParams(Params):
                                "fraction of its tissue median", "fraction")
     cluster_z: float = param(3.09, "cluster-forming threshold on Gi* scaled to unit SD "
                              "under the map's own autocorrelation (3.09: one-sided p = 0.001)",
-                             "z")
+                             "z", metavar="Z")
     n_surrogates: int = param(199, "surrogate maps per map (same autocorrelation, no niche) "
-                              "for the cluster p-values")
+                              "for the cluster p-values", flag="--surrogates", metavar="N")
     transform: Literal["log", "none"] = param("log", "scale on which maps are tested (log: "
                                               "ionisation effects are multiplicative)")
     candidates: bool = param(False, "also list candidate clusters that are not significant "
@@ -277,11 +287,13 @@ class HotspotParams(Params):
     tissue_mask: str | None = param(
         None, "tissue mask replacing the automatic one (ionmap.regions.tissue_mask): a TIFF or PNG "
         "of the MSI grid (non-zero = tissue) or GeoJSON polygons in MSI pixels (default: "
-        "segmented on the panel ions, so bright matrix off the tissue is not tissue)", "file")
+        "segmented on the panel ions, so bright matrix off the tissue is not tissue)", "file",
+        metavar="FILE")
     annotation_fdr: float = param(0.1, "annotation FDR (target-decoy q-value, "
                                   "ionmap.annotate) above which a map's hotspots are marked "
                                   "not confidently annotated in hotspots.csv; a derived map "
-                                  "takes the worst FDR of its channels", "q-value 0..1")
+                                  "takes the worst FDR of its channels", "q-value 0..1",
+                                  metavar="Q")
 
 
 @dataclass(frozen=True)
@@ -297,11 +309,14 @@ class ImmuneParams(Params):
     rim_ratio: float = param(0.5, "the cell type is present at the rim from this fraction "
                              "of its tissue density", "fraction")
     edge_guard_um: float | None = param(None, "band inside the edge left out of the inside "
-                                        "density (none: half an MSI pixel)", "µm")
-    n_permutations: int = param(999, "permutations for the exclusion p-value")
+                                        "density (none: half an MSI pixel)", "µm",
+                                        metavar="UM")
+    n_permutations: int = param(999, "permutations for the exclusion p-value",
+                               flag="--permutations", metavar="N")
     seed: int = param(0, "seed of the permutations and of the surrogate maps")
     min_expected: float = param(5.0, "undetermined when fewer cells of the type are expected "
-                                "inside (or at the rim) under the tissue rate", "cells")
+                                "inside (or at the rim) under the tissue rate", "cells",
+                                metavar="N")
     confidence: float = param(0.9, "confidence of the rate-ratio intervals that decide a "
                               "class (0.9: each one-sided call errs at most 5 %)", "fraction")
     min_coverage: float = param(0.5, "undetermined (not annotated) when less of a hotspot's "
@@ -321,6 +336,14 @@ class ImmuneParams(Params):
         if not 0 <= self.min_coverage <= 1:
             problems.append(f"min_coverage must be within 0..1, not {self.min_coverage}")
         return problems
+
+
+#: TOML section -> the parameter object it is checked against; the commands of the CLI group
+#: their options by these sections too.
+SECTIONS: dict[str, type[Params]] = {
+    "convert": ConvertParams, "recalibration": RecalibrationParams,
+    "registration": RegistrationParams, "hotspots": HotspotParams, "immune": ImmuneParams,
+}
 
 
 # -- type checks -----------------------------------------------------------------------------

@@ -27,20 +27,15 @@ import numpy as np
 from . import _files
 from .errors import InputError, IonmapError
 from .params import (
+    SECTIONS,
     ConvertParams,
     HotspotParams,
     ImmuneParams,
-    Params,
     RecalibrationParams,
     RegistrationParams,
 )
 
 _DONE = "sample.json"  # written last in OUTPUT/NAME: the sample is complete
-#: TOML section -> the parameter object it is checked against.
-SECTIONS: dict[str, type[Params]] = {
-    "convert": ConvertParams, "recalibration": RecalibrationParams,
-    "registration": RegistrationParams, "hotspots": HotspotParams, "immune": ImmuneParams,
-}
 
 
 @dataclass
@@ -58,9 +53,9 @@ class PipelineConfig:
 def load_config(path: str | os.PathLike) -> PipelineConfig:
     """Read and validate a pipeline TOML (see ``pipelines/*.toml`` for every key).
 
-    Each section is checked against its own parameter object (:data:`SECTIONS`): an
-    unknown key, a key of another section or a value of the wrong type is an InputError
-    naming the file, the section and the key.
+    Each section is checked against its own parameter object
+    (:data:`ionmap.params.SECTIONS`): an unknown key, a key of another section or a value of
+    the wrong type is an InputError naming the file, the section and the key.
     """
     source = os.fspath(path)
     try:

@@ -202,6 +202,20 @@ def _consensus(err: np.ndarray, weight: np.ndarray, tol: float) -> tuple[np.ndar
     return inlier, med
 
 
+def theil_sen_slope(x: np.ndarray, y: np.ndarray) -> float:
+    """The Theil–Sen slope (Theil 1950; Sen 1968): the median of the slopes
+    (y_j − y_i)/(x_j − x_i) over the pairs with x_j > x_i (NaN when every x is equal).
+
+    The same estimate as ``scipy.stats.theilslopes(y, x).slope``, without importing
+    scipy.stats (about 1.2 s, a fifth of a conversion of 100k spectra).
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    dx = x[:, None] - x
+    dy = y[:, None] - y
+    pairs = dx > 0
+    return float(np.median(dy[pairs] / dx[pairs])) if pairs.any() else float("nan")
+
+
 def fit_model(err: np.ndarray, height: np.ndarray, refs: References, x: np.ndarray,
               y: np.ndarray, shape: tuple[int, int], step: int, rp: RecalibrationParams
               ) -> tuple[Model | None, str]:
@@ -230,9 +244,7 @@ def fit_model(err: np.ndarray, height: np.ndarray, refs: References, x: np.ndarr
         xs = (refs.mz[cols] - m0) / 1000.0
         ys = err[rows, cols] - a[rows]
         pick = np.random.default_rng(0).permutation(rows.size)[:THEIL_SEN_POINTS]
-        from scipy import stats  # 1.7 s to import: only when a slope is fitted
-
-        b = float(stats.theilslopes(ys[pick], xs[pick])[0])
+        b = theil_sen_slope(xs[pick], ys[pick])
         corrected = e - b * (refs.mz[None, :] - m0) / 1000.0
         inlier, a = _consensus(corrected, weight, inlier_ppm)
     field = _smooth_field(a, x, y, shape, step, rp.smooth_px)

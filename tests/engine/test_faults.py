@@ -11,7 +11,7 @@
   a one-line StorageError, exit code 2, nothing reported complete.
 - ``ionmap run``: a sample failing in the middle of its conversion is recorded with its
   one-line error and the other sample completes (a sample failing when opened:
-  tests/test_pipeline.py).
+  tests/pipeline/test_pipeline.py).
 
 Undisturbed references are local threaded runs with the same band height; "equal" means
 every level of the ion images, the TIC and the mask are equal element for element.
@@ -341,9 +341,9 @@ def test_disk_full_mid_run(sample, tmp_path, monkeypatch, capsys):
 
 # ---- ionmap run: a sample failing in the middle of its conversion ------------------------------
 def test_pipeline_records_a_sample_failing_mid_conversion(sample, tmp_path):
-    """(A sample failing when opened: tests/test_pipeline.py.) Spectrum values that are bad
-    stop one sample's conversion after its store was created; the run records the one-line
-    error, leaves that store incomplete and completes the other sample."""
+    """(A sample failing when opened: tests/pipeline/test_pipeline.py.) Spectrum values
+    that are bad stop one sample's conversion after its store was created; the run records
+    the one-line error, leaves that store incomplete and completes the other sample."""
     from pyimzml.ImzMLWriter import ImzMLWriter
 
     from ionmap.pipeline import PipelineConfig, run_pipeline

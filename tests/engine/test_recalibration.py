@@ -147,3 +147,37 @@ def test_feature_cube_is_on_the_recalibrated_axis(sections, tmp_path):
         assert (cube[f][strong] > 0).mean() >= 0.95, t["name"]
         assert np.corrcoef(cube[f][mask], image[mask])[0, 1] >= 0.7, t["name"]
     assert near >= 12
+
+
+def test_theil_sen_slope_is_scipys_without_importing_scipy_stats():
+    """recal's own Theil–Sen slope equals scipy.stats.theilslopes' slope (ties in x, as
+    the reference m/z values have, included); a constant x has no slope (NaN)."""
+    from scipy import stats
+
+    from ionmap.recal import theil_sen_slope
+
+    rng = np.random.default_rng(3)
+    for n in (2, 5, 40, 600):
+        x = np.round(rng.uniform(-1.0, 1.0, n), 1)
+        y = 2.5 * x + rng.normal(0.0, 0.3, n)
+        assert theil_sen_slope(x, y) == stats.theilslopes(y, x).slope
+    assert np.isnan(theil_sen_slope(np.ones(4), np.arange(4.0)))
+
+
+def test_mass_error_medians_equal_numpys_nanmedian():
+    """The band tasks' per-spectrum median of the reference errors (one sort) equals
+    np.nanmedian row by row, NaN for spectra without any reference found."""
+    from ionmap.engine._compute import row_nanmedian
+
+    rng = np.random.default_rng(5)
+    for r in (1, 2, 3, 8, 31):
+        a = rng.normal(0.0, 5.0, (300, r))
+        a[rng.random(a.shape) < 0.4] = np.nan
+        a[:3] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+            want = np.nanmedian(a, axis=1)
+        got = row_nanmedian(a)
+        assert np.isnan(got[:3]).all()
+        np.testing.assert_array_equal(got, want)
+    assert row_nanmedian(np.zeros((4, 0))).shape == (4,)

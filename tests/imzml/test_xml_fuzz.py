@@ -16,7 +16,7 @@
 CI runs a short derandomised fuzz (600 examples per test, about 10 s in all). A
 long run, e.g. before a release::
 
-    IONMAP_FUZZ_EXAMPLES=100000 python -m pytest tests/test_xml_fuzz.py -q -p no:cacheprovider
+    IONMAP_FUZZ_EXAMPLES=100000 python -m pytest tests/imzml/test_xml_fuzz.py -q -p no:cacheprovider
 
 (random seeds then, and hypothesis keeps any failing example in ``.hypothesis/``).
 """

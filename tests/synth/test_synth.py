@@ -367,8 +367,10 @@ def test_bad_arguments(tmp_path):
     assert dotted.imzml.name == "s.v1.imzML" and dotted.truth.name == "s.v1.truth.json"
     assert parse_shape("60x80") == (60, 80)
     assert parse_size("1.5GB") == 1_500_000_000 and parse_size("2MiB") == 2 * 2**20
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="not a size such as 1.5GB"):  # an argument mistake
         parse_size("lots")
+    with pytest.raises(InputError, match="not a grid size"):
+        parse_shape("60 by 80")
 
 
 def test_cli_synth(tmp_path, capsys):

@@ -165,10 +165,29 @@ def mass_errors(batch: SpectrumBatch, ex: Extraction, shift: kernels.MassShift) 
                                       shift=shift)
     pred = shift.a[:, None] + shift.b[:, None] * (ex.references[None, :] - shift.m0) / 1000.0
     out = np.full((3, len(batch)), np.nan)
-    found = np.isfinite(err).any(axis=1)
-    out[0, found] = np.nanmedian(err[found], axis=1)
-    out[1, found] = np.nanmedian(err[found] - pred[found], axis=1)
+    out[0] = row_nanmedian(err)
+    out[1] = row_nanmedian(err - pred)
     out[2] = shift.a
+    return out
+
+
+def row_nanmedian(a: np.ndarray) -> np.ndarray:
+    """Per row of the 2-D float array ``a``, the median of its non-NaN values (NaN for a
+    row without any), equal bit for bit to ``np.nanmedian(a, axis=1)`` on rows that have
+    values: one sort of the whole array (NaN sorts last) and the middle one or two values
+    of each row's finite run, where ``np.nanmedian`` goes through masked arrays (several
+    times slower on the (spectra × references) arrays of a band)."""
+    n, r = a.shape
+    out = np.full(n, np.nan)
+    if not r:
+        return out
+    s = np.sort(a, axis=1)
+    k = r - np.isnan(a).sum(axis=1)
+    rows = np.flatnonzero(k)
+    k = k[rows]
+    lo = s[rows, (k - 1) // 2]
+    hi = s[rows, k // 2]
+    out[rows] = (lo + hi) / 2
     return out
 
 

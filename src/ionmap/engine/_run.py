@@ -12,6 +12,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import dask
+import dask.local
+import dask.multiprocessing
+import dask.threaded
 from dask.callbacks import Callback
 from dask.delayed import Delayed
 
@@ -125,16 +128,18 @@ def _run_local(tasks, on_done, scheduler, workers):
         if i is not None:
             on_done(i, result)
 
+    # The schedulers are passed as functions, not names: a name makes Dask import
+    # ``distributed`` to look for a default client (0.3 s, once per process).
     with Callback(posttask=posttask):
         if scheduler == "sync":
-            return list(dask.compute(*tasks, scheduler="sync"))
+            return list(dask.compute(*tasks, scheduler=dask.local.get_sync))
         if scheduler == "processes":
-            return list(dask.compute(*tasks, scheduler="processes",
+            return list(dask.compute(*tasks, scheduler=dask.multiprocessing.get,
                                      num_workers=workers or os.cpu_count() or 1))
         # A pool of this run's own, shut down (waiting for the tasks still running) before
         # the first error propagates: a failed run leaves no task writing to its store.
         with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-            return list(dask.compute(*tasks, scheduler="threads", pool=pool))
+            return list(dask.compute(*tasks, scheduler=dask.threaded.get, pool=pool))
 
 
 def _run_distributed(tasks, on_done, client):

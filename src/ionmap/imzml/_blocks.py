@@ -1,8 +1,8 @@
 """The spectrum list read as a stream of blocks of whole spectra: memory (anonymous and
 file-backed alike) is bounded by the block size, whatever the file size.
 
-A local file (an unbuffered ``io.FileIO`` on a regular file) is memory-mapped one window
-of about two blocks at a time, each window unmapped before the next is mapped: the
+A local file (an unbuffered ``io.FileIO`` on a regular file) is memory-mapped one span
+of about two blocks at a time, each span unmapped before the next is mapped: the
 scan then reads the page cache in place instead of copying it (a ``read`` copy costs
 more than the scan itself). Any other source with ``readinto`` (fsspec files,
 ``io.BytesIO``), or a bytes-like object read through :class:`BufferReader`, is read into
@@ -134,16 +134,16 @@ class SpectrumBlocks:
         return self._error("the XML ends inside the spectrum list (truncated file?)")
 
     def _mapped(self, fd: int) -> Iterator[memoryview]:
-        """The blocks of a local file, from windows mapped one at a time."""
+        """The blocks of a local file, from spans mapped one at a time."""
         size = os.fstat(fd).st_size
         pos = self._stream.tell() - self._filled  # file offset of what follows the list tag
         self._buf = bytearray()  # what the header read left is mapped again
         self._filled = self._searched = 0
-        window = 2 * self._block
+        span = 2 * self._block
         while True:
             base = pos - pos % mmap.ALLOCATIONGRANULARITY
             start = pos - base
-            length = min(size - base, start + window)
+            length = min(size - base, start + span)
             if length <= start:
                 raise self._truncated()
             with mmap.mmap(fd, length, offset=base, access=mmap.ACCESS_READ) as mapped:
@@ -162,7 +162,7 @@ class SpectrumBlocks:
             if stop >= 0:
                 return
             if cut < 0:
-                window *= 2  # one spectrum larger than the window: map more at once
+                span *= 2  # one spectrum larger than the span: map more at once
             else:
                 pos = base + cut
 
@@ -173,7 +173,7 @@ class _NoSpectrumList(Exception):
 
 def _mappable(stream: Any) -> int | None:
     """The descriptor of a stream that is an unbuffered local regular file (mapped in
-    windows), else None (read through the buffer)."""
+    spans), else None (read through the buffer)."""
     if not isinstance(stream, io.FileIO):
         return None
     try:

@@ -135,7 +135,7 @@ def _find_ibd(url: str, options: dict) -> tuple[str, _files.FileStat]:
 def read_metadata(url: str, options: dict, *, fast: bool = True
                   ) -> tuple[ImzMLMetadata, dict[str, np.ndarray]]:
     """Metadata and per-spectrum arrays from the XML (offsets already unwrapped), read as a
-    stream in bounded blocks (local files mapped one window at a time, other sources
+    stream in bounded blocks (local files mapped one span at a time, other sources
     read into one buffer)."""
     path = _files.local_path(url)
     if path is not None:

@@ -2,7 +2,7 @@
 block by block.
 
 Blocks of whole spectra come from :class:`._blocks.SpectrumBlocks` (a local file mapped one
-window of about ``2 * BLOCK_BYTES`` at a time, other sources through one reusable buffer
+span of about ``2 * BLOCK_BYTES`` at a time, other sources through one reusable buffer
 of that size: memory bounded whatever the file size).
 Each block is read by the fast scan (:mod:`._scanner`) when it repeats the template of the
 first spectrum, else spectrum by spectrum by the XML parser (:mod:`._reference`); both

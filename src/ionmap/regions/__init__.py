@@ -24,9 +24,11 @@ from ._immune import CLASSES as CLASSES
 from ._immune import ImmuneContext, classify, edge_distance, exclusion_score, immune_context
 from ._maps import build_maps, ratio, resolve_map
 from ._register import Registration, fit_landmarks, read_landmarks, register_auto
-from ._run import HotspotRun, MSIData, load_result, run_hotspots, store_maps
+from ._run import HotspotRun, MSIData, run_hotspots
 from ._run import label_name as label_name
+from ._run import load_result as load_result
 from ._run import run_summary as run_summary
+from ._run import store_maps as store_maps
 from ._tissue import read_tissue_mask, tissue_mask
 
 __all__ = [
@@ -35,7 +37,9 @@ __all__ = [
     "build_maps", "ratio", "resolve_map", "tissue_mask", "read_tissue_mask",
     "Hotspots", "find_hotspots", "gi_star", "bh_qvalues",
     "ImmuneContext", "immune_context", "classify", "exclusion_score", "edge_distance",
-    "HotspotRun", "MSIData", "load_result", "run_hotspots", "store_maps",
+    "HotspotRun", "MSIData", "run_hotspots",
 ]
-# Also imported from here by the layers above (report, pipeline, cli), not part of the
-# analysis API: outlines, write_csv, CLASSES, label_name, run_summary.
+#: Also imported from here by the layers above (report, pipeline, cli) but not part of the
+#: analysis API (plumbing between the store, the exports and the report).
+_PLUMBING = ("outlines", "write_csv", "CLASSES", "label_name", "run_summary", "load_result",
+            "store_maps")

@@ -27,7 +27,7 @@ from scipy import ndimage, optimize, signal
 from scipy.spatial import cKDTree
 from skimage import transform as sktransform
 
-from .._geometry import apply_affine, count_points
+from .._geometry import apply_affine, count_points, pixels_inside
 from ..errors import InputError
 from ._cells import Cells
 
@@ -381,11 +381,8 @@ def _mismatch(tissue: np.ndarray, cells_msi: np.ndarray, reach: float) -> float:
     """Share of the cells more than a pixel off the tissue plus share of the tissue
     farther than ``reach`` MSI pixels (4 median cell spacings) from any cell: 0 when cells
     and tissue coincide."""
-    ny, nx = tissue.shape
     area = int(tissue.sum())
-    ix = np.floor(cells_msi[:, 0] + 0.5).astype(np.int64)
-    iy = np.floor(cells_msi[:, 1] + 0.5).astype(np.int64)
-    on = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    ix, iy, on = pixels_inside(cells_msi, tissue.shape)
     outside = ndimage.distance_transform_edt(~tissue)
     off = np.ones(len(ix), dtype=bool)
     off[on] = outside[iy[on], ix[on]] > 1.0
@@ -643,10 +640,7 @@ def audit_registration(reg: Registration, cells: Cells, cells_msi: np.ndarray,
     else:
         notes.append("the registration's scale is not checked: the histology pixel size is "
                      "unknown (--cells-pixel-size-um)")
-    ny, nx = tissue.shape
-    ix = np.floor(cells_msi[:, 0] + 0.5).astype(np.int64)
-    iy = np.floor(cells_msi[:, 1] + 0.5).astype(np.int64)
-    on = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    ix, iy, on = pixels_inside(cells_msi, tissue.shape)
     on[on] = tissue[iy[on], ix[on]]
     share = float(on.mean()) if len(on) else 1.0
     if share < 0.5:

@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._files import write_atomic
+from .._geometry import pixels_inside
 from ..errors import InputError
 from ..regions import label_name
 
@@ -104,8 +105,7 @@ def cell_table(result: Any, *, storage_options: Mapping[str, Any] | None = None)
                          "hotspots on it first)")
     xy = np.asarray(hot["cells_xy"], np.float64)
     ny, nx = result.shape
-    col, row = np.rint(xy[:, 0]).astype(np.int64), np.rint(xy[:, 1]).astype(np.int64)
-    on = (col >= 0) & (col < nx) & (row >= 0) & (row < ny)
+    col, row, on = pixels_inside(xy, result.shape)  # as the immune context counts them
     cube = np.asarray(result.ion_images.compute())
     values = np.full((len(xy), cube.shape[0]), np.nan, np.float32)
     values[on] = cube[:, row[on], col[on]].T

@@ -472,7 +472,7 @@ def parse_shape(text: str) -> tuple[int, int]:
     """``"60x80"`` → ``(60, 80)`` (ny, nx)."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX×,]\s*(\d+)\s*", text)
     if not m:
-        raise ValueError(f"not a grid size NYxNX: {text!r}")
+        raise InputError(None, f"not a grid size NYxNX: {text!r}")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -484,7 +484,7 @@ def parse_size(text: str) -> int:
     """``"1.5GB"`` → 1500000000 bytes (kB/MB/GB/TB decimal, KiB/MiB/GiB/TiB binary)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", text)
     if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"not a size such as 1.5GB or 400MB: {text!r}")
+        raise InputError(None, f"not a size such as 1.5GB or 400MB: {text!r}")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 

@@ -6,12 +6,11 @@ element table and proton mass instead.
 """
 from __future__ import annotations
 
+import pyopenms  # a test dependency (pyproject [test]): this check must not skip
 import pytest
 
 from ionmap import chem
 from ionmap.errors import InputError
-
-pyopenms = pytest.importorskip("pyopenms")
 
 #: adduct -> (multimer n, groups added, groups lost, signed charge); spelled out here, not
 #: parsed by the code under test.
