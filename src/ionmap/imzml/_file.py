@@ -110,6 +110,7 @@ class ImzMLFile:
         self._reader = _files.RangeReader(self.ibd_url, self.storage_options)
         self._lock = threading.Lock()
         self._shared_mz: np.ndarray | None = None
+        self._ahead = threading.local()  # each thread's read-ahead window for spectrum(i)
 
     # ---- pickling: metadata travels, handles are reopened lazily -------------------------
     def __getstate__(self) -> dict:
@@ -125,8 +126,10 @@ class ImzMLFile:
         return {name: getattr(self, name) for name in ARRAYS}
 
     def close(self) -> None:
-        """Release the .ibd handle (a later read opens it again)."""
+        """Release the .ibd handle and the read-ahead windows of :meth:`spectrum` (a later
+        read opens it again)."""
         self._reader.close()
+        self._ahead = threading.local()
 
     def __enter__(self) -> ImzMLFile:
         return self
@@ -368,24 +371,18 @@ class ImzMLFile:
         i = int(i)
         if not 0 <= i < self.n_spectra:
             raise IndexError(f"{self.url}: spectrum index out of range 0..{self.n_spectra - 1}")
-        # one spectrum: two positional reads straight into its arrays, none of the
-        # coalescing of read_batch (whose NumPy set-up costs more than the read itself)
+        # one spectrum: its arrays read straight into place (or copied from this thread's
+        # read-ahead window, in a loop in file order) and checked, in one compiled call; none
+        # of the coalescing and NumPy set-up of read_batch
         n = int(self.intensity_lengths[i])
-        offsets = np.array([0, n], np.int64)
         intensity = np.empty(n, self.intensity_dtype)
-        self._read_one(int(self.intensity_offsets[i]), intensity)
         if self.mode == "continuous":
-            mz = self.shared_mz()[:n]
-            found = binary.check(None, offsets, intensity)
+            mz, into = self.shared_mz()[:n], None
         else:
-            mz = np.empty(n, self.mz_dtype)
-            self._read_one(int(self.mz_offsets[i]), mz)
-            found = binary.check(mz, offsets, intensity)
-        self._raise_first(found, mz, offsets, np.array([i], np.int64))
+            mz = into = np.empty(n, self.mz_dtype)
+        found = binary.read_spectrum(self._reader, int(self.mz_offsets[i]), into,
+                                     int(self.intensity_offsets[i]), intensity,
+                                     binary.read_ahead(self._ahead))
+        if found is not None:
+            self._raise_first(found, mz, np.array([0, n], np.int64), np.array([i], np.int64))
         return mz, intensity
-
-    def _read_one(self, start: int, out: np.ndarray) -> None:
-        """Fill ``out`` with the values stored at byte ``start`` of the .ibd."""
-        if out.size:
-            self._reader.read_into(out.view(np.uint8), np.array([start]),
-                                   np.array([out.nbytes]), np.zeros(1, np.int64))
