@@ -170,8 +170,18 @@ def test_classify_and_score():
     assert classify(0, 100, 300, 100, 1000, 1000) == ("immune-excluded", "")
     assert classify(0, 100, 0, 100, 1000, 1000) == ("immune-desert", "")
     # near the threshold, or too few cells expected: undetermined with the reason
-    cls, why = classify(45, 100, 300, 100, 1000, 1000)
+    cls, why = classify(45, 100, 100, 100, 1000, 1000)
     assert cls == "undetermined" and "scarce threshold" in why
+    # the same inside against a rim where the cells gather (3x): scarce against the
+    # margin and below the baseline -> excluded; not when the inside may be at baseline
+    assert classify(45, 100, 300, 100, 1000, 1000) == ("immune-excluded", "")
+    cls, why = classify(3, 5, 60, 5, 1000, 1000)
+    assert cls == "undetermined" and "scarce threshold" in why
+    # an inflamed call rests on the cells seen: 12 where 3 are expected is evidence
+    # although fewer than min_expected are expected; 2 where 3 are is not
+    assert classify(12, 3, 3, 3, 1000, 1000) == ("inflamed", "")
+    cls, why = classify(2, 3, 3, 3, 1000, 1000)
+    assert cls == "undetermined" and "too few cells expected inside" in why
     cls, why = classify(0, 3, 0, 100, 1000, 1000)
     assert cls == "undetermined" and "too few cells expected inside" in why
     assert classify(0, 8, 0, 100, 1000, 1000) == ("immune-desert", "")
