@@ -2,10 +2,20 @@
 read buffer into flat arrays, and the validity checks of the decoded values.
 
 Every function takes a whole batch (or stage) of spectra as flat arrays + offsets and loops
-over the spectra without the GIL.
+over the spectra without the GIL; ``read_spectrum`` reads and checks one spectrum per call
+(the path of a script that reads spectrum by spectrum).
 """
+cimport numpy as cnp
+from libc.errno cimport EINTR, errno
 from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
+from posix.uio cimport iovec, preadv
+from posix.unistd cimport pread
+
+from kcommon cimport descent_f32, descent_f64
+
+cnp.import_array()
 
 # stored m/z arrays come as any of the imzML precisions; intensities are checked when float
 ctypedef fused num_t:
@@ -70,15 +80,22 @@ cdef inline bint finite(num_t v) noexcept nogil:
 
 
 # The scans below OR a flag over a whole run without an early exit (so the compiler can
-# vectorise them) and look for the exact point only in a run that failed.
+# vectorise them) and look for the exact point only in a run that failed. Floating-point m/z
+# order is scanned by descent.h's SSE2 loops instead (GCC does not vectorise the flag loop
+# for doubles on SSE2).
 
 cdef inline bint ascending(const num_t* x, Py_ssize_t n) noexcept nogil:
     """True when x[i] >= x[i - 1] for every i >= 1 (false at a descent or NaN)."""
     cdef Py_ssize_t i
     cdef int bad = 0
-    for i in range(1, n):
-        bad |= not (x[i] >= x[i - 1])
-    return not bad
+    if num_t is double:
+        return descent_f64(x, n) >= n
+    elif num_t is float:
+        return descent_f32(x, n) >= n
+    else:
+        for i in range(1, n):
+            bad |= not (x[i] >= x[i - 1])
+        return not bad
 
 
 cdef inline bint all_finite(const num_t* x, Py_ssize_t n) noexcept nogil:
@@ -89,6 +106,41 @@ cdef inline bint all_finite(const num_t* x, Py_ssize_t n) noexcept nogil:
     return not bad
 
 
+cdef void mz_check(const num_t* x, const int64_t* offsets, Py_ssize_t n,
+                   int64_t* found) noexcept nogil:
+    """The scans of :func:`mz_problems` (n >= 1 spectra, offsets valid) into found[0:3]."""
+    cdef Py_ssize_t k, i
+    cdef int64_t a, b
+    found[0] = found[1] = found[2] = -1
+    for k in range(n):
+        a, b = offsets[k], offsets[k + 1]
+        if not ascending(x + a, b - a):
+            for i in range(a + 1, b):
+                if not (x[i] >= x[i - 1]):
+                    found[0] = i
+                    break
+            break
+    for k in range(n):
+        a, b = offsets[k], offsets[k + 1]
+        if b > a and found[1] < 0 and not finite(x[a]):
+            found[1] = a
+        if b > a and found[2] < 0 and not finite(x[b - 1]):
+            found[2] = b - 1
+
+
+cdef int64_t nonfinite_at(const real_t* x, Py_ssize_t n) noexcept nogil:
+    """Index of the first NaN or infinite value of x[0:n], or -1."""
+    cdef Py_ssize_t a = 0, i, m
+    while a < n:
+        m = min(4096, n - a)
+        if not all_finite(x + a, m):
+            for i in range(a, a + m):
+                if not finite(x[i]):
+                    return i
+        a += m
+    return -1
+
+
 def mz_problems(const num_t[::1] mz, const int64_t[::1] offsets) -> tuple:
     """First failures of the m/z checks of spectra ``mz[offsets[k] : offsets[k + 1]]``.
 
@@ -97,53 +149,227 @@ def mz_problems(const num_t[::1] mz, const int64_t[::1] offsets) -> tuple:
     spectrum end that is not finite (spectra in order), each a point index or -1. Spectra
     without a descent and with finite ends are finite throughout.
     """
-    cdef Py_ssize_t n = offsets.shape[0] - 1, k, i
-    cdef int64_t a, b, descent = -1, first = -1, last = -1
-    cdef const num_t* x
+    cdef Py_ssize_t n = offsets.shape[0] - 1, k
+    cdef int64_t found[3]
     if n >= 1 and (offsets[0] < 0 or offsets[n] > mz.shape[0]):
         raise ValueError("offsets reach outside the m/z array")
     for k in range(n):
         if offsets[k + 1] < offsets[k]:
             raise ValueError("offsets are not non-decreasing")
     if n < 1 or offsets[n] == offsets[0]:
-        return descent, first, last
-    x = &mz[0]
+        return -1, -1, -1
     with nogil:
-        for k in range(n):
-            a, b = offsets[k], offsets[k + 1]
-            if not ascending(x + a, b - a):
-                for i in range(a + 1, b):
-                    if not (x[i] >= x[i - 1]):
-                        descent = i
-                        break
-                break
-        for k in range(n):
-            a, b = offsets[k], offsets[k + 1]
-            if b > a and first < 0 and not finite(x[a]):
-                first = a
-            if b > a and last < 0 and not finite(x[b - 1]):
-                last = b - 1
-    return descent, first, last
+        mz_check(&mz[0], &offsets[0], n, found)
+    return found[0], found[1], found[2]
 
 
 def first_nonfinite(const real_t[::1] values) -> int:
     """Index of the first NaN or infinite value, or -1."""
-    cdef Py_ssize_t a = 0, i, m, n = values.shape[0], found = -1
-    cdef const real_t* x
+    cdef Py_ssize_t n = values.shape[0], found
     if n == 0:
-        return found
-    x = &values[0]
+        return -1
     with nogil:
-        while a < n:
-            m = min(4096, n - a)
-            if not all_finite(x + a, m):
-                for i in range(a, a + m):
-                    if not finite(x[i]):
-                        found = i
-                        break
-                break
-            a += m
+        found = nonfinite_at(&values[0], n)
     return found
+
+
+# ---- one spectrum per call
+
+cdef int read_full(int fd, iovec* iov, int count, int64_t start) noexcept nogil:
+    """Fill the ``count`` buffers of ``iov`` (advanced in place) with the consecutive bytes of
+    fd from byte ``start`` on: 0, the errno of a failed read, or -1 when the file ends first."""
+    cdef Py_ssize_t got
+    while count > 0:
+        if iov[0].iov_len == 0:
+            iov += 1
+            count -= 1
+            continue
+        got = preadv(fd, iov, count, start)
+        if got < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        if got == 0:
+            return -1
+        start += got
+        while count > 0 and <size_t>got >= iov[0].iov_len:
+            got -= iov[0].iov_len
+            iov += 1
+            count -= 1
+        if count > 0:
+            iov[0].iov_base = <char*>iov[0].iov_base + got
+            iov[0].iov_len -= got
+    return 0
+
+
+cdef int read_two(int fd, char* a, int64_t a_bytes, int64_t a_start, char* b, int64_t b_bytes,
+                  int64_t b_start) noexcept nogil:
+    """Read a_bytes at a_start into a and b_bytes at b_start into b (as :func:`read_full`):
+    one system call when the two ranges are adjacent in the file (writers put a spectrum's
+    m/z and intensity arrays side by side), else two."""
+    cdef iovec iov[2]
+    cdef int err
+    iov[0].iov_base = a
+    iov[0].iov_len = a_bytes
+    iov[1].iov_base = b
+    iov[1].iov_len = b_bytes
+    if a_start + a_bytes == b_start:
+        return read_full(fd, iov, 2, a_start)
+    if b_start + b_bytes == a_start:
+        iov[0].iov_base = b
+        iov[0].iov_len = b_bytes
+        iov[1].iov_base = a
+        iov[1].iov_len = a_bytes
+        return read_full(fd, iov, 2, b_start)
+    err = read_full(fd, iov, 1, a_start)
+    return err if err else read_full(fd, iov + 1, 1, b_start)
+
+
+cdef int fill(int fd, char* dst, int64_t nbytes, int64_t start, int64_t* got) noexcept nogil:
+    """Read up to nbytes from byte ``start`` of fd into dst (less only at the end of the
+    file; ``got`` says how many): 0 or the errno of a failed read."""
+    cdef Py_ssize_t r
+    got[0] = 0
+    while got[0] < nbytes:
+        r = pread(fd, dst + got[0], nbytes - got[0], start + got[0])
+        if r < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        if r == 0:
+            break
+        got[0] += r
+    return 0
+
+
+#: A spectrum whose arrays span at most this many bytes is read through the window.
+cdef int64_t WINDOW_SPECTRUM = 8 * 1024
+
+
+cdef class ReadAhead:
+    """One thread's read-ahead window of a file, for one-spectrum reads: when a spectrum
+    follows the one read before (a loop over the spectra in file order), the next
+    ``capacity`` bytes are read at once and the spectra after it are copied from memory,
+    which saves a system call per spectrum as a buffered file does. Other access patterns
+    read just the spectrum. Not for sharing between threads; the file must not change."""
+    cdef char* data
+    cdef int64_t capacity, start, end, last
+
+    def __cinit__(self, int64_t capacity=64 * 1024):
+        self.data = <char*>malloc(capacity)
+        if not self.data:
+            raise MemoryError()
+        self.capacity = capacity
+        self.start = self.end = self.last = -1
+
+    def __dealloc__(self):
+        free(self.data)
+
+
+cdef int read_through(int fd, ReadAhead ahead, char* a, int64_t a_bytes, int64_t a_start,
+                      char* b, int64_t b_bytes, int64_t b_start) noexcept nogil:
+    """:func:`read_two` through ``ahead``'s window when the spectrum is small and the window
+    holds it or the access is sequential."""
+    cdef int64_t lo, hi, got
+    cdef int err
+    if a_bytes and b_bytes:
+        lo = min(a_start, b_start)
+        hi = max(a_start + a_bytes, b_start + b_bytes)
+    elif a_bytes or b_bytes:
+        lo = a_start if a_bytes else b_start
+        hi = lo + (a_bytes if a_bytes else b_bytes)
+    else:
+        return 0
+    if hi - lo > WINDOW_SPECTRUM:
+        return read_two(fd, a, a_bytes, a_start, b, b_bytes, b_start)
+    if not (ahead.start <= lo and hi <= ahead.end):
+        if not (ahead.last <= lo < ahead.last + ahead.capacity):  # not sequential
+            ahead.last = hi
+            return read_two(fd, a, a_bytes, a_start, b, b_bytes, b_start)
+        err = fill(fd, ahead.data, ahead.capacity, lo, &got)
+        if err:
+            ahead.start = ahead.end = -1
+            return err
+        ahead.start, ahead.end = lo, lo + got
+        if ahead.end < hi:
+            return -1
+    if a_bytes:
+        memcpy(a, ahead.data + (a_start - ahead.start), a_bytes)
+    if b_bytes:
+        memcpy(b, ahead.data + (b_start - ahead.start), b_bytes)
+    ahead.last = hi
+    return 0
+
+
+cdef inline bint fresh_vector(object a):
+    """a is a writable, 1-D, C-contiguous, native-order NumPy array."""
+    return (cnp.PyArray_Check(a) and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+            and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
+
+
+def read_spectrum(int fd, ReadAhead ahead, int64_t mz_start, object mz,
+                  int64_t intensity_start, object intensity):
+    """Read one spectrum from file descriptor ``fd`` straight into ``intensity`` and ``mz``
+    (writable contiguous arrays of the stored dtypes and its length; ``mz`` None: not read,
+    as in continuous mode), then check them while they are in cache, as
+    :func:`mz_problems` and :func:`first_nonfinite` do. No NumPy set-up, no batch: this is
+    the whole of a one-spectrum read. Positional reads, one when the two arrays are
+    adjacent in the file, none when ``ahead`` (a :class:`ReadAhead`, or None) holds them.
+
+    Returns None when every check passes, else ``(descent, first, last, intensity)``, point
+    indices or -1. Raises OSError when a read fails or the file ends first (callers read
+    again through their general path, whose error names the file).
+    """
+    cdef int64_t found[4]
+    cdef int64_t offsets[2]
+    cdef int err = 0, mz_type = -1, in_type
+    cdef char* mz_data = NULL
+    cdef char* in_data
+    cdef int64_t mz_bytes = 0, in_bytes, n
+    if not fresh_vector(intensity) or (mz is not None and not (
+            fresh_vector(mz) and cnp.PyArray_DIM(<cnp.ndarray>mz, 0)
+            == cnp.PyArray_DIM(<cnp.ndarray>intensity, 0))):
+        raise TypeError("read_spectrum needs fresh contiguous arrays of one length")
+    if mz is not None and cnp.PyArray_TYPE(<cnp.ndarray>mz) not in (
+            cnp.NPY_DOUBLE, cnp.NPY_FLOAT, cnp.NPY_INT32, cnp.NPY_INT64):
+        raise TypeError("m/z values are stored as float32, float64, int32 or int64")
+    n = cnp.PyArray_DIM(<cnp.ndarray>intensity, 0)
+    in_type = cnp.PyArray_TYPE(<cnp.ndarray>intensity)
+    in_data = <char*>cnp.PyArray_DATA(<cnp.ndarray>intensity)
+    in_bytes = cnp.PyArray_NBYTES(<cnp.ndarray>intensity)
+    if mz is not None:
+        mz_type = cnp.PyArray_TYPE(<cnp.ndarray>mz)
+        mz_data = <char*>cnp.PyArray_DATA(<cnp.ndarray>mz)
+        mz_bytes = cnp.PyArray_NBYTES(<cnp.ndarray>mz)
+    found[0] = found[1] = found[2] = found[3] = -1
+    offsets[0] = 0
+    offsets[1] = n
+    with nogil:
+        if ahead is None:
+            err = read_two(fd, in_data, in_bytes, intensity_start, mz_data, mz_bytes, mz_start)
+        else:
+            err = read_through(fd, ahead, in_data, in_bytes, intensity_start, mz_data,
+                               mz_bytes, mz_start)
+        if err == 0 and n:
+            if mz_type == cnp.NPY_DOUBLE:
+                mz_check(<const double*>mz_data, offsets, 1, found)
+            elif mz_type == cnp.NPY_FLOAT:
+                mz_check(<const float*>mz_data, offsets, 1, found)
+            elif mz_type == cnp.NPY_INT32:
+                mz_check(<const int32_t*>mz_data, offsets, 1, found)
+            elif mz_type == cnp.NPY_INT64:
+                mz_check(<const int64_t*>mz_data, offsets, 1, found)
+            if in_type == cnp.NPY_DOUBLE:
+                found[3] = nonfinite_at(<const double*>in_data, n)
+            elif in_type == cnp.NPY_FLOAT:
+                found[3] = nonfinite_at(<const float*>in_data, n)
+    if err:
+        raise OSError(err, "positional read failed") if err > 0 else OSError("unexpected end of file")
+    if found[0] < 0 and found[1] < 0 and found[2] < 0 and found[3] < 0:
+        return None
+    return found[0], found[1], found[2], found[3]
 
 
 def layout_problem(const int64_t[::1] offsets, const int64_t[::1] mz_starts,

@@ -36,13 +36,18 @@ cdef inline Py_ssize_t upper_bound(const mz_t* x, Py_ssize_t n, double v) noexce
     return lo
 
 
+cdef extern from "descent.h" nogil:
+    Py_ssize_t descent_f64(const double* x, Py_ssize_t n)
+    Py_ssize_t descent_f32(const float* x, Py_ssize_t n)
+
+
 cdef inline Py_ssize_t first_descent(const mz_t* x, Py_ssize_t n) noexcept nogil:
-    """First i >= 1 where x stops being non-decreasing (NaN counts as a descent), or n."""
-    cdef Py_ssize_t i
-    for i in range(1, n):
-        if not (x[i] >= x[i - 1]):
-            return i
-    return n
+    """First i >= 1 where x stops being non-decreasing (NaN counts as a descent), or n
+    (SSE2 where available, see descent.h)."""
+    if mz_t is double:
+        return descent_f64(x, n)
+    else:
+        return descent_f32(x, n)
 
 
 cdef inline Py_ssize_t first_unsorted(const mz_t* mz, Py_ssize_t n_mz, const int64_t* offsets,

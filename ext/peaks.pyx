@@ -1,4 +1,5 @@
-"""Peak picking of profile spectra, a whole batch per call (compiled as ``ionmap._peaks``).
+"""Peak picking of profile spectra, a whole batch per call or one spectrum per call
+(compiled as ``ionmap._peaks``).
 
 Per spectrum: a robust noise level (median and MAD of the intensities, for the whole
 spectrum or per window), local maxima above ``median + snr * sigma`` that are carried by at
@@ -7,11 +8,15 @@ noise bumps on a higher peak's flank (valley test), a sub-sample apex, optional 
 of weaker peaks closer than a minimum separation. Inputs are validated by
 ``ionmap.kernels``; this module trusts them.
 """
+cimport numpy as cnp
 from libc.math cimport exp, fabs, log
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc, qsort
+from libc.string cimport memcpy
 
-from kcommon cimport first_unsorted, in_t, mz_t
+from kcommon cimport first_descent, first_unsorted, in_t, mz_t
+
+cnp.import_array()
 
 # sigma of normal noise = 1.4826 * MAD
 cdef double MAD_TO_SIGMA = 1.482602218505602
@@ -397,51 +402,70 @@ cdef Py_ssize_t pick_one(const mz_t* x, const in_t* y, Py_ssize_t n, const Setti
     return nc
 
 
+cdef bint scratch_alloc(Scratch* w, Py_ssize_t max_n, const Settings* s) noexcept nogil:
+    """Point w's buffers into one allocation sized for spectra of up to max_n points; False
+    when out of memory."""
+    cdef Py_ssize_t cap = max_n // 2 + 1, nb = max_n // s.window + 1
+    cdef Py_ssize_t n_double = (s.sample + 1) + 2 * (max_n + 1) + 3 * nb + 3 * cap
+    cdef char* block = <char*>malloc(n_double * sizeof(double) + cap * sizeof(int64_t)
+                                     + cap * sizeof(Ranked) + cap)
+    if not block:
+        w.buf = NULL
+        return False
+    w.buf = <double*>block
+    w.thr = w.buf + (s.sample + 1)
+    w.band = w.thr + (max_n + 1)
+    w.blk_t = w.band + (max_n + 1)
+    w.blk_b = w.blk_t + nb
+    w.blk_c = w.blk_b + nb
+    w.c_mz = w.blk_c + nb
+    w.c_val = w.c_mz + cap
+    w.c_key = w.c_val + cap
+    w.c_pos = <int64_t*>(w.c_key + cap)
+    w.order = <Ranked*>(w.c_pos + cap)
+    w.c_drop = <char*>(w.order + cap)
+    return True
+
+
+cdef class PickSettings:
+    """The options of :func:`pick` and :func:`pick_spectrum`, checked by ``ionmap.kernels``
+    once and kept (a call then passes one object instead of a dozen arguments)."""
+    cdef Settings s
+
+    def __init__(self, double snr, bint local_noise, Py_ssize_t window, Py_ssize_t sample,
+                 Py_ssize_t min_points, double min_sep, bint sep_ppm, int apex, bint area):
+        if window < 1 or sample < 1:
+            raise ValueError("noise window and sample need at least one point")
+        self.s.snr = snr
+        self.s.local_noise = local_noise
+        self.s.window = window
+        self.s.sample = sample
+        self.s.min_points = min_points
+        self.s.min_sep = min_sep
+        self.s.sep_ppm = sep_ppm
+        self.s.apex = apex
+        self.s.area = area
+
+
 def pick(const mz_t[::1] mz, const in_t[::1] intensity, const int64_t[::1] offsets,
-         const int64_t[::1] mz_starts, bint shared, double snr, bint local_noise,
-         Py_ssize_t window, Py_ssize_t sample, Py_ssize_t min_points, double min_sep,
-         bint sep_ppm, int apex, bint area, double[::1] out_mz, double[::1] out_val,
-         int64_t[::1] out_offsets):
+         const int64_t[::1] mz_starts, bint shared, PickSettings settings not None,
+         double[::1] out_mz, double[::1] out_val, int64_t[::1] out_offsets):
     """Pick the peaks of every spectrum of a batch.
 
     Peaks of spectrum k go to out_mz/out_val[out_offsets[k]:out_offsets[k + 1]]; the
     outputs need room for sum(n_k // 2) + n_spectra peaks. Returns -1, or the batch position
     of the first spectrum whose m/z values are not ascending (then nothing is picked).
     """
-    cdef Py_ssize_t n_spec = offsets.shape[0] - 1, k, n, max_n = 0, cap, nb, bad
-    cdef Settings s
+    cdef Py_ssize_t n_spec = offsets.shape[0] - 1, k, n, max_n = 0, bad
+    cdef const Settings* s = &settings.s
     cdef Scratch w
-    s.snr = snr
-    s.local_noise = local_noise
-    s.window = window
-    s.sample = sample
-    s.min_points = min_points
-    s.min_sep = min_sep
-    s.sep_ppm = sep_ppm
-    s.apex = apex
-    s.area = area
     for k in range(n_spec):
         n = offsets[k + 1] - offsets[k]
         if n > max_n:
             max_n = n
-    cap = max_n // 2 + 1
-    nb = max_n // window + 1
-    w.buf = <double*>malloc((sample + 1) * sizeof(double))
-    w.thr = <double*>malloc((max_n + 1) * sizeof(double))
-    w.band = <double*>malloc((max_n + 1) * sizeof(double))
-    w.blk_t = <double*>malloc(nb * sizeof(double))
-    w.blk_b = <double*>malloc(nb * sizeof(double))
-    w.blk_c = <double*>malloc(nb * sizeof(double))
-    w.c_mz = <double*>malloc(cap * sizeof(double))
-    w.c_val = <double*>malloc(cap * sizeof(double))
-    w.c_key = <double*>malloc(cap * sizeof(double))
-    w.c_pos = <int64_t*>malloc(cap * sizeof(int64_t))
-    w.c_drop = <char*>malloc(cap)
-    w.order = <Ranked*>malloc(cap * sizeof(Ranked))
+    if not scratch_alloc(&w, max_n, s):
+        raise MemoryError()
     try:
-        if (not w.buf or not w.thr or not w.band or not w.blk_t or not w.blk_b or not w.blk_c or not w.c_mz
-                or not w.c_val or not w.c_key or not w.c_pos or not w.c_drop or not w.order):
-            raise MemoryError()
         with nogil:
             bad = first_unsorted(&mz[0], mz.shape[0], &offsets[0], &mz_starts[0], n_spec, shared)
             if bad < 0:
@@ -449,19 +473,76 @@ def pick(const mz_t[::1] mz, const in_t[::1] intensity, const int64_t[::1] offse
                 for k in range(n_spec):
                     out_offsets[k + 1] = out_offsets[k] + pick_one(
                         &mz[0] + mz_starts[k], &intensity[0] + offsets[k],
-                        offsets[k + 1] - offsets[k], &s, &w,
+                        offsets[k + 1] - offsets[k], s, &w,
                         &out_mz[0] + out_offsets[k], &out_val[0] + out_offsets[k])
         return bad
     finally:
         free(w.buf)
-        free(w.thr)
-        free(w.band)
-        free(w.blk_t)
-        free(w.blk_b)
-        free(w.blk_c)
-        free(w.c_mz)
-        free(w.c_val)
-        free(w.c_key)
-        free(w.c_pos)
-        free(w.c_drop)
-        free(w.order)
+
+
+# ---- one spectrum per call: no batch, no memoryviews, no fused-signature dispatch
+
+cdef Py_ssize_t pick_alone(const mz_t* x, const in_t* y, Py_ssize_t n, const Settings* s,
+                           Scratch* w) noexcept nogil:
+    """Peaks of one spectrum into w.c_mz / w.c_val (pick_one compacts them in place);
+    returns their number, or -1 when the m/z values are not ascending."""
+    if first_descent(x, n) < n:
+        return -1
+    return pick_one(x, y, n, s, w, w.c_mz, w.c_val)
+
+
+cdef inline bint float_vector(object a):
+    return (cnp.PyArray_Check(a) and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a)
+            and (cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_DOUBLE
+                 or cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT))
+
+
+def pick_spectrum(object mz, object intensity, PickSettings settings not None):
+    """Peaks of one spectrum, exactly as :func:`pick` picks it in a batch: ``(peak_mz,
+    peak_value)``, new float64 arrays; None when the m/z values are not ascending.
+
+    ``mz`` and ``intensity`` must be 1-D, C-contiguous, native-order float32/float64 NumPy
+    arrays of one length, else TypeError (the caller converts them and calls again).
+    """
+    cdef Py_ssize_t n, nc
+    cdef const void* px
+    cdef const void* py
+    cdef bint x64, y64
+    cdef const Settings* s = &settings.s
+    cdef Scratch w
+    cdef cnp.npy_intp dim
+    cdef cnp.ndarray out_mz, out_val
+    if not (float_vector(mz) and float_vector(intensity)):
+        raise TypeError("mz and intensity must be 1-D contiguous float32/float64 arrays")
+    n = cnp.PyArray_DIM(<cnp.ndarray>intensity, 0)
+    if cnp.PyArray_DIM(<cnp.ndarray>mz, 0) != n:
+        raise TypeError("mz and intensity differ in length")
+    px = cnp.PyArray_DATA(<cnp.ndarray>mz)
+    py = cnp.PyArray_DATA(<cnp.ndarray>intensity)
+    x64 = cnp.PyArray_TYPE(<cnp.ndarray>mz) == cnp.NPY_DOUBLE
+    y64 = cnp.PyArray_TYPE(<cnp.ndarray>intensity) == cnp.NPY_DOUBLE
+    if not scratch_alloc(&w, n, s):
+        raise MemoryError()
+    try:
+        with nogil:
+            if x64 and y64:
+                nc = pick_alone(<const double*>px, <const double*>py, n, s, &w)
+            elif x64:
+                nc = pick_alone(<const double*>px, <const float*>py, n, s, &w)
+            elif y64:
+                nc = pick_alone(<const float*>px, <const double*>py, n, s, &w)
+            else:
+                nc = pick_alone(<const float*>px, <const float*>py, n, s, &w)
+        if nc < 0:
+            return None
+        dim = nc
+        out_mz = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_DOUBLE, 0)
+        out_val = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_DOUBLE, 0)
+        if nc:
+            memcpy(cnp.PyArray_DATA(out_mz), w.c_mz, nc * sizeof(double))
+            memcpy(cnp.PyArray_DATA(out_val), w.c_val, nc * sizeof(double))
+        return out_mz, out_val
+    finally:
+        free(w.buf)

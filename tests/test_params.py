@@ -13,7 +13,7 @@ from ionmap.params import (
     ImmuneParams,
     RecalibrationParams,
     RegistrationParams,
-    describe,
+    field_help,
     split_overrides,
 )
 from ionmap.pipeline import SECTIONS, load_config
@@ -26,7 +26,7 @@ def test_every_field_has_help_and_a_valid_default(cls):
     default = cls()
     for f in dataclasses.fields(cls):
         assert f.metadata["help"].strip(), f.name
-        assert describe(cls, f.name)
+        assert field_help(cls, f.name)
         assert getattr(default, f.name) == f.default  # the defaults pass their own checks
     with pytest.raises(dataclasses.FrozenInstanceError):
         default.__setattr__(dataclasses.fields(cls)[0].name, None)

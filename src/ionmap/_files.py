@@ -292,6 +292,13 @@ class RangeReader:
                 raise StorageError(self.location, "range read came back short")
             view[pos : pos + length] = blob
 
+    def descriptor(self) -> int | None:
+        """The open descriptor of a local file (opened on first use), for callers that make
+        their own positional reads of it; None for a URL."""
+        if self._fd is None and self._fs is None:
+            self._open()
+        return self._fd
+
     def read(self, start: int, length: int) -> bytes:
         """``length`` bytes from offset ``start`` (short only at the end of the file)."""
         buf = np.empty(length, np.uint8)

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import __version__
 from .errors import IonmapError
-from .params import SECTIONS, HotspotParams, Params, describe
+from .params import SECTIONS, HotspotParams, Params, field_help
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,7 +127,7 @@ def _param(p, cls: type[Params], name: str) -> None:
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     args = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
     optional = len(args) < len(typing.get_args(hint))
-    kind, help = args[0], describe(cls, name)
+    kind, help = args[0], field_help(cls, name)
     kwargs: dict[str, Any] = {"dest": name, "default": f.default}
     if hint is bool:
         kwargs["action"] = "store_false" if f.default else "store_true"

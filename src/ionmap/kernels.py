@@ -35,6 +35,9 @@ _WIDTH_EXPONENT: dict[str, float] = {"tof": 1.0, "orbitrap": 1.5, "fticr": 2.0}
 _NOISE_SAMPLE = 256
 #: From this many windows on, processed spectra are summed by the ordered (galloping) kernel.
 _MANY_WINDOWS = 64
+#: Checked option sets of :func:`pick_peaks` kept for its next calls (at most this many).
+_PICK_SETTINGS: dict[tuple, _peaks.PickSettings] = {}
+_PICK_SETTINGS_KEPT = 64
 _APEX = {"none": int(_peaks.ApexMode.APEX_NONE), "parabola": int(_peaks.ApexMode.APEX_PARABOLA),
          "gauss": int(_peaks.ApexMode.APEX_GAUSS)}
 
@@ -141,6 +144,73 @@ def pick_peaks_batch(
         offsets[:-1]``), apex m/z and height/area as float64, ascending m/z per spectrum.
     """
     mz, intensity, offsets, starts, shared = _arrays(batch)
+    settings = _pick_settings(snr, noise, noise_window, min_points, min_separation,
+                              separation_unit, apex, measure)
+    n = len(batch.index)
+    capacity = intensity.size // 2 + n  # a spectrum of k points has at most k // 2 peaks
+    peak_mz = np.empty(capacity)
+    peak_value = np.empty(capacity)
+    peak_offsets = np.empty(n + 1, dtype=np.int64)
+    bad = _peaks.pick(mz, intensity, offsets, starts, shared, settings, peak_mz, peak_value,
+                      peak_offsets)
+    _unsorted(batch, bad)
+    total = int(peak_offsets[-1])
+    return SpectrumBatch(index=batch.index, offsets=peak_offsets, mz=peak_mz[:total].copy(),
+                         mz_starts=peak_offsets[:-1].copy(), intensity=peak_value[:total].copy())
+
+
+def pick_peaks(
+    mz: np.ndarray,
+    intensity: np.ndarray,
+    snr: float = 3.0,
+    *,
+    noise: Literal["mad", "local"] = "mad",
+    noise_window: int = 512,
+    min_points: int = 4,
+    min_separation: float = 0.0,
+    separation_unit: Literal["points", "ppm"] = "points",
+    apex: Literal["gauss", "parabola", "none"] = "gauss",
+    measure: Literal["height", "area"] = "height",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Peaks of one profile spectrum: ``(peak_mz, peak_intensity)``, float64, m/z ascending.
+
+    ``mz`` (Th, ascending) and ``intensity`` have one value per point; ``snr`` and the
+    keyword options are those of :func:`pick_peaks_batch`, and so are the peaks (the same
+    compiled picker). Made for scripts that pick spectrum by spectrum: the options are
+    checked once per distinct set and kept, and 1-D contiguous float32/float64 arrays go to
+    the kernel as they are, so a call costs little more than the picking itself.
+    """
+    key = (snr, noise, noise_window, min_points, min_separation, separation_unit, apex, measure)
+    try:
+        settings = _PICK_SETTINGS[key]
+    except KeyError:
+        if len(_PICK_SETTINGS) >= _PICK_SETTINGS_KEPT:
+            _PICK_SETTINGS.clear()
+        settings = _PICK_SETTINGS[key] = _pick_settings(*key)
+    except TypeError:  # an unhashable option value (a 0-d array, say): checked every call
+        settings = _pick_settings(*key)
+    try:
+        peaks = _peaks.pick_spectrum(mz, intensity, settings)
+    except TypeError:  # not 1-D contiguous float32/float64 arrays of one length
+        peaks = _peaks.pick_spectrum(*_one_spectrum(mz, intensity), settings)
+    if peaks is None:
+        raise InputError(None, "m/z values are not ascending")
+    return peaks
+
+
+def _one_spectrum(mz: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One spectrum's arrays as the kernels take them (see :func:`_floats`), shapes checked."""
+    mz, intensity = _floats(mz), _floats(intensity)
+    if mz.shape != intensity.shape or mz.ndim != 1:
+        raise InputError(None, f"mz and intensity must be 1-D of one length, got shapes "
+                         f"{mz.shape} and {intensity.shape}")
+    return mz, intensity
+
+
+def _pick_settings(snr: float, noise: str, noise_window: int, min_points: int,
+                   min_separation: float, separation_unit: str, apex: str,
+                   measure: str) -> _peaks.PickSettings:
+    """The checked options of :func:`pick_peaks_batch` in the form the kernel takes."""
     _choice("noise", noise, ("mad", "local"))
     _choice("separation_unit", separation_unit, ("points", "ppm"))
     _choice("measure", measure, ("height", "area"))
@@ -151,38 +221,9 @@ def pick_peaks_batch(
         raise InputError(None, "min_points must be >= 1 and noise_window >= 16")
     if not min_separation >= 0:
         raise InputError(None, f"min_separation must be >= 0, got {min_separation}")
-    n = len(batch.index)
-    capacity = intensity.size // 2 + n  # a spectrum of k points has at most k // 2 peaks
-    peak_mz = np.empty(capacity)
-    peak_value = np.empty(capacity)
-    peak_offsets = np.empty(n + 1, dtype=np.int64)
-    bad = _peaks.pick(mz, intensity, offsets, starts, shared, float(snr), noise == "local",
-                      int(noise_window), _NOISE_SAMPLE, int(min_points), float(min_separation),
-                      separation_unit == "ppm", apex_code, measure == "area",
-                      peak_mz, peak_value, peak_offsets)
-    _unsorted(batch, bad)
-    total = int(peak_offsets[-1])
-    return SpectrumBatch(index=batch.index, offsets=peak_offsets, mz=peak_mz[:total].copy(),
-                         mz_starts=peak_offsets[:-1].copy(), intensity=peak_value[:total].copy())
-
-
-def pick_peaks(mz: np.ndarray, intensity: np.ndarray, snr: float = 3.0,
-               **options) -> tuple[np.ndarray, np.ndarray]:
-    """Peaks of one profile spectrum: ``(peak_mz, peak_intensity)``, float64, m/z ascending.
-
-    ``mz`` (Th, ascending) and ``intensity`` have one value per point; ``snr`` and the
-    keyword options are those of :func:`pick_peaks_batch`.
-    """
-    intensity = np.asarray(intensity)
-    mz = np.asarray(mz)
-    if mz.shape != intensity.shape or mz.ndim != 1:
-        raise InputError(None, f"mz and intensity must be 1-D of one length, got shapes "
-                         f"{mz.shape} and {intensity.shape}")
-    one = SpectrumBatch(index=np.zeros(1, dtype=np.int64),
-                        offsets=np.array([0, intensity.size], dtype=np.int64),
-                        mz=mz, mz_starts=np.zeros(1, dtype=np.int64), intensity=intensity)
-    peaks = pick_peaks_batch(one, snr, **options)
-    return peaks.mz, peaks.intensity
+    return _peaks.PickSettings(float(snr), noise == "local", int(noise_window), _NOISE_SAMPLE,
+                               int(min_points), float(min_separation), separation_unit == "ppm",
+                               apex_code, measure == "area")
 
 
 # --------------------------------------------------------------------------- window sums

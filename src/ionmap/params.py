@@ -13,7 +13,7 @@ ranges) and raises :class:`~ionmap.errors.InputError` naming the field.
 Traceback (most recent call last):
 ...
 ionmap.errors.InputError: ppm = '5': expected a number
->>> describe(ConvertParams, "ppm")
+>>> field_help(ConvertParams, "ppm")
 'window half-width for targets without their own ppm (ppm; default 10.0)'
 
 Adding a parameter: add a field with :func:`param` to the stage's class (and, if it must be
@@ -125,7 +125,7 @@ def with_overrides(params: P | None, cls: type[P], overrides: Mapping[str, Any])
     return dataclasses.replace(base, **overrides) if overrides else base
 
 
-def describe(cls: type[Params], name: str) -> str:
+def field_help(cls: type[Params], name: str) -> str:
     """The help text of field ``name`` with its unit and default (for ``--help``)."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]  # type: ignore[arg-type]
     unit = f.metadata.get("unit")

@@ -278,8 +278,7 @@ def _run_or_record(sample: Sample, i: int, n: int, config: PipelineConfig, out: 
                    else f"{type(exc).__name__}: {exc}")
         outcome = SampleOutcome(sample.name, "failed", time.perf_counter() - t0,
                                 message.splitlines()[0] if message else "")
-        _files.make_dir(out / sample.name)
-        (out / sample.name / "error.txt").write_text(traceback.format_exc())
+        _files.write_atomic(out / sample.name / "error.txt", traceback.format_exc())
         echo(f"  failed: {outcome.error}")
         return outcome
     outcome = SampleOutcome(sample.name, "ok", time.perf_counter() - t0, cohort=row)

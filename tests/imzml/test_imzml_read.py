@@ -247,3 +247,77 @@ def test_gather_layouts(layout, into):
     got = binary.gather(buf, pos, counts, np.dtype("<f8"), out=out)
     np.testing.assert_array_equal(got, np.concatenate(want))
     assert got is out if into else True
+
+
+def written_file(path: Path, mode: str, n: int = 400, seed: int = 0) -> Path:
+    """n spectra of 1 to 1500 points (most near 100, some beyond the read-ahead window's
+    8 KiB), float64 m/z and float32 intensities, written by pyimzML."""
+    from pyimzml.ImzMLWriter import ImzMLWriter
+
+    rng = np.random.default_rng(seed)
+    axis = np.sort(rng.uniform(100.0, 1000.0, 1500))
+    with ImzMLWriter(str(path), mode=mode, mz_dtype=np.float64, intensity_dtype=np.float32,
+                     spec_type="centroid" if mode == "processed" else "profile") as w:
+        for i in range(n):
+            k = int(rng.choice([1, 3, 100, 120, 900, 1500], p=[.05, .05, .5, .3, .05, .05]))
+            mz = np.sort(rng.uniform(100.0, 1000.0, k)) if mode == "processed" else axis
+            w.addSpectrum(mz, rng.random(len(mz), dtype=np.float32), (i % 20 + 1, i // 20 + 1))
+    return path
+
+
+@pytest.mark.parametrize("mode", ["processed", "continuous"])
+def test_one_spectrum_per_call_path(tmp_path, monkeypatch, mode):
+    """spectrum(i) reads a local file in one compiled call (positional reads or copies from
+    the thread's read-ahead window, and the checks), equal to read_batch and to pyimzML in
+    file order, in reverse, at random and from several threads; after close() it reopens; a
+    read that fails there (the .ibd shrank after the open) is reported by the reader, naming
+    the file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ionmap._files import RangeReader
+    from ionmap.errors import StorageError
+
+    path = written_file(tmp_path / "run.imzML", mode)
+    f = ionmap.open_imzml(path, cache=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = ImzMLParser(str(path))
+    want = [ref.getspectrum(i) for i in range(f.n_spectra)]
+    ref.m.close()
+    batch = f.read_batch(np.arange(f.n_spectra))
+    calls = []
+    general = RangeReader.read_into
+    monkeypatch.setattr(RangeReader, "read_into",
+                        lambda self, *a: calls.append(1) or general(self, *a))
+    f.spectrum(0)  # continuous mode: reads the shared m/z array through the reader, once
+    calls.clear()
+
+    def same(order):
+        for i in order:
+            mz, it = f.spectrum(int(i))
+            assert it.flags.writeable and it.flags.c_contiguous
+            for got, ref_arr, batch_arr in zip((mz, it), want[i], batch.spectrum(i)):
+                assert got.dtype == ref_arr.dtype
+                np.testing.assert_array_equal(got, ref_arr)
+                np.testing.assert_array_equal(got, batch_arr)
+        return True
+
+    n = f.n_spectra
+    rng = np.random.default_rng(1)
+    assert same(range(n)) and same(range(n - 1, -1, -1)) and same(rng.permutation(n))
+    assert same(np.repeat(np.arange(0, n, 7), 2))
+    with ThreadPoolExecutor(2) as pool:  # each thread its own window
+        assert all(pool.map(same, [range(n), rng.permutation(n), range(n)]))
+    f.close()  # the next call opens the .ibd again
+    assert same(range(0, n, 3))
+    assert calls == []  # not one read went through the general path
+    f.close()
+    ibd = path.with_suffix(".ibd")
+    last = int(np.argmax(f.intensity_offsets))
+    with open(ibd, "r+b") as fh:
+        fh.truncate(int(f.intensity_offsets[last]) + 1)
+    for i in (last, last - 1):  # a read of just the spectrum / a window read after another
+        f.close()
+        with pytest.raises(StorageError, match="unexpected end of file") as info:
+            f.spectrum(i) if i == last else (f.spectrum(i), f.spectrum(last))
+        assert str(ibd) in str(info.value) and calls  # the general path raised it

@@ -96,9 +96,9 @@ def _reference_check(mz, offsets, intensity):
 @pytest.mark.parametrize("mz_dtype", ["<f4", "<f8", "<i4", "<i8"])
 @pytest.mark.parametrize("in_dtype", ["<f4", "<f8", "<i4"])
 @pytest.mark.parametrize("seed", range(6))
-def test_check_matches_brute_force(mz_dtype, in_dtype, seed):
+def test_check_matches_brute_force(mz_dtype, in_dtype, seed, tmp_path):
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(0, 8, 12)
+    lengths = rng.integers(0, 40, 12)  # m/z order is scanned 8 points at a time, then a tail
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     n = int(offsets[-1])
     mz = np.concatenate([np.sort(rng.random(c) * 1000) for c in lengths]).astype(mz_dtype)
@@ -116,6 +116,21 @@ def test_check_matches_brute_force(mz_dtype, in_dtype, seed):
     assert got.tolist() == _reference_check(mz, offsets, intensity)
     assert binary.check(None, offsets, intensity)[:3].tolist() == [-1, -1, -1]
     assert binary.check(mz, offsets, None)[3] == -1
+    # one spectrum per call: read from a file and checked in one compiled call, alike
+    path = tmp_path / "values.bin"
+    path.write_bytes(mz.tobytes() + intensity.tobytes())
+    with open(path, "rb") as fh:
+        for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
+            got_mz, got_in = np.empty(b - a, mz.dtype), np.empty(b - a, intensity.dtype)
+            for into in (got_mz, None):
+                found = _gather.read_spectrum(fh.fileno(), None, a * mz.itemsize, into,
+                                              mz.nbytes + a * intensity.itemsize, got_in)
+                want = _reference_check(mz[a:b], np.array([0, b - a]), intensity[a:b])
+                if into is None:
+                    want[:3] = [-1, -1, -1]
+                assert (found or (-1, -1, -1, -1)) == tuple(want)
+            np.testing.assert_array_equal(got_mz, mz[a:b])
+            np.testing.assert_array_equal(got_in, intensity[a:b])
 
 
 def test_check_finds_each_problem_and_ignores_spectrum_boundaries():
@@ -223,3 +238,47 @@ def test_layout_problem_matches_numpy_and_the_kernels_refuse_bad_layouts():
                         np.zeros(1, np.int64), np.ones(3))
     with pytest.raises(InputError, match="mz_starts point outside"):
         pick_peaks_batch(bad)
+
+
+@pytest.mark.parametrize("intensity_first", [False, True])
+def test_read_spectrum_through_the_read_ahead_window(tmp_path, intensity_first):
+    """Spectra stored side by side in either order, small and large (beyond the window's
+    8 KiB), read in file order through a ReadAhead window (refilled as the loop passes its
+    end), in reverse and at random: always the stored values; a file that ends inside a
+    spectrum raises OSError."""
+    rng = np.random.default_rng(4)
+    lengths = rng.choice([0, 1, 5, 90, 1200], 300, p=[.05, .05, .2, .65, .05])
+    lengths[-2:] = 90  # the last two fit the window
+    mzs = [np.sort(rng.random(k)) * 900 + 100 for k in lengths]
+    ints = [rng.random(k).astype(np.float32) for k in lengths]
+    blob, where = bytearray(), []
+    for mz, it in zip(mzs, ints):
+        first, second = (it, mz) if intensity_first else (mz, it)
+        at = len(blob)
+        blob += first.tobytes() + second.tobytes()
+        where.append((at + it.nbytes, at) if intensity_first else (at, at + mz.nbytes))
+    path = tmp_path / "spectra.bin"
+    path.write_bytes(bytes(blob))
+    ahead = _gather.ReadAhead()
+    with open(path, "rb") as fh:
+        for order in (range(300), range(299, -1, -1), rng.permutation(300), range(300)):
+            for i in order:
+                mz, it = np.empty(lengths[i]), np.empty(lengths[i], np.float32)
+                assert _gather.read_spectrum(fh.fileno(), ahead, where[i][0], mz, where[i][1],
+                                             it) is None
+                np.testing.assert_array_equal(mz, mzs[i])
+                np.testing.assert_array_equal(it, ints[i])
+    live = np.flatnonzero(lengths)
+    before, last = int(live[-2]), int(live[-1])
+    path.write_bytes(bytes(blob[: max(where[last]) + 1]))
+
+    def read(i, window):
+        return _gather.read_spectrum(fh.fileno(), window, where[i][0], np.empty(lengths[i]),
+                                     where[i][1], np.empty(lengths[i], np.float32))
+
+    with open(path, "rb") as fh:
+        for window in (None, _gather.ReadAhead()):
+            if window is not None:  # a sequential read: the window's refill comes back short
+                assert read(before, window) is None
+            with pytest.raises(OSError, match="end of file"):
+                read(last, window)

@@ -255,6 +255,36 @@ def test_layouts_dtypes_and_single_spectrum_agree():
     assert abs(len(pick_peaks_batch(ints).mz) - len(ref.mz)) <= 2
 
 
+@pytest.mark.parametrize("options", [{}, dict(noise="local", noise_window=200),
+                                     dict(measure="area", apex="parabola"),
+                                     dict(min_separation=30.0, separation_unit="ppm", apex="none"),
+                                     dict(snr=1.0, min_points=1, min_separation=3)])
+@pytest.mark.parametrize("mz_dtype, y_dtype", [(np.float64, np.float64), (np.float32, np.float64),
+                                               (np.float64, np.float32), (np.float32, np.float32),
+                                               (np.float64, np.int32)])
+def test_one_spectrum_per_call_equals_the_batch(options, mz_dtype, y_dtype):
+    # pick_peaks has its own entry into the kernel (no batch): it must pick exactly what
+    # pick_peaks_batch picks, whatever the options, dtypes and memory layout of the arrays
+    batch, _ = planted_spectra(12, 3000, peaks_per_spectrum=25, seed=11)
+    y = batch.intensity * (100 if y_dtype == np.int32 else 1)
+    batch = SpectrumBatch(batch.index, batch.offsets, batch.mz.astype(mz_dtype),
+                          batch.mz_starts, y.astype(y_dtype))
+    peaks = pick_peaks_batch(processed(batch), **options)
+    assert len(peaks.mz) > 12 * 10
+    for k in range(len(batch)):
+        mz, y = batch.spectrum(k)
+        want_mz, want_y = peaks.spectrum(k)
+        for args in ((mz, y), (np.repeat(mz, 2)[::2], np.repeat(y, 2)[::2]), (list(mz), y)):
+            got_mz, got_y = pick_peaks(*args, **options)
+            assert got_mz.dtype == got_y.dtype == np.float64
+            np.testing.assert_array_equal(got_mz, want_mz)
+            np.testing.assert_array_equal(got_y, want_y)
+    # the options are kept between calls, never mixed up: other options, other peaks
+    if options:
+        mz, y = batch.spectrum(0)
+        np.testing.assert_array_equal(pick_peaks(mz, y)[0], pick_peaks_batch(batch).spectrum(0)[0])
+
+
 def test_float32_spectra():
     batch64, truth = planted_spectra(50, 2000, seed=7)
     batch32 = SpectrumBatch(batch64.index, batch64.offsets, batch64.mz.astype(np.float32),
@@ -332,6 +362,10 @@ def test_any_batch_gives_sane_peaks(batch, snr, min_points, apex, measure, noise
     for k in range(len(batch)):
         mz, y = batch.spectrum(k)
         pm, ph = peaks.spectrum(k)
+        one = pick_peaks(mz, y, snr, min_points=min_points, apex=apex, measure=measure,
+                         noise=noise, noise_window=16)
+        np.testing.assert_array_equal(one[0], pm)
+        np.testing.assert_array_equal(one[1], ph)
         assert pm.size <= mz.size // 2
         if mz.size < 3:
             assert pm.size == 0
@@ -351,3 +385,24 @@ def test_any_unsorted_spectrum_is_rejected(values, data):
     mz[i - 1], mz[i] = max(mz[i - 1], mz[i]), min(mz[i - 1], mz[i])
     with pytest.raises(ValueError, match="not ascending"):
         pick_peaks(mz, np.ones_like(mz))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_every_descent_position_is_found(dtype):
+    # the m/z order scan tests eight points per step (SSE2): a descent, NaN or -inf at any
+    # position of any length, in a block or in the tail, is found, and a sorted array with
+    # equal neighbours passes
+    for n in range(2, 42):
+        mz = (100.0 + np.arange(n) // 2).astype(dtype)  # pairs of equal values
+        y = np.ones(n, dtype)
+        pick_peaks(mz, y)
+        for p in range(1, n):
+            for bad in (mz[p - 1] - 1, np.nan, -np.inf):
+                broken = mz.copy()
+                broken[p] = bad
+                with pytest.raises(ValueError, match="not ascending"):
+                    pick_peaks(broken, y)
+        broken = mz.copy()
+        broken[0] = np.nan
+        with pytest.raises(ValueError, match="not ascending"):
+            pick_peaks(broken, y)

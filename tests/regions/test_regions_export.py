@@ -239,15 +239,15 @@ def test_cli_defaults_match_the_api():
 
     args = build_parser().parse_args(["hotspots", "r.zarr", "--cells", "c.csv", "--register",
                                       "auto", "--out", "o"])
-    assert _params(HotspotParams, args) == HotspotParams()
-    assert _params(ImmuneParams, args) == ImmuneParams()
+    assert _params("hotspots", args) == HotspotParams()
+    assert _params("immune", args) == ImmuneParams()
     assert args.model == RegistrationParams().model == "similarity"
     changed = build_parser().parse_args(["hotspots", "r.zarr", "--cells", "c.csv", "--register",
                                          "auto", "--out", "o", "--fdr", "0.01", "--maps",
                                          "lactate, kyn_trp", "--permutations", "99"])
-    assert _params(HotspotParams, changed) == HotspotParams(fdr=0.01,
+    assert _params("hotspots", changed) == HotspotParams(fdr=0.01,
                                                             maps=("lactate", "kyn_trp"))
-    assert _params(ImmuneParams, changed).n_permutations == 99
+    assert _params("immune", changed).n_permutations == 99
 
     def defaults(func):
         return {k: v.default for k, v in inspect.signature(func).parameters.items()}
@@ -261,7 +261,7 @@ def test_cli_defaults_match_the_api():
     masked = build_parser().parse_args(["hotspots", "r.zarr", "--cells", "c.csv", "--register",
                                         "auto", "--out", "o", "--tissue-mask", "t.tif",
                                         "--normalisation", "pqn"])
-    assert _params(HotspotParams, masked) == HotspotParams(tissue_mask="t.tif",
+    assert _params("hotspots", masked) == HotspotParams(tissue_mask="t.tif",
                                                            normalisation="pqn")
     with pytest.raises(SystemExit) as done:  # help texts with '%' are escaped for argparse
         build_parser().parse_args(["hotspots", "--help"])

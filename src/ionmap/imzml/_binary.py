@@ -5,7 +5,8 @@ Ranges are sorted, neighbours closer than ``MERGE_GAP`` are merged into requests
 buffer, and each array is gathered from the buffer by a compiled kernel (``ionmap._gather``:
 one ``memcpy`` per range in a C loop), or is a zero-copy view when its ranges are adjacent.
 The same module checks the decoded values (m/z ascending and finite, intensities finite).
-No Python loop runs per spectrum.
+No Python loop runs per spectrum. One spectrum per call (:func:`read_spectrum`) skips all of
+that: two positional reads straight into its arrays and the checks, in one compiled call.
 """
 from __future__ import annotations
 
@@ -137,3 +138,40 @@ def check(mz: np.ndarray | None, offsets: np.ndarray, intensity: np.ndarray | No
     if intensity is not None and intensity.dtype.kind == "f":
         found[3] = _gather.first_nonfinite(intensity)
     return found
+
+
+def read_spectrum(reader: RangeReader, mz_start: int, mz: np.ndarray | None,
+                  intensity_start: int, intensity: np.ndarray,
+                  ahead: _gather.ReadAhead | None = None) -> np.ndarray | None:
+    """Fill ``intensity`` (and ``mz`` unless None) with the values stored from byte
+    ``intensity_start`` (``mz_start``) of the file on, and check them as :func:`check` does.
+    Returns None when every check passes, else :func:`check`'s failures.
+
+    A local file is read and checked by one compiled call (``_gather.read_spectrum``,
+    through the calling thread's read-ahead window ``ahead`` if given); a URL, or a read
+    that fails there, goes through ``reader.read_into``, which raises the error naming the
+    file.
+    """
+    fd = reader.descriptor()
+    if fd is not None:
+        try:
+            found = _gather.read_spectrum(fd, ahead, mz_start, mz, intensity_start, intensity)
+        except OSError:
+            pass  # read again below: the reader's error names the file
+        else:
+            return None if found is None else np.array(found, np.int64)
+    for start, out in ((intensity_start, intensity), (mz_start, mz)):
+        if out is not None and out.size:
+            reader.read_into(out.view(np.uint8), np.array([start]), np.array([out.nbytes]),
+                             np.zeros(1, np.int64))
+    found = check(mz, np.array([0, intensity.size]), intensity)
+    return found if (found >= 0).any() else None
+
+
+def read_ahead(local: threading.local) -> _gather.ReadAhead:
+    """The calling thread's read-ahead window kept in ``local`` (made on first use)."""
+    try:
+        return local.window
+    except AttributeError:
+        local.window = _gather.ReadAhead()
+        return local.window

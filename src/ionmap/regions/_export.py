@@ -8,6 +8,7 @@ and mapped to any other frame by a 3×3 matrix.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -17,8 +18,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import find_contours, points_in_poly
 
+from .._files import write_atomic
 from .._geometry import apply_affine, ring_area
-from ..errors import StorageError
 
 
 def outlines(labels: np.ndarray) -> dict[int, list[list[np.ndarray]]]:
@@ -96,18 +97,15 @@ def _fmt(value) -> str:
 
 def write_csv(path: str | os.PathLike, rows: Sequence[Mapping],
               columns: Sequence[str] | None = None) -> Path:
-    """Write dict rows as CSV (columns: given order, else the first row's keys)."""
-    path = Path(path)
+    """Write dict rows as CSV (columns: given order, else the first row's keys), whole or
+    not at all (:func:`ionmap._files.write_atomic`; a failure is a StorageError)."""
     columns = list(columns or (rows[0].keys() if rows else []))
-    try:
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([_fmt(row.get(c, "")) for c in columns])
-    except OSError as exc:
-        raise StorageError(path, f"cannot write: {exc.strerror or exc}") from None
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_fmt(row.get(c, "")) for c in columns])
+    return write_atomic(path, text.getvalue())
 
 
 def json_ready(data):
@@ -126,10 +124,5 @@ def json_ready(data):
 
 
 def write_json(path: str | os.PathLike, data) -> Path:
-    """Write JSON (NaN written as null)."""
-    path = Path(path)
-    try:
-        path.write_text(json.dumps(json_ready(data), indent=1) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise StorageError(path, f"cannot write: {exc.strerror or exc}") from None
-    return path
+    """Write JSON (NaN written as null), whole or not at all (as :func:`write_csv`)."""
+    return write_atomic(path, json.dumps(json_ready(data), indent=1) + "\n")

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import make_dir
+from .._files import make_dir, write_atomic
 from .._geometry import apply_affine
 from ..chem import panel
 from ..errors import InputError, StorageError
@@ -369,7 +369,7 @@ def make_sample(
         "noise_sigma": NOISE_SIGMA,
     }
     truth_path = path(".truth.json")
-    truth_path.write_text(json.dumps(truth, indent=1))
+    write_atomic(truth_path, json.dumps(truth, indent=1))
     return SampleFiles(imzml, ibd, cells_path, marks_path, truth_path, truth)
 
 
