@@ -15,9 +15,10 @@ ionmap step is the best of ``--repeat`` runs; the baselines run once (they are s
 
 ``--per-call`` prints only the one-spectrum-per-call table: a bare loop of
 ``ImzMLFile.spectrum(i)`` against a bare loop of pyimzML ``getspectrum(i)`` over every
-spectrum (what a script reading spectrum by spectrum does), microseconds per call in process
-CPU time, best of ``--repeat`` alternating runs (so other load hits both alike), after
-checking once that both return the same arrays; ``iter_batches`` per spectrum beside them.
+spectrum (what a script reading spectrum by spectrum does), in file order and in a random
+order, microseconds per call in process CPU time, best of ``--repeat`` alternating runs (so
+other load hits both alike), after checking once that both return the same arrays;
+``iter_batches`` per spectrum beside them.
 
     python benchmarks/bench_read.py /tmp/ionmap-bench [--spectra 100000] [--points 1000]
         [--mode processed|continuous] [--per-call]
@@ -84,21 +85,23 @@ def per_call(path: Path, repeat: int) -> int:
         for mine, theirs in zip(f.spectrum(i), parser.getspectrum(i)):
             assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs), "readers disagree"
 
-    def ionmap_loop():
-        spectrum = f.spectrum
-        for i in range(n):
-            spectrum(i)
+    shuffled = np.random.default_rng(0).permutation(n).tolist()
 
-    def pyimzml_loop():
-        getspectrum = parser.getspectrum
-        for i in range(n):
-            getspectrum(i)
+    def loop(read, order):
+        def run():
+            for i in order:
+                read(i)
+        return run
 
     def batches():
         for _ in f.iter_batches():
             pass
 
-    loops = {"ionmap": ionmap_loop, "pyimzml": pyimzml_loop, "batches": batches}
+    loops = {("file order", "ionmap"): loop(f.spectrum, range(n)),
+             ("file order", "pyimzml"): loop(parser.getspectrum, range(n)),
+             ("random order", "ionmap"): loop(f.spectrum, shuffled),
+             ("random order", "pyimzml"): loop(parser.getspectrum, shuffled),
+             ("batches", "ionmap"): batches}
     best = dict.fromkeys(loops, float("inf"))
     for _ in range(repeat):  # alternate, so that other load hits all alike
         for name, fn in loops.items():
@@ -109,12 +112,12 @@ def per_call(path: Path, repeat: int) -> int:
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"\n{path.name}: {n} spectra ({f.mode}, {int(f.intensity_lengths.mean())} points "
           f"on average); load average {load} on {os.cpu_count()} CPUs; CPU time per spectrum, "
-          f"best of {repeat}\n")
-    print("| ionmap `spectrum(i)` loop | pyimzML `getspectrum(i)` loop | ionmap / pyimzML | "
-          "`iter_batches` |")
+          f"best of {repeat}; iter_batches {us['batches', 'ionmap']:.2f} µs per spectrum\n")
+    print("| order | ionmap `spectrum(i)` loop | pyimzML `getspectrum(i)` loop | ionmap / pyimzML |")
     print("|---|---|---|---|")
-    print(f"| {us['ionmap']:.2f} µs | {us['pyimzml']:.2f} µs | "
-          f"{us['pyimzml'] / us['ionmap']:.2f}x | {us['batches']:.2f} µs |")
+    for order in ("file order", "random order"):
+        mine, theirs = us[order, "ionmap"], us[order, "pyimzml"]
+        print(f"| {order} | {mine:.2f} µs | {theirs:.2f} µs | {theirs / mine:.2f}x |")
     parser.m.close()
     return 0
 
