@@ -39,7 +39,8 @@ from ionmap.regions import (
     register_auto,
     run_hotspots,
 )
-from ionmap.regions._export import hotspots_geojson, overlay_png
+from ionmap.regions._export import hotspots_geojson
+from ionmap.report._figures import overlay
 
 ROWS: list[tuple[str, float, float, str]] = []
 
@@ -217,8 +218,10 @@ def main() -> None:
     with stage("GeoJSON outlines"):
         hotspots_geojson({"lactate": hs.labels}, rows, matrix=reg.matrix)
     with stage("PNG overlay (CD8 cells)"):
-        overlay_png(out / "overlay.png", values, hs.labels, rows,
-                    cells_msi[cells.cell_type == "CD8"], title="lactate")
+        png = overlay(values, hs.labels, rows, cells_msi[cells.cell_type == "CD8"],
+                      unit="TIC-normalised", pixel_size_um=px[0], title="lactate",
+                      cell_label="CD8")
+        (out / "overlay.png").write_bytes(png)
     data = MSIData(images, tissue, tic, px, groups)
     with stage("run_hotspots, 2 maps, all outputs", "landmarks"):
         run_hotspots(data, cells, Registration(reg.matrix, "matrix"), out,

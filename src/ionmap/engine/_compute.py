@@ -134,7 +134,8 @@ def compute_band(src, band: Band, nx: int, ex: Extraction) -> BandBlock:
     if not len(band.spectra):
         return block
     coords = src.coordinates
-    for batch in src.iter_batches(band.spectra, max_bytes=ex.batch_bytes):
+    # each batch is done with before the next is read: into the thread's kept buffers
+    for batch in src.iter_batches(band.spectra, max_bytes=ex.batch_bytes, reuse=True):
         y = coords[batch.index, 1].astype(np.intp) - 1 - band.y0
         x = coords[batch.index, 0].astype(np.intp) - 1
         block.mask[y, x] = True
@@ -196,7 +197,7 @@ def axis_part(src, spectra: np.ndarray, ex: Extraction, builder_options: dict):
     the recalibrated m/z axis when ``ex.recal`` is set."""
     builder = kernels.MzAxisBuilder(**builder_options)
     coords = src.coordinates
-    for batch in src.iter_batches(spectra, max_bytes=ex.batch_bytes):
+    for batch in src.iter_batches(spectra, max_bytes=ex.batch_bytes, reuse=True):
         peaks = kernels.pick_peaks_batch(batch, snr=ex.snr) if ex.pick else batch
         if ex.recal is not None:
             xy = coords[batch.index].astype(np.intp) - 1

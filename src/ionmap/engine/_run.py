@@ -6,6 +6,7 @@ and the resume checkpoints), in the driver process, so the caller never needs lo
 from __future__ import annotations
 
 import os
+import queue
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -143,13 +144,19 @@ def _run_local(tasks, on_done, scheduler, workers):
 
 
 def _run_distributed(tasks, on_done, client):
-    from distributed import as_completed
-
     futures = client.compute(list(tasks), retries=RETRIES)
     index = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
+    # Each future puts itself in the queue once finished, erred or cancelled (the client
+    # calls back as soon as the scheduler reports it). Not ``distributed.as_completed``:
+    # with another Client in the process (a notebook's, or the one that started a
+    # LocalCluster) its wake-ups came up to 4 s late, 3.9 s of a 10 s conversion.
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    for future in futures:
+        future.add_done_callback(finished.put)
     try:
-        for future in as_completed(futures):
+        for _ in futures:
+            future = finished.get()
             i = index[future.key]
             results[i] = future.result()
             on_done(i, results[i])

@@ -26,6 +26,22 @@ _DETECT_SPECTRA = 64
 _DETECT_MIN_POINTS = 8
 _REGULAR_STEP = 0.1
 _REGULAR_FRACTION = 0.5
+#: Largest value array a thread keeps between ``reuse`` reads (larger batches get fresh ones).
+KEPT_BYTES = 64 * 2**20
+_kept = threading.local()
+
+
+def _kept_array(slot: str, n: int, dtype: np.dtype) -> np.ndarray:
+    """``n`` items of ``dtype`` in the calling thread's kept buffer ``slot``, grown as needed
+    up to :data:`KEPT_BYTES` (a larger request gets a fresh array)."""
+    nbytes = n * dtype.itemsize
+    if nbytes > KEPT_BYTES:
+        return np.empty(n, dtype)
+    kept = getattr(_kept, slot, None)
+    if kept is None or kept.nbytes < nbytes:
+        kept = np.empty(-(-nbytes // 8), np.uint64)  # 8-byte aligned for every dtype
+        setattr(_kept, slot, kept)
+    return kept.view(np.uint8)[:nbytes].view(dtype)
 
 
 class ImzMLFile:
@@ -233,13 +249,19 @@ class ImzMLFile:
                     self._shared_mz = mz
         return self._shared_mz
 
-    def read_batch(self, indices: Any) -> SpectrumBatch:
+    def read_batch(self, indices: Any, *, reuse: bool = False) -> SpectrumBatch:
         """Spectra ``indices`` (0-based, any order, repeats allowed) as one flat batch.
 
         Byte ranges are coalesced and read with positional reads; safe to call from many
         threads at once. In continuous mode ``mz`` is the shared, read-only m/z array
         (kernels take it as a ``const`` memoryview). Raises SpectrumDataError for NaN/inf
         intensities or m/z values, or m/z not ascending within a spectrum.
+
+        With ``reuse`` the batch's value arrays live in buffers the calling thread keeps,
+        overwritten by its next ``reuse`` read: for loops done with each batch before
+        reading the next. Fresh arrays of megabytes are mapped and page-faulted in on every
+        read wherever malloc does not recycle them (Dask workers set
+        ``MALLOC_TRIM_THRESHOLD_``): 0.3 M page faults and +45 % CPU over 1.6 GB.
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(idx) and (idx.min() < 0 or idx.max() >= self.n_spectra):
@@ -251,12 +273,17 @@ class ImzMLFile:
         if self.mode == "continuous":
             mz = self.shared_mz()
             mz_starts = np.zeros(len(idx), np.int64)
-            buf, pos = binary.read_ranges(self._reader, self.intensity_offsets[idx], int_bytes)
+            buf, pos = binary.read_ranges(self._reader, self.intensity_offsets[idx], int_bytes,
+                                          scratch=reuse)
             intensity = binary.gather(buf, pos, lengths, self.intensity_dtype)
             found = binary.check(None, offsets, intensity)
         else:
-            intensity = np.empty(offsets[-1], self.intensity_dtype)
-            mz = np.empty(offsets[-1], self.mz_dtype)
+            n = int(offsets[-1])
+            if reuse:
+                intensity = _kept_array("intensity", n, self.intensity_dtype)
+                mz = _kept_array("mz", n, self.mz_dtype)
+            else:
+                intensity, mz = np.empty(n, self.intensity_dtype), np.empty(n, self.mz_dtype)
             found = np.full(4, -1, np.int64)
             for a, b in self._stages(idx, int_bytes + lengths * self.mz_dtype.itemsize):
                 part = idx[a:b]
@@ -318,11 +345,12 @@ class ImzMLFile:
         x, y = (int(v) for v in self.coordinates[i, :2])
         return SpectrumDataError(self.url, f"spectrum {i} (x={x}, y={y}): {problem}")
 
-    def iter_batches(self, indices: Any = None,
-                     max_bytes: int = DEFAULT_BATCH_BYTES) -> Iterator[SpectrumBatch]:
+    def iter_batches(self, indices: Any = None, max_bytes: int = DEFAULT_BATCH_BYTES, *,
+                     reuse: bool = False) -> Iterator[SpectrumBatch]:
         """Consecutive batches covering ``indices`` (default: all, in file order), each of
         about ``max_bytes`` of payload (one spectrum when a spectrum alone is larger), so
-        memory is bounded by ``max_bytes`` whatever the file size."""
+        memory is bounded by ``max_bytes`` whatever the file size. ``reuse``: see
+        :meth:`read_batch` (each batch is overwritten by the next)."""
         idx = (np.arange(self.n_spectra) if indices is None
                else np.asarray(indices, dtype=np.int64).reshape(-1))
         if len(idx) == 0:
@@ -333,7 +361,7 @@ class ImzMLFile:
         before = np.cumsum(payload) - payload
         cuts = np.flatnonzero(np.diff(before // max(1, int(max_bytes)))) + 1
         for part in np.split(idx, cuts):
-            yield self.read_batch(part)
+            yield self.read_batch(part, reuse=reuse)
 
     def spectrum(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(mz, intensity) of spectrum ``i``: the values and dtypes pyimzML's
