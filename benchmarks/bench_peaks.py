@@ -22,8 +22,15 @@ threads (wall time, best of several alternating runs); the kernels release the G
 load average and the CPU/wall ratio of the 2-thread runs (2.0 = both threads ran all the
 time) show whether other processes took cores during the measurement.
 
+Per-call table (``--per-call``): what a script that picks spectrum by spectrum gets. A
+Python loop calling ``ionmap.kernels.pick_peaks(mz, intensity)`` once per spectrum against a
+loop calling ``PeakPickerHiRes.pick`` once per ``MSSpectrum`` (built outside the timing, and
+also timed with ``set_peaks`` inside the loop, as a script starting from arrays needs), on the
+same spectra of 2,000 and 31,000 points; ``pick_peaks_batch`` over all of them for
+reference. Microseconds per spectrum, process CPU time, best of alternating runs.
+
 Run: ``python benchmarks/bench_peaks.py`` (``--quick`` for a smaller, noisier run,
-``--threads-only`` for the second table alone).
+``--threads-only`` for the second table alone, ``--per-call`` for the per-call table alone).
 """
 from __future__ import annotations
 
@@ -43,7 +50,13 @@ import pyopenms as oms  # noqa: E402
 from scipy.signal import find_peaks  # noqa: E402
 
 from ionmap.batch import SpectrumBatch  # noqa: E402
-from ionmap.kernels import bin_to_axis, build_mz_axis, pick_peaks_batch, window_sums  # noqa: E402
+from ionmap.kernels import (  # noqa: E402
+    bin_to_axis,
+    build_mz_axis,
+    pick_peaks,
+    pick_peaks_batch,
+    window_sums,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "kernels"))
 from test_kernels_peaks import openms_experiment, planted_spectra, score_picks  # noqa: E402
@@ -138,6 +151,61 @@ def picking_table(n_spectra: int, n_points: int, repeats: int) -> None:
               f"{p99:.3f} | {fp:.3f} | {noise_fp:.4f} |")
 
 
+# --------------------------------------------------------------------------- per call
+
+
+def per_call_table(repeats: int, quick: bool) -> None:
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"\n## One spectrum per call: a Python loop over the spectra, microseconds per spectrum "
+          f"(CPU); load average before: {load} on {os.cpu_count()} cores\n")
+    print("| points | spectra | ionmap `pick_peaks` | HiRes `pick` | HiRes `set_peaks` + `pick` | "
+          "`pick_peaks_batch` | ionmap / HiRes per call | batch / HiRes |")
+    print("|---|---|---|---|---|---|---|---|")
+    oms.LogConfigHandler.getInstance().setLogLevel("WARNING")
+    picker = oms.PeakPickerHiRes()
+    params = picker.getParameters()
+    params.setValue("signal_to_noise", 3.0)
+    picker.setParameters(params)
+    for n_points, n_spectra in ((2000, 500 if quick else 2000), (31000, 40 if quick else 200)):
+        per_call_row(picker, n_points, n_spectra, repeats)
+
+
+def per_call_row(picker, n_points: int, n_spectra: int, repeats: int) -> None:
+    batch, _ = planted_spectra(n_spectra, n_points, peaks_per_spectrum=n_points // 100, seed=4)
+    spectra = [batch.spectrum(k) for k in range(n_spectra)]
+    as_openms = [(mz.astype(np.float64), y.astype(np.float32)) for mz, y in spectra]
+    experiment = openms_experiment(batch)
+    built = [experiment.getSpectrum(k) for k in range(n_spectra)]
+
+    def ionmap_loop():
+        return [pick_peaks(mz, y)[0].size for mz, y in spectra]
+
+    def openms_loop():
+        out = oms.MSSpectrum()
+        for spec in built:
+            picker.pick(spec, out)
+
+    def openms_from_arrays():
+        spec, out = oms.MSSpectrum(), oms.MSSpectrum()
+        spec.setType(oms.SpectrumSettings.SpectrumType.PROFILE)
+        spec.setMSLevel(1)
+        for peaks in as_openms:
+            spec.set_peaks(peaks)
+            picker.pick(spec, out)
+
+    loops = {"ionmap": ionmap_loop, "hires": openms_loop, "hires+set": openms_from_arrays,
+             "batch": lambda: pick_peaks_batch(batch)}
+    best = dict.fromkeys(loops, float("inf"))
+    for _ in range(repeats):  # alternate, so that other load hits all alike
+        for name, fn in loops.items():
+            best[name] = min(best[name], cpu_best(fn, 1)[0])
+    us = {name: t / n_spectra * 1e6 for name, t in best.items()}
+    assert sum(ionmap_loop()) == len(pick_peaks_batch(batch).mz), "per-call and batch picks differ"
+    print(f"| {n_points:,} | {n_spectra} | {us['ionmap']:.1f} | {us['hires']:.1f} | "
+          f"{us['hires+set']:.1f} | {us['batch']:.1f} | {us['hires'] / us['ionmap']:.1f}x | "
+          f"{us['hires'] / us['batch']:.1f}x |")
+
+
 # --------------------------------------------------------------------------- threads
 
 
@@ -178,8 +246,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer spectra and repeats")
     parser.add_argument("--threads-only", action="store_true",
                         help="only the thread table (rerun it when the machine is idle)")
+    parser.add_argument("--per-call", action="store_true",
+                        help="only the one-spectrum-per-call table")
     args = parser.parse_args()
     repeats = 3 if args.quick else 9
+    if args.per_call:
+        per_call_table(repeats, args.quick)
+        return
     if not args.threads_only:
         picking_table(500 if args.quick else 2000, 2000, repeats)
         picking_table(50 if args.quick else 200, 20000, repeats)

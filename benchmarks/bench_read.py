@@ -13,8 +13,15 @@ times, in one run:
 Files are read once before timing so every contender reads from the page cache. Each
 ionmap step is the best of ``--repeat`` runs; the baselines run once (they are slow).
 
+``--per-call`` prints only the one-spectrum-per-call table: a bare loop of
+``ImzMLFile.spectrum(i)`` against a bare loop of pyimzML ``getspectrum(i)`` over every
+spectrum (what a script reading spectrum by spectrum does), in file order and in a random
+order, microseconds per call in process CPU time, best of ``--repeat`` alternating runs (so
+other load hits both alike), after checking once that both return the same arrays;
+``iter_batches`` per spectrum beside them.
+
     python benchmarks/bench_read.py /tmp/ionmap-bench [--spectra 100000] [--points 1000]
-        [--mode processed|continuous]
+        [--mode processed|continuous] [--per-call]
 """
 from __future__ import annotations
 
@@ -63,6 +70,58 @@ def timed(fn, repeat: int = 1):
     return best, result
 
 
+def per_call(path: Path, repeat: int) -> int:
+    """The one-spectrum-per-call table (see the module docstring)."""
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    import ionmap
+
+    f = ionmap.open_imzml(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parser = ImzMLParser(str(path))
+    n = f.n_spectra
+    for i in range(0, n, max(1, n // 1000)):  # the same arrays, checked outside the timing
+        for mine, theirs in zip(f.spectrum(i), parser.getspectrum(i)):
+            assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs), "readers disagree"
+
+    shuffled = np.random.default_rng(0).permutation(n).tolist()
+
+    def loop(read, order):
+        def run():
+            for i in order:
+                read(i)
+        return run
+
+    def batches():
+        for _ in f.iter_batches():
+            pass
+
+    loops = {("file order", "ionmap"): loop(f.spectrum, range(n)),
+             ("file order", "pyimzml"): loop(parser.getspectrum, range(n)),
+             ("random order", "ionmap"): loop(f.spectrum, shuffled),
+             ("random order", "pyimzml"): loop(parser.getspectrum, shuffled),
+             ("batches", "ionmap"): batches}
+    best = dict.fromkeys(loops, float("inf"))
+    for _ in range(repeat):  # alternate, so that other load hits all alike
+        for name, fn in loops.items():
+            start = time.process_time()
+            fn()
+            best[name] = min(best[name], time.process_time() - start)
+    us = {name: t / n * 1e6 for name, t in best.items()}
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"\n{path.name}: {n} spectra ({f.mode}, {int(f.intensity_lengths.mean())} points "
+          f"on average); load average {load} on {os.cpu_count()} CPUs; CPU time per spectrum, "
+          f"best of {repeat}; iter_batches {us['batches', 'ionmap']:.2f} µs per spectrum\n")
+    print("| order | ionmap `spectrum(i)` loop | pyimzML `getspectrum(i)` loop | ionmap / pyimzML |")
+    print("|---|---|---|---|")
+    for order in ("file order", "random order"):
+        mine, theirs = us[order, "ionmap"], us[order, "pyimzml"]
+        print(f"| {order} | {mine:.2f} µs | {theirs:.2f} µs | {theirs / mine:.2f}x |")
+    parser.m.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("workdir", nargs="?", default="/tmp/ionmap-bench-read",
@@ -71,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=1000, help="points per spectrum")
     ap.add_argument("--mode", choices=("processed", "continuous"), default="processed")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each ionmap step (best)")
+    ap.add_argument("--per-call", action="store_true",
+                    help="only the one-spectrum-per-call table (spectrum(i) vs getspectrum(i))")
     args = ap.parse_args(argv)
 
     from pyimzml.ImzMLParser import ImzMLParser
@@ -93,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     # warm the page cache for everyone
     path.read_bytes()
     np.fromfile(ibd, np.uint8)
+
+    if args.per_call:
+        return per_call(path, max(args.repeat, 5))
 
     rows = []
     t_xml, f = timed(lambda: ionmap.open_imzml(path, cache=False), args.repeat)

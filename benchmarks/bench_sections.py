@@ -14,10 +14,11 @@ For every section and every normalisation (``--normalisations``; ``rms`` means t
 engine's per-spectrum RMS at conversion, ``--normalize rms``; the others are
 ``HotspotParams.normalisation`` on a result converted without normalisation) the table
 gives: spurious hotspots per section (significant, not over a planted niche of that map);
-niche-map pairs found; of those, the right class (the planted one, or "undetermined" where
-fewer than half the niche is annotated), undetermined (annotated, evidence too weak) and
-wrong class; and the tissue mask's Jaccard index against the true tissue for the mask of
-ionmap (after) and the baseline mask, Otsu's threshold on log TIC (main before this change).
+niche-map pairs found; of those, the right class (the planted one where at least 70 % of
+the niche is annotated, "undetermined (not annotated)" where less than 30 % is, either in
+between), undetermined (evidence too weak) and wrong class; and the tissue mask's Jaccard
+index against the true tissue for the mask of ionmap (after) and the baseline mask, Otsu's
+threshold on log TIC (main before this change).
 
 Target (issue 11): <= 1 spurious hotspot per section, >= 90 % of niches with the right
 class.
@@ -51,7 +52,12 @@ KINDS = {
     "niches-combined": {"n_niches": 6, "off_tissue": "matrix", "annotated_fraction": 0.6,
                         "confounders": Confounders(**TIC, **BACKGROUND, **MATRIX)},
 }
-NOT_ANNOTATED = 0.5  # ImmuneParams.min_coverage: below this share the truth is undetermined
+#: Annotated share of a niche below which the truth is "undetermined (not annotated)", and
+#: from which it is the planted class. In between, the niche is about half annotated: the
+#: planted class (measured on its annotated part) and "not annotated" are both right,
+#: since whether the hotspot's share crosses ``ImmuneParams.min_coverage`` (0.5) depends
+#: on an outline that differs from the planted disk by a pixel.
+NOT_ANNOTATED, ANNOTATED = 0.3, 0.7
 
 
 def true_tissue(truth: dict) -> np.ndarray:
@@ -96,10 +102,16 @@ def score(truth: dict, run) -> dict[str, int]:
             if not hits:
                 continue
             out["found"] += 1
-            cls = max(hits, key=lambda h: h["area_px"])["class"]
-            annotated = niche["annotated_fraction"] >= NOT_ANNOTATED
-            expected = niche["immune_class"] if annotated else "undetermined"
-            if cls == expected:
+            best = max(hits, key=lambda h: h["area_px"])
+            cls, share = best["class"], niche["annotated_fraction"]
+            unannotated = cls == "undetermined" and "not annotated" in best["class_reason"]
+            if share >= ANNOTATED:
+                right = cls == niche["immune_class"]
+            elif share < NOT_ANNOTATED:
+                right = unannotated
+            else:
+                right = cls == niche["immune_class"] or unannotated
+            if right:
                 out["right"] += 1
             elif cls == "undetermined":
                 out["undetermined"] += 1

@@ -13,6 +13,13 @@
 #include <emmintrin.h>
 #endif
 
+/* The scalar scan from point i on (the tail of a vector loop, or all of it without SSE2). */
+#define DESCENT_FROM(x, i, n)                                                                \
+    for (; (i) < (n); (i)++)                                                                 \
+        if (!((x)[i] >= (x)[(i) - 1]))                                                       \
+            return (i);                                                                      \
+    return (n)
+
 /* First i >= 1 with !(x[i] >= x[i - 1]), or n. */
 static inline ptrdiff_t descent_f64(const double *x, ptrdiff_t n)
 {
@@ -27,10 +34,7 @@ static inline ptrdiff_t descent_f64(const double *x, ptrdiff_t n)
             break;
     }
 #endif
-    for (; i < n; i++)
-        if (!(x[i] >= x[i - 1]))
-            return i;
-    return n;
+    DESCENT_FROM(x, i, n);
 }
 
 static inline ptrdiff_t descent_f32(const float *x, ptrdiff_t n)
@@ -44,10 +48,7 @@ static inline ptrdiff_t descent_f32(const float *x, ptrdiff_t n)
             break;
     }
 #endif
-    for (; i < n; i++)
-        if (!(x[i] >= x[i - 1]))
-            return i;
-    return n;
+    DESCENT_FROM(x, i, n);
 }
 
 #endif

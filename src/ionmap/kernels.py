@@ -15,6 +15,7 @@ spectrum's index in the file.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 from collections.abc import Iterable
@@ -159,19 +160,8 @@ def pick_peaks_batch(
                          mz_starts=peak_offsets[:-1].copy(), intensity=peak_value[:total].copy())
 
 
-def pick_peaks(
-    mz: np.ndarray,
-    intensity: np.ndarray,
-    snr: float = 3.0,
-    *,
-    noise: Literal["mad", "local"] = "mad",
-    noise_window: int = 512,
-    min_points: int = 4,
-    min_separation: float = 0.0,
-    separation_unit: Literal["points", "ppm"] = "points",
-    apex: Literal["gauss", "parabola", "none"] = "gauss",
-    measure: Literal["height", "area"] = "height",
-) -> tuple[np.ndarray, np.ndarray]:
+def pick_peaks(mz: np.ndarray, intensity: np.ndarray, snr: float = 3.0,
+               **options) -> tuple[np.ndarray, np.ndarray]:
     """Peaks of one profile spectrum: ``(peak_mz, peak_intensity)``, float64, m/z ascending.
 
     ``mz`` (Th, ascending) and ``intensity`` have one value per point; ``snr`` and the
@@ -180,15 +170,15 @@ def pick_peaks(
     checked once per distinct set and kept, and 1-D contiguous float32/float64 arrays go to
     the kernel as they are, so a call costs little more than the picking itself.
     """
-    key = (snr, noise, noise_window, min_points, min_separation, separation_unit, apex, measure)
+    key = (snr, *options.items()) if options else snr
     try:
         settings = _PICK_SETTINGS[key]
     except KeyError:
         if len(_PICK_SETTINGS) >= _PICK_SETTINGS_KEPT:
             _PICK_SETTINGS.clear()
-        settings = _PICK_SETTINGS[key] = _pick_settings(*key)
+        settings = _PICK_SETTINGS[key] = _call_settings(snr, options)
     except TypeError:  # an unhashable option value (a 0-d array, say): checked every call
-        settings = _pick_settings(*key)
+        settings = _call_settings(snr, options)
     try:
         peaks = _peaks.pick_spectrum(mz, intensity, settings)
     except TypeError:  # not 1-D contiguous float32/float64 arrays of one length
@@ -196,6 +186,14 @@ def pick_peaks(
     if peaks is None:
         raise InputError(None, "m/z values are not ascending")
     return peaks
+
+
+def _call_settings(snr: float, options: dict) -> _peaks.PickSettings:
+    """The checked settings of a :func:`pick_peaks` call: its options with the defaults of
+    :func:`pick_peaks_batch` (unknown names raise TypeError as a call of it would)."""
+    call = inspect.signature(pick_peaks_batch).bind(None, snr, **options)
+    call.apply_defaults()
+    return _pick_settings(*list(call.arguments.values())[1:])
 
 
 def _one_spectrum(mz: np.ndarray, intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -314,9 +314,9 @@ class ImmuneParams(Params):
     n_permutations: int = param(999, "permutations for the exclusion p-value",
                                flag="--permutations", metavar="N")
     seed: int = param(0, "seed of the permutations and of the surrogate maps")
-    min_expected: float = param(5.0, "undetermined when fewer cells of the type are expected "
-                                "inside (or at the rim) under the tissue rate", "cells",
-                                metavar="N")
+    min_expected: float = param(5.0, "a scarce inside (or rim) is called only when at least "
+                                "this many cells of the type are expected there under the "
+                                "reference rate", "cells", metavar="N")
     confidence: float = param(0.9, "confidence of the rate-ratio intervals that decide a "
                               "class (0.9: each one-sided call errs at most 5 %)", "fraction")
     min_coverage: float = param(0.5, "undetermined (not annotated) when less of a hotspot's "

@@ -170,8 +170,18 @@ def test_classify_and_score():
     assert classify(0, 100, 300, 100, 1000, 1000) == ("immune-excluded", "")
     assert classify(0, 100, 0, 100, 1000, 1000) == ("immune-desert", "")
     # near the threshold, or too few cells expected: undetermined with the reason
-    cls, why = classify(45, 100, 300, 100, 1000, 1000)
+    cls, why = classify(45, 100, 100, 100, 1000, 1000)
     assert cls == "undetermined" and "scarce threshold" in why
+    # the same inside against a rim where the cells gather (3x): scarce against the
+    # margin and below the baseline -> excluded; not when the inside may be at baseline
+    assert classify(45, 100, 300, 100, 1000, 1000) == ("immune-excluded", "")
+    cls, why = classify(3, 5, 60, 5, 1000, 1000)
+    assert cls == "undetermined" and "scarce threshold" in why
+    # an inflamed call rests on the cells seen: 12 where 3 are expected is evidence
+    # although fewer than min_expected are expected; 2 where 3 are is not
+    assert classify(12, 3, 3, 3, 1000, 1000) == ("inflamed", "")
+    cls, why = classify(2, 3, 3, 3, 1000, 1000)
+    assert cls == "undetermined" and "too few cells expected inside" in why
     cls, why = classify(0, 3, 0, 100, 1000, 1000)
     assert cls == "undetermined" and "too few cells expected inside" in why
     assert classify(0, 8, 0, 100, 1000, 1000) == ("immune-desert", "")
@@ -257,3 +267,65 @@ def test_dispersion_detects_clustered_cells():
     kids = kids[np.all((kids > lo) & (kids < hi), axis=1)]
     assert _dispersion(sd, measured, poisson, 60.0, (25.0, 25.0)) < 1.3
     assert _dispersion(sd, measured, kids, 60.0, (25.0, 25.0)) > 3.0
+
+
+def test_dispersion_is_one_for_poisson_and_consistent_for_negative_binomial():
+    """Poisson cells: the test of the Poisson model keeps φ = 1 in about 95 % of sections
+    (the intervals are not widened by tile noise); NB1 tiles with φ = 2 or 4 (gamma-mixed
+    intensity per tile): the estimate is centred on the truth."""
+    from ionmap.regions._immune import _dispersion
+
+    shape, side = (60, 80), 5  # tiles of 2 x 60 µm at 25 µm: 5 px
+    sd, measured = np.full(shape, np.inf), np.ones(shape, bool)
+    lo, hi = [-0.5, -0.5], [shape[1] - 0.5, shape[0] - 0.5]
+    per_px = 300 * 0.025**2  # 300 CD8 / mm² at 25 µm pixels
+    ones = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        xy = rng.uniform(lo, hi, (rng.poisson(per_px * shape[0] * shape[1]), 2))
+        ones += _dispersion(sd, measured, xy, 60.0, (25.0, 25.0)) == 1.0
+    assert ones >= 17
+    n_tiles = (shape[0] // side) * (shape[1] // side)
+    for phi in (2.0, 4.0):
+        est = []
+        for seed in range(12):
+            rng = np.random.default_rng(100 + seed)
+            xy = rng.uniform(lo, hi, (rng.poisson(3 * per_px * shape[0] * shape[1]), 2))
+            tile = (np.floor(xy[:, 1] + 0.5) // side * (shape[1] // side)
+                    + np.floor(xy[:, 0] + 0.5) // side).astype(int)
+            mu = side * side * per_px
+            w = rng.gamma(mu / (phi - 1), phi - 1, n_tiles) / mu
+            keep = rng.uniform(size=len(xy)) < w[tile] / 3
+            est.append(_dispersion(sd, measured, xy[keep], 60.0, (25.0, 25.0)))
+        assert abs(np.mean(est) - phi) < 0.15 * phi, (phi, est)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_small_niches_are_called_on_their_evidence(seed):
+    """Disks of radius 3.3 px at 25 µm with 300 CD8 / mm² (about 5 cells expected in the
+    core): an inflamed one (3x) is called inflamed; an excluded one (none inside, 4x at the
+    rim), where 0 of 5 cannot show scarcity against the tissue, by the core-vs-margin
+    contrast; a desert one (none inside nor at the rim) stays undetermined, too few cells
+    expected to show the scarcity; never a wrong class."""
+    rng = np.random.default_rng(seed)
+    shape = (50, 70)
+    disks = [(15.0, 15.0, 3.3), (50.0, 15.0, 3.3), (30.0, 38.0, 3.3)]
+    per_px = 300 * 0.025**2
+    xy = poisson_cells(rng, shape, 4 * per_px)
+    u = rng.uniform(size=len(xy))
+    keep = u < 0.25
+    rim_px = 60.0 / 25.0
+    for (cx, cy, r), factor_in, factor_rim in zip(disks, (3.0, 0.0, 0.0), (1.0, 4.0, 0.0)):
+        d = np.hypot(xy[:, 0] - cx, xy[:, 1] - cy)
+        inside, rim = d < r, (d >= r) & (d < r + rim_px + 1)
+        keep = np.where(inside, u < 0.25 * factor_in, np.where(rim, u < 0.25 * factor_rim, keep))
+    xy = xy[keep]
+    ctx = immune_context(disk_labels(shape, disks), xy, ["CD8"] * len(xy),
+                         np.ones(shape, bool), 25.0, n_permutations=0)
+    rows = ctx.table
+    assert all(r["expected_inside"] < 6 for r in rows)
+    assert rows[0]["class"] == "inflamed", rows[0]
+    assert rows[1]["class"] == "immune-excluded", rows[1]
+    assert rows[1]["inside_vs_tissue_hi"] >= 0.5  # not scarce against the tissue alone
+    assert rows[2]["class"] == "undetermined", rows[2]
+    assert rows[2]["inside_vs_tissue_hi"] >= 0.5 and rows[2]["inside_count"] == 0

@@ -365,7 +365,12 @@ class ImzMLFile:
 
     def spectrum(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(mz, intensity) of spectrum ``i``: the values and dtypes pyimzML's
-        ``ImzMLParser.getspectrum(i)`` returns."""
+        ``ImzMLParser.getspectrum(i)`` returns, checked as :meth:`read_batch` checks them.
+
+        Made to be called once per spectrum in a loop: a local file is read and checked in
+        one compiled call, and a loop in file order reads through each thread's read-ahead
+        window (about as many system calls as a buffered file makes). Many spectra at once
+        are faster still through :meth:`iter_batches`."""
         if not isinstance(i, (int, np.integer)):
             return self.read_batch([i]).spectrum(0)  # what read_batch accepts, it accepts
         i = int(i)

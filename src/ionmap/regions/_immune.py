@@ -19,35 +19,46 @@ hotspots), and density = cells / area in cells/mm². Vectorised over cells: one 
 map and setting, no loop over cells or pixels.
 
 Evidence. The counts of the chosen cell type (default CD8) are modelled as Poisson with
-a rate per compartment; the contrasts inside/tissue, rim/tissue and inside/rim are rate
-ratios with exact conditional confidence intervals: given n₁ + n₂, n₁ is binomial with
-p = a₁ρ / (a₁ρ + a₂) (ρ the rate ratio, a the areas), so the Clopper–Pearson interval of
-p gives that of ρ (Przyborowski & Wilenski 1940, Biometrika 31:313; Fay 2010, R Journal
-2:53, as R's ``poisson.test``). Cells cluster, so counts are overdispersed: a
-quasi-Poisson dispersion φ ≥ 1 (Wedderburn 1974, Biometrika 61:439; McCullagh & Nelder
-1989, §4.5) divides every count before the interval. φ is estimated from the cell type's
-counts in square tiles (side 2 · rim, ≥ 3 px) of the measured outside tissue (away from
-the hotspots of other maps too, when given), robustly
-(in the spirit of Cantoni & Ronchetti 2001, JASA 96:1022): the mean squared Pearson
-residual up to its median, divided by the same statistic of Poisson counts
-simulated for the same tiles, so that a few distinct structures (other niches) do not
-inflate it for every hotspot while clustering throughout the tissue does. The one-sided
-p-value ``inside_vs_rim_p`` tests "inside rate ≥ rim rate" by the same binomial.
+a rate per compartment, the tissue-wide density being the offset (the expected count of
+a compartment is its area times the tissue rate, as the neighbourhood statistics of
+SPIAT and squidpy compare observed with expected counts); the contrasts inside/tissue,
+rim/tissue and inside/rim are rate ratios with exact conditional confidence intervals:
+given n₁ + n₂, n₁ is binomial with p = a₁ρ / (a₁ρ + a₂) (ρ the rate ratio, a the areas),
+so the Clopper–Pearson interval of p gives that of ρ (Przyborowski & Wilenski 1940,
+Biometrika 31:313; Fay 2010, R Journal 2:53, as R's ``poisson.test``). Exact intervals
+hold at any count, so a small hotspot with many cells is called on its own evidence and
+one with few expected cells gets a wide interval (undetermined) without a rule of thumb.
+Cells cluster, so counts may be overdispersed: a quasi-Poisson dispersion φ ≥ 1
+(Wedderburn 1974, Biometrika 61:439; McCullagh & Nelder 1989, §4.5) divides every count
+before the interval. φ is estimated from the cell type's counts in square tiles (side
+2 · rim, ≥ 3 px) of the measured outside tissue (away from the hotspots of other maps
+too, when given): 1 unless a test of the Poisson model rejects it (5 %), else the
+negative binomial (NB1) dispersion matched by a robust, clipped Pearson statistic (see
+:func:`_dispersion`). The one-sided p-value ``inside_vs_rim_p`` tests "inside rate ≥
+rim rate" by the same binomial.
 
-Phenotype of a hotspot, with ρ_in and ρ_rim the inside/tissue and rim/tissue rate
-ratios and their ``confidence`` intervals (default 90 %: each one-sided call errs at
-most 5 % of the time); the thresholds are options, no universal cut-off:
+Phenotype of a hotspot, with ρ_in, ρ_rim and ρ_in/rim the inside/tissue, rim/tissue and
+inside/rim rate ratios and their ``confidence`` intervals (default 90 %: each one-sided
+call errs at most 5 % of the time); the thresholds are options, no universal cut-off:
 
 - ``inflamed``: lower bound of ρ_in ≥ ``scarce_ratio`` (default 0.5);
-- ``immune-excluded``: upper bound of ρ_in < ``scarce_ratio`` and lower bound of ρ_rim
-  ≥ ``rim_ratio`` (default 0.5);
+- ``immune-excluded``: present at the rim, lower bound of ρ_rim ≥ ``rim_ratio`` (default
+  0.5), and scarce inside: either against the tissue (upper bound of ρ_in <
+  ``scarce_ratio``) or against the margin where the cells gather (upper bounds of ρ_in
+  < 1, below the tissue baseline, and of ρ_in/rim < ``scarce_ratio``: the core vs
+  invasive-margin contrast of the Immunoscore, Galon et al. 2006, Science 313:1960;
+  Pagès et al. 2018, Lancet 391:2128). Each way is an intersection–union test at 5 %
+  (Berger 1982, Technometrics 24:295), so a false "excluded" is at most 10 %;
 - ``immune-desert``: upper bounds of ρ_in < ``scarce_ratio`` and of ρ_rim < ``rim_ratio``;
 - ``undetermined`` otherwise, with the reason in ``class_reason``: the hotspot is not
   significant on its own (``significant``), less than ``min_coverage`` (default half) of
   its inside (or, for a scarce inside, of its rim) lies in the annotated region ("not
-  annotated"), no core inside the guard band, no baseline tissue, an expected count under
-  the tissue rate below ``min_expected`` (default 5 cells, after dividing by φ), or an
-  interval that spans the threshold.
+  annotated"), no core inside the guard band, no baseline tissue, a scarcity call
+  resting on fewer than ``min_expected`` (default 5) cells expected (after dividing by φ)
+  under the reference rate (the tissue's; the rim's for the margin contrast; at the rim
+  for a desert), or an interval that spans the threshold. Scarcity needs the cells that
+  would be there: with 5 expected, 0 observed is still 0.7 % likely at the baseline;
+  an inflamed call rests on the cells seen and needs no minimum.
 
 Sensitivity: every hotspot is also classified for rim widths 30, 60, 90, 120 µm (and the
 chosen one) × ``scarce_ratio`` and ``rim_ratio`` scaled by 2/3, 1 and 3/2;
@@ -91,7 +102,10 @@ NOT_ANNOTATED = "not annotated"
 NOT_SIGNIFICANT = "not significant"
 _SUB = 4  # area samples per pixel side near hotspots
 _SHIFTS = 8  # directions in which cells are moved by the registration error
-_NULL_DRAWS = 200  # Poisson simulations that calibrate the trimmed dispersion
+_NULL_DRAWS = 200  # simulated tile sets per dispersion value that calibrate φ
+_CLIP = 3.0  # Pearson residuals clipped at ±this in the dispersion statistic
+_PHI_GRID = np.geomspace(1.0, 30.0, 18)  # dispersions the statistic is simulated at
+_OVERDISPERSION_ALPHA = 0.05  # level of the test of Poisson tiles before φ is estimated
 COMPARTMENTS = ("inside", "rim", "outside")
 
 
@@ -146,25 +160,31 @@ def classify(n_in: float, a_in: float, n_rim: float, a_rim: float, n_out: float,
     if not (a_out > 0 and n_out > 0):
         return "undetermined", "no cells of the type in the baseline tissue"
     base = n_out / a_out
-    e_in = base * a_in / dispersion
-    if e_in < min_expected:
-        return "undetermined", f"too few cells expected inside ({e_in:.1f} < {min_expected:g})"
     opts = {"confidence": confidence, "dispersion": dispersion}
     _, lo, hi = rate_ratio_ci(n_in, a_in, n_out, a_out, **opts)
-    if lo >= scarce_ratio:
+    if lo >= scarce_ratio:  # positive evidence: the exact interval needs no minimum count
         return "inflamed", ""
-    if hi >= scarce_ratio:
-        return "undetermined", "inside density not distinguishable from the scarce threshold"
-    e_rim = base * a_rim / dispersion
-    if e_rim < min_expected:
-        return "undetermined", f"too few cells expected at the rim ({e_rim:.1f} < " \
-                               f"{min_expected:g})"
-    _, lo, hi = rate_ratio_ci(n_rim, a_rim, n_out, a_out, **opts)
-    if lo >= rim_ratio:
+    _, r_lo, r_hi = rate_ratio_ci(n_rim, a_rim, n_out, a_out, **opts)
+    e_in = base * a_in / dispersion
+    if hi < scarce_ratio and e_in >= min_expected:  # scarce against the tissue
+        if r_lo >= rim_ratio:
+            return "immune-excluded", ""
+        e_rim = base * a_rim / dispersion
+        if e_rim < min_expected:
+            return "undetermined", f"too few cells expected at the rim ({e_rim:.1f} < " \
+                                   f"{min_expected:g})"
+        if r_hi < rim_ratio:
+            return "immune-desert", ""
+        return "undetermined", "rim density not distinguishable from the rim threshold"
+    # scarce against the margin: below the tissue baseline and below scarce_ratio of the
+    # rim, where the cells gather (core vs invasive margin, as the Immunoscore)
+    e_margin = n_rim / a_rim * a_in / dispersion if a_rim > 0 else 0.0
+    if r_lo >= rim_ratio and hi < 1.0 and e_margin >= min_expected and \
+            rate_ratio_ci(n_in, a_in, n_rim, a_rim, **opts)[2] < scarce_ratio:
         return "immune-excluded", ""
-    if hi < rim_ratio:
-        return "immune-desert", ""
-    return "undetermined", "rim density not distinguishable from the rim threshold"
+    if e_in < min_expected:
+        return "undetermined", f"too few cells expected inside ({e_in:.1f} < {min_expected:g})"
+    return "undetermined", "inside density not distinguishable from the scarce threshold"
 
 
 def exclusion_score(inside: np.ndarray | float, rim: np.ndarray | float) -> np.ndarray:
@@ -498,7 +518,19 @@ def _check_on_tissue(n_on: int, n: int, min_on_tissue: float) -> None:
 def _dispersion(sd: np.ndarray, measured: np.ndarray, xy: np.ndarray, rim_um: float,
                 px: tuple[float, float]) -> float:
     """Quasi-Poisson dispersion φ ≥ 1 of the cells ``xy`` (MSI px) in square tiles of the
-    measured tissue outside every rim (tiles at least half covered; 1 with < 5 tiles)."""
+    measured tissue outside every rim (tiles at least half covered; 1 with < 5 tiles).
+
+    The statistic is the mean squared Pearson residual of the tiles, each residual
+    clipped at ±``_CLIP`` (Huber-type, as Cantoni & Ronchetti 2001: one tile over a
+    structure the hotspots missed moves it little). First a test of the Poisson model
+    (Dean & Lawless 1989, JASA 84:467, by simulation): against the statistic of Poisson
+    counts with the tiles' expectations, at level ``_OVERDISPERSION_ALPHA``; when Poisson
+    is not rejected φ = 1, so the sampling noise of a few dozen tiles does not widen every
+    interval (Cameron & Trivedi 2013, §3.4). Else φ is the value at which the statistic of
+    negative binomial counts with variance φ·μ (gamma-mixed Poisson, NB1) has the observed
+    mean: Fisher-consistent under that model, read off a grid of φ simulated with one
+    seed.
+    """
     side = max(3, int(math.ceil(2 * rim_um / min(px))))
     ny, nx = sd.shape
     ntx = (nx + side - 1) // side
@@ -514,16 +546,27 @@ def _dispersion(sd: np.ndarray, measured: np.ndarray, xy: np.ndarray, rim_um: fl
     if ok.sum() < 5 or n[ok].sum() == 0:
         return 1.0
     expected = n[ok].sum() / area[ok].sum() * area[ok]
-    null = np.random.default_rng(0).poisson(expected, (_NULL_DRAWS, expected.size))
-    ratio = _trimmed_pearson(n[ok], expected) / float(np.mean(
-        [_trimmed_pearson(row, expected) for row in null]))
-    return max(1.0, float(ratio))
+    observed = float(_clipped_pearson(n[ok], expected))
+    stats = []
+    for phi in _PHI_GRID:  # the same seed at every φ: common random numbers
+        rng = np.random.default_rng(0)
+        lam = expected if phi == 1.0 else rng.gamma(expected / (phi - 1.0), phi - 1.0,
+                                                    (_NULL_DRAWS, expected.size))
+        draws = _clipped_pearson(rng.poisson(lam, (_NULL_DRAWS, expected.size)), expected)
+        if phi == 1.0 and (1 + np.sum(draws >= observed)) / (1 + _NULL_DRAWS) > \
+                _OVERDISPERSION_ALPHA:
+            return 1.0  # the tiles are not overdispersed beyond Poisson noise
+        stats.append(float(np.mean(draws)))
+    stats = np.maximum.accumulate(np.asarray(stats))
+    if observed >= stats[-1]:
+        return float(_PHI_GRID[-1])
+    return max(1.0, float(np.interp(observed, stats, _PHI_GRID)))
 
 
-def _trimmed_pearson(n: np.ndarray, expected: np.ndarray) -> float:
-    """Mean of the squared Pearson residuals up to their median."""
-    r2 = (n - expected) ** 2 / expected
-    return float(np.mean(r2[r2 <= np.quantile(r2, 0.5)]))
+def _clipped_pearson(n: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Mean over the last axis of the squared Pearson residuals clipped at ±_CLIP."""
+    r = np.clip((n - expected) / np.sqrt(expected), -_CLIP, _CLIP)
+    return np.mean(r * r, axis=-1)
 
 
 def _compartment(sd: np.ndarray, guard: float, rim_um: float) -> np.ndarray:
