@@ -358,8 +358,9 @@ def _add_hotspots(sub) -> None:
     p = _command(
         sub, "hotspots", _run_hotspots,
         help="metabolic hotspots and their immune context (CD8 exclusion)",
-        description="Find hotspots of metabolite maps of a result (clusters of Getis-Ord "
-        "Gi* in the tissue, each tested against surrogate maps with the map's own spatial "
+        description="Find hotspots of metabolite maps of a result (clusters of local "
+        "contrast over several scales in the tissue, each tested against surrogate maps "
+        "with the map's own spatial "
         "autocorrelation; Benjamini-Hochberg q-values over the clusters of all maps) and "
         "classify each significant one as inflamed, immune-excluded or immune-desert from "
         "the cell densities inside, in a rim outside its edge and in the rest of the "

@@ -262,18 +262,20 @@ class HotspotParams(Params):
     fdr: float = param(0.05, "a hotspot is significant at q <= FDR (Benjamini-Hochberg over "
                        "the cluster p-values of all maps of the sample)")
     min_area_px: int = param(9, "smallest hotspot", "pixels", metavar="N")
-    radius_px: int = param(1, "Gi* neighbourhood radius R: (2R+1)^2 pixels (square)",
+    radius_px: int = param(1, "half-width R of the smallest centre window of the local "
+                           "contrast ((2R+1)^2 pixels; larger scales 2R+1, 4R+3, ...)",
                            "pixels", metavar="R")
-    neighbourhood: Literal["square", "disk"] = param("square", "shape of the Gi* "
-                                                     "neighbourhood")
-    extent: float | None = param(0.5, "trim each hotspot to pixels at least this fraction of "
-                                 "the way from the tissue median to its peak (0.5: half "
-                                 "maximum; none: no trimming)", "fraction 0..1")
+    neighbourhood: Literal["square", "disk"] = param("square", "shape of the contrast "
+                                                     "windows")
+    extent: float | None = param(0.5, "trim each hotspot to pixels whose (smoothed) excess "
+                                 "over the local background is at least this fraction of "
+                                 "its plateau (0.5: half maximum; none: no trimming)",
+                                 "fraction 0..1")
     noise_floor: float = param(0.1, "ratio maps: mask pixels whose denominator is below this "
                                "fraction of its tissue median", "fraction")
-    cluster_z: float = param(3.09, "cluster-forming threshold on Gi* scaled to unit SD "
-                             "under the map's own autocorrelation (3.09: one-sided p = 0.001)",
-                             "z", metavar="Z")
+    cluster_z: float = param(3.09, "cluster-forming threshold on the local contrast scaled "
+                             "to unit SD under the map's own autocorrelation (3.09: "
+                             "one-sided p = 0.001)", "z", metavar="Z")
     n_surrogates: int = param(199, "surrogate maps per map (same autocorrelation, no niche) "
                               "for the cluster p-values", flag="--surrogates", metavar="N")
     transform: Literal["log", "none"] = param("log", "scale on which maps are tested (log: "

@@ -225,7 +225,7 @@ def run_hotspots(
     :class:`Cells` or a cell file (read with defaults; use :func:`read_cells` for options).
     ``registration``: a :class:`Registration`, "auto", or a landmarks CSV (fitted with
     ``model``, similarity or affine). ``hotspots``: a :class:`~ionmap.params.HotspotParams`
-    (maps, Gi* neighbourhood, FDR, size and extent of hotspots, ratio noise floor);
+    (maps, contrast windows, FDR, size and extent of hotspots, ratio noise floor);
     ``immune``: an :class:`~ionmap.params.ImmuneParams` (cell type, rim, thresholds,
     permutations); any of their fields given as keywords replace their values
     (``run_hotspots(..., fdr=0.01, cell_type="CD3")``). ``maps`` default: those of

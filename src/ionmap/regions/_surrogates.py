@@ -78,19 +78,18 @@ class SurrogateField:
                 out += w * k(dy, dx)
         return out
 
-    def draw(self, rng: np.random.Generator, n: int) -> Iterator[np.ndarray]:
-        """``n`` surrogate fields (ny, nx), float64, unit variance, independent."""
+    def draw(self, rng: np.random.Generator, n: int, batch: int = 1) -> Iterator[np.ndarray]:
+        """``n`` surrogate fields, float64, unit variance, independent, in stacks of up to
+        ``batch``: arrays (k, ny, nx)."""
         ny, nx = self.shape
         done = 0
         while done < n:
-            noise = rng.standard_normal((2, *self.torus), dtype=np.float32)
+            k = min(batch, n - done)
+            noise = rng.standard_normal((2, (k + 1) // 2, *self.torus), dtype=np.float32)
             spec = self._amplitude * (noise[0] + np.complex64(1j) * noise[1])
-            z = fft.fft2(spec, overwrite_x=True)[:ny, :nx]
-            yield z.real
-            done += 1
-            if done < n:
-                yield z.imag
-                done += 1
+            z = fft.fft2(spec, axes=(-2, -1), overwrite_x=True)[:, :ny, :nx]
+            yield np.concatenate([z.real, z.imag])[:k].astype(np.float64)
+            done += k
 
 
 def _masked_correlation(x: np.ndarray, m: np.ndarray, torus: tuple[int, int]
