@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import tomllib
+import warnings
 from importlib.resources import files
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 
 import ionmap
 from ionmap.cli import main
+from ionmap.errors import IonmapWarning
 from ionmap.report import render_report, write_report
 from ionmap.report._palette import CLASS_RGB
 
@@ -187,8 +189,10 @@ def test_cells_in_um_without_histology_pixel_size_are_never_silent_pixels(analys
     copy = tmp_path / "copy.zarr"
     shutil.copytree(result, copy)
     out = tmp_path / "o"
-    assert main(["hotspots", str(copy), "--cells", str(sample.cells), "--landmarks",
-                 str(sample.landmarks), "--permutations", "0", "--out", str(out)]) == 0
+    with warnings.catch_warnings():  # the test config ignores this notice elsewhere
+        warnings.simplefilter("always", IonmapWarning)
+        assert main(["hotspots", str(copy), "--cells", str(sample.cells), "--landmarks",
+                     str(sample.landmarks), "--permutations", "0", "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "ionmap: warning:" in err and "--cells-pixel-size-um" in err
     assert (out / "hotspots_UM_NOT_PIXELS.geojson").is_file()

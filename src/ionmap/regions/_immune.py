@@ -89,7 +89,7 @@ import numpy as np
 from scipy import ndimage, special
 
 from .._geometry import nearest_pixel
-from ..errors import InputError
+from ..errors import InputError, IonmapWarning
 from ..params import ImmuneParams
 
 #: Least share of the cells on tissue for :func:`immune_context` (others' defaults: ImmuneParams).
@@ -512,7 +512,8 @@ def _check_on_tissue(n_on: int, n: int, min_on_tissue: float) -> None:
                                "are landmarks and cells in the same units?")
     if share < 0.9:
         warnings.warn(f"{1 - share:.0%} of the {n} cells fall outside the MSI tissue: check "
-                      "the registration, or crop the cells to the imaged area", stacklevel=3)
+                      "the registration, or crop the cells to the imaged area", IonmapWarning,
+                      stacklevel=3)
 
 
 def _dispersion(sd: np.ndarray, measured: np.ndarray, xy: np.ndarray, rim_um: float,

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import store
 from .._files import make_dir
-from ..errors import InputError
+from ..errors import InputError, IonmapWarning
 from ..params import (
     HotspotParams,
     ImmuneParams,
@@ -374,7 +374,8 @@ def _annotation_output(reg: Registration, cells: Cells) -> tuple[np.ndarray, str
     if cells.unit == "um":
         warnings.warn(f"{cells.source}: cells are in µm and the histology pixel size is "
                       f"unknown, so the QuPath annotations are in µm ({GEOJSON_UM}); give "
-                      "cells_pixel_size_um=... to get them in image pixels", stacklevel=3)
+                      "cells_pixel_size_um=... to get them in image pixels", IonmapWarning,
+                      stacklevel=3)
         return reg.matrix, "um", GEOJSON_UM
     return reg.matrix, cells.unit, "hotspots.geojson"
 
