@@ -15,6 +15,11 @@ Workloads (synthetic files from ionmap.synth, written once into WORKDIR and reus
 (c) memory: peak RSS of the (a) conversion at two file sizes (subprocesses).
 (d) scaling: the (a) conversion on a dask.distributed LocalCluster with 1 and 2 worker
     processes (one thread each).
+(e) where the time goes: wall seconds per stage of the (a) and (b) conversions (open and
+    XML scan, pass 0 recalibration and annotation scoring, feature axis, band tasks,
+    mean spectrum, pyramids, the rest), summed over calls; with ``--before SRC`` the same
+    jobs also run on the source tree SRC (e.g. ``git archive`` of an older commit, kernels
+    built in it), alternating with this one, so both see the same load.
 
 Every timed run is a fresh subprocess (its peak RSS comes from getrusage; module imports
 are done before the clock starts); the files are in the page cache (warm) for all
@@ -24,6 +29,7 @@ reconversion, e.g. with other targets), where the XML parse is skipped.
 
     python benchmarks/bench_convert.py                # full sizes (1.6 GB files)
     python benchmarks/bench_convert.py --quick        # small files, a minute or two
+    python benchmarks/bench_convert.py --stages-only --before /tmp/old   # (e) only
 """
 from __future__ import annotations
 
@@ -76,6 +82,50 @@ def job_ionmap(imzml: str, out: str, options: dict, cluster_workers: int = 0,
         cluster.close()
     return {"seconds": seconds, "n_images": len(res.target_names),
             "n_features": (res.attrs.get("features") or {}).get("n_features")}
+
+
+#: (module, function, stage) timed by job_stages; a function missing from the tree is skipped.
+STAGES = [
+    ("ionmap.imzml", "open_imzml", "open + XML scan"),
+    ("ionmap.engine._convert", "_calibrate", "pass 0: recalibration"),
+    ("ionmap.engine._convert", "_annotate", "pass 0: annotation scores"),
+    ("ionmap.engine._convert", "_build_axis", "feature axis pass"),
+    ("ionmap.engine._convert", "_run_bands", "band tasks"),
+    ("ionmap.engine._convert", "mean_spectrum", "mean spectrum"),
+    ("ionmap.engine._convert", "_finish", "pyramids + finish"),
+]
+
+
+def job_stages(imzml: str, out: str, options: dict, cluster_workers: int = 0) -> dict:
+    """job_ionmap with wall seconds per stage (wrappers around the engine's functions)."""
+    import functools
+    import importlib
+    import threading
+
+    import ionmap.engine._convert  # noqa: F401
+
+    seconds: dict[str, float] = {}
+    beside: list[str] = []  # stages that ran in another thread than the caller's
+
+    def timed(fn, stage):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+                if threading.current_thread() is not threading.main_thread():
+                    beside.append(stage)
+        return run
+
+    for module, name, stage in STAGES:
+        mod = importlib.import_module(module)
+        if hasattr(mod, name):
+            setattr(mod, name, timed(getattr(mod, name), stage))
+    result = job_ionmap(imzml, out, options, cluster_workers=cluster_workers)
+    seconds["rest"] = result["seconds"] - sum(v for k, v in seconds.items() if k not in beside)
+    return {**result, "stages": seconds, "beside": sorted(set(beside))}
 
 
 def job_prime(imzml: str) -> dict:
@@ -187,7 +237,7 @@ def job_baseline_b(imzml: str, ppm: float, min_fraction: float = 0.01) -> dict:
     return {"seconds": time.perf_counter() - start, "n_features": int(len(axis))}
 
 
-JOBS = {"ionmap": job_ionmap, "prime": job_prime, "floor": job_floor,
+JOBS = {"ionmap": job_ionmap, "stages": job_stages, "prime": job_prime, "floor": job_floor,
         "baseline_a": job_baseline_a, "baseline_b": job_baseline_b}
 
 
@@ -222,10 +272,12 @@ def child(spec: str) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def run(job: str, **kwargs) -> dict:
+def run(job: str, src: str | None = None, **kwargs) -> dict:
+    """Run ``job`` in a fresh subprocess; ``src``: import ionmap from that source tree."""
     spec = json.dumps({"job": job, **kwargs})
+    env = None if src is None else {**os.environ, "PYTHONPATH": src}
     proc = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True,
-                          text=True, check=False)
+                          text=True, check=False, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         sys.stderr.write(proc.stderr)
@@ -267,6 +319,8 @@ def main() -> None:
     ap.add_argument("--size-b", type=float, default=1.6, help="GB of file (b)")
     ap.add_argument("--mem-small", type=float, default=0.4, help="GB of the small memory run")
     ap.add_argument("--ppm", type=float, default=10.0)
+    ap.add_argument("--before", help="source tree of an earlier ionmap for (e) (its src dir)")
+    ap.add_argument("--stages-only", action="store_true", help="only (e)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -287,6 +341,9 @@ def main() -> None:
     a_small = sample(workdir, f"a-{args.mem_small:g}GB", args.mem_small * GB,
                      mode="processed", spectrum_type="profile")
 
+    if args.stages_only:
+        stages(args, a, b, out)
+        return
     rows = []
     print("(a) many small spectra", flush=True)
     floor = run("floor", imzml=str(a))
@@ -351,9 +408,40 @@ def main() -> None:
     print(table([["1 worker", f"{one['seconds']:.2f}", "1.00x"],
                  ["2 workers", f"{two['seconds']:.2f}",
                   f"{one['seconds'] / two['seconds']:.2f}x"]],
-                ["cluster", "convert s", "speed-up (target 2 workers >= 1.6x)"]))
+                ["cluster", "convert s", "speed-up (target 2 workers >= 1.8x)"]))
+    stages(args, a, b, out)
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     shutil.rmtree(out, ignore_errors=True)
+
+
+def stages(args, a: Path, b: Path, out: Path) -> None:
+    """(e): seconds per stage, this tree and (``--before``) an earlier one, alternating."""
+    trees = [("this tree", None)] + ([("before", args.before)] if args.before else [])
+    runs = [("(a)", a, {"ppm": args.ppm}, 0), ("(b)", b, {"ppm": args.ppm, "peaks": True,
+                                                         "features": True}, 0),
+            ("(a) 1 worker", a, {"ppm": args.ppm}, 1), ("(a) 2 workers", a, {"ppm": args.ppm}, 2)]
+    print(f"\n(e) seconds per stage (load average {os.getloadavg()[0]:.2f})", flush=True)
+    for label, path, options, workers in runs:
+        got = {}
+        for name, src in trees[::-1]:  # the earlier tree first, then this one
+            got[name] = run("stages", src=src, imzml=str(path), out=str(out), options=options,
+                            cluster_workers=workers)
+        names = [s for _, _, s in STAGES] + ["rest"]
+        rows = []
+        for stage in names + ["total"]:
+            secs = [got[t]["seconds"] if stage == "total" else got[t]["stages"].get(stage)
+                    for t, _ in trees]
+            if all(v is None for v in secs):
+                continue
+            row = [stage] + ["-" if v is None else f"{v:.2f}" + (
+                " *" if stage in got[t].get("beside", []) else "") for v, (t, _) in zip(secs, trees)]
+            if args.before:
+                now, then = secs
+                row.append(f"{then / now:.2f}x" if now and then and now > 0.005 else "")
+            rows.append(row)
+        print(f"{label} (* ran beside the band tasks, in a driver thread):")
+        print(table(rows, ["stage"] + [t for t, _ in trees] + (["before/now"] if args.before
+                                                               else [])), flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import os
 import uuid as uuidlib
 import warnings
 from collections.abc import Mapping, Sequence
+from concurrent import futures
 from dataclasses import replace
 from typing import Any
 
@@ -176,29 +177,50 @@ def convert(
             model, attrs["recalibration"], lattice = pass0 or _calibrate(src, recalibrate, rp,
                                                                          table, locks)
             _warn_outside(table, src, model)
-            attrs["annotation"] = _annotate(src, lattice, model, table, rp, analyzer)
             ex = replace(ex, axis=axis, recal=model,
                          references=None if model is None else model.ref_mz)
+            # The annotation scores (of the lattice read in pass 0) and the mean spectrum need
+            # no band: a driver thread computes them while the band tasks run (on a cluster
+            # the driver is idle meanwhile); inline with the synchronous scheduler.
+            side = _beside(client == "sync", lambda: (
+                _annotate(src, lattice, model, table, rp, analyzer), mean_spectrum(src)))
             checkpoint = st.Checkpoint(store, attrs)
             try:
                 _run_bands(src, src_d, ex, layout, checkpoint, out_url, out_options, bar, client,
                            workers, token)
             except BaseException:
+                futures.wait([side])  # nothing reads the source once convert has returned
                 try:  # keep the bands finished so far; report the first failure, not this one
                     checkpoint.flush()
                 except StorageError:
                     pass
                 raise
+            attrs["annotation"], spectrum = side.result()
             checkpoint.flush()
             if model is not None:
                 attrs["recalibration"]["histogram"] = recal.error_histogram(
                     st.read_mass_error(store))
-            st.write_mean_spectrum(store, *mean_spectrum(src))
+            st.write_mean_spectrum(store, *spectrum)
             _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
                     features=axis is not None)
         return open_result(out_url, out_options)
     finally:  # the source's file handles; workers reopen their own
         src.close()
+
+
+def _beside(inline: bool, fn) -> futures.Future:
+    """``fn()`` running in a thread of its own (``inline``: run now) as a Future."""
+    if not inline:
+        pool = futures.ThreadPoolExecutor(1, thread_name_prefix="ionmap-driver")
+        running = pool.submit(fn)
+        pool.shutdown(wait=False)  # the thread ends with fn
+        return running
+    done: futures.Future = futures.Future()
+    try:
+        done.set_result(fn())
+    except Exception as exc:  # noqa: BLE001 - raised where the result is taken
+        done.set_exception(exc)
+    return done
 
 
 def _stored_axis(url: str, store: Any, attrs: dict) -> np.ndarray:
