@@ -88,7 +88,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, special
 
-from .._geometry import nearest_pixel
+from .._geometry import pixels_inside
 from ..errors import InputError, IonmapWarning
 from ..params import ImmuneParams
 
@@ -250,10 +250,7 @@ class _Geometry:
     def counts(self, xy: np.ndarray, codes: np.ndarray, n_types: int, rim_um: float
                ) -> np.ndarray:
         """Cells per (owner, compartment, type): (n_hot + 1, 3, T); outside in every row."""
-        ny, nx = self.sd.shape
-        ix = np.floor(xy[:, 0] + 0.5).astype(np.int64)
-        iy = np.floor(xy[:, 1] + 0.5).astype(np.int64)
-        on = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+        ix, iy, on = pixels_inside(xy, self.sd.shape)
         on[on] = self.measured[iy[on], ix[on]]
         xy, codes, ix, iy = xy[on], codes[on], ix[on], iy[on]
         if self.n_hot:
@@ -347,15 +344,13 @@ def immune_context(
     bin_um = curve_bin_um or max(px)
     reach = curve_max_um if curve_max_um is not None else 3 * rim_um
     pixel_mm2 = px[0] * px[1] * 1e-6
-    ny, nx = labels.shape
     n_hot = int(labels.max()) if labels.size else 0
     present = np.unique(labels[labels > 0])
     flags = _significance(significant, hs_table, n_hot)
 
     xy = np.asarray(cells_xy, dtype=np.float64).reshape(-1, 2)
     types, codes = np.unique(np.asarray(cell_types, dtype=str), return_inverse=True)
-    ix, iy = nearest_pixel(xy)
-    on = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    ix, iy, on = pixels_inside(xy, labels.shape)
     on[on] = tissue[iy[on], ix[on]]
     _check_on_tissue(int(on.sum()), len(xy), min_on_tissue)
     n_types = len(types)
@@ -533,15 +528,14 @@ def _dispersion(sd: np.ndarray, measured: np.ndarray, xy: np.ndarray, rim_um: fl
     seed.
     """
     side = max(3, int(math.ceil(2 * rim_um / min(px))))
-    ny, nx = sd.shape
+    nx = sd.shape[1]
     ntx = (nx + side - 1) // side
     yy, xx = np.indices(sd.shape)
     tile = (yy // side) * ntx + xx // side
     out = measured & (sd > rim_um)
     area = np.bincount(tile[out], minlength=tile.max() + 1).astype(np.float64)
-    ix = np.clip(np.floor(xy[:, 0] + 0.5).astype(np.int64), 0, nx - 1)
-    iy = np.clip(np.floor(xy[:, 1] + 0.5).astype(np.int64), 0, ny - 1)
-    sel = out[iy, ix]
+    ix, iy, sel = pixels_inside(xy, sd.shape)
+    sel[sel] = out[iy[sel], ix[sel]]
     n = np.bincount(tile[iy[sel], ix[sel]], minlength=area.size).astype(np.float64)
     ok = area >= 0.5 * side * side
     if ok.sum() < 5 or n[ok].sum() == 0:
