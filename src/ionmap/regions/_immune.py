@@ -226,13 +226,18 @@ class ImmuneContext:
     ``registration_stable``); ``densities``: long table (label, cell_type, compartment,
     n_cells, area_mm2, density_per_mm2) for every cell type; ``curves``: density against
     signed distance from the edge (label, cell_type, distance_um = bin centre, n_cells,
-    area_mm2, density_per_mm2); ``params``: settings.
+    area_mm2, density_per_mm2); ``params``: settings; ``cell_label`` (n,) int32 and
+    ``cell_compartment`` (n,) int8, each input cell's hotspot label (0: none) and
+    compartment as counted at ``rim_um``: :data:`COMPARTMENTS` index, or −1 in the edge
+    guard band, −2 not measured (off the image, the tissue or the annotated region).
     """
 
     table: list[dict]
     densities: list[dict]
     curves: list[dict]
     params: dict
+    cell_label: np.ndarray
+    cell_compartment: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -247,21 +252,30 @@ class _Geometry:
     px: tuple[float, float]
     guard: float
 
+    def assign(self, xy: np.ndarray, rim_um: float) -> tuple[np.ndarray, np.ndarray]:
+        """Each cell's owner (hotspot label, 0 outside) and compartment (0 inside, 1 rim,
+        2 outside, −1 guard band, −2 not measured): two (n,) int64 arrays."""
+        ix, iy, on = pixels_inside(xy, self.sd.shape)
+        on[on] = self.measured[iy[on], ix[on]]
+        comp = np.full(len(xy), -2, np.int64)
+        if self.n_hot:
+            sd = ndimage.map_coordinates(self.sd, [xy[on, 1], xy[on, 0]], order=1,
+                                         mode="nearest")
+        else:
+            sd = np.full(int(on.sum()), np.inf)
+        comp[on] = _compartment(sd, self.guard, rim_um)
+        owner = np.zeros(len(xy), np.int64)
+        held = comp >= 0
+        held[held] = comp[held] < 2
+        owner[held] = self.owner[iy[held], ix[held]]
+        return owner, comp
+
     def counts(self, xy: np.ndarray, codes: np.ndarray, n_types: int, rim_um: float
                ) -> np.ndarray:
         """Cells per (owner, compartment, type): (n_hot + 1, 3, T); outside in every row."""
-        ix, iy, on = pixels_inside(xy, self.sd.shape)
-        on[on] = self.measured[iy[on], ix[on]]
-        xy, codes, ix, iy = xy[on], codes[on], ix[on], iy[on]
-        if self.n_hot:
-            sd = ndimage.map_coordinates(self.sd, [xy[:, 1], xy[:, 0]], order=1,
-                                         mode="nearest")
-        else:
-            sd = np.full(len(xy), np.inf)
-        comp = _compartment(sd, self.guard, rim_um)
+        owner, comp = self.assign(xy, rim_um)
         sel = comp >= 0
-        owner = np.where(comp[sel] == 2, 0, self.owner[iy[sel], ix[sel]].astype(np.int64))
-        counts = np.bincount((owner * 3 + comp[sel]) * n_types + codes[sel],
+        counts = np.bincount((owner[sel] * 3 + comp[sel]) * n_types + codes[sel],
                              minlength=(self.n_hot + 1) * 3 * n_types
                              ).reshape(self.n_hot + 1, 3, n_types)
         counts[:, 2] = counts[0, 2]
@@ -358,6 +372,7 @@ def immune_context(
 
     sd, owner = edge_distance(labels, px)
     geo = _Geometry(sd, owner, tissue, measured, n_hot, px, guard)
+    cell_label, cell_comp = geo.assign(xy, rim_um)
     counts = geo.counts(xy, codes, n_types, rim_um)
     areas = geo.areas(rim_um)
     areas_tissue = geo.areas(rim_um, tissue)
@@ -472,7 +487,8 @@ def immune_context(
               "confidence": confidence, "min_coverage": min_coverage, "dispersion": phi,
               "coverage_px": int(measured.sum()), "tissue_px": int(tissue.sum()),
               "registration_error_px": registration_error_px}
-    return ImmuneContext(table, densities, curves, params)
+    return ImmuneContext(table, densities, curves, params, cell_label.astype(np.int32),
+                         cell_comp.astype(np.int8))
 
 
 def _density(n: np.ndarray, a: np.ndarray) -> np.ndarray:
