@@ -27,7 +27,10 @@ Python loop calling ``ionmap.kernels.pick_peaks(mz, intensity)`` once per spectr
 loop calling ``PeakPickerHiRes.pick`` once per ``MSSpectrum`` (built outside the timing, and
 also timed with ``set_peaks`` inside the loop, as a script starting from arrays needs), on the
 same spectra of 2,000 and 31,000 points; ``pick_peaks_batch`` over all of them for
-reference. Microseconds per spectrum, process CPU time, best of alternating runs.
+reference. Then the whole script: the same kind of spectra written to an imzML file, read
+and picked one per call (``ImzMLFile.spectrum(i)`` + ``pick_peaks`` against pyimzML
+``getspectrum(i)`` + ``set_peaks`` + ``PeakPickerHiRes.pick``). Microseconds per spectrum,
+process CPU time, best of alternating runs.
 
 Run: ``python benchmarks/bench_peaks.py`` (``--quick`` for a smaller, noisier run,
 ``--threads-only`` for the second table alone, ``--per-call`` for the per-call table alone).
@@ -41,14 +44,19 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pyopenms as oms  # noqa: E402
+from pyimzml.ImzMLParser import ImzMLParser  # noqa: E402
+from pyimzml.ImzMLWriter import ImzMLWriter  # noqa: E402
 from scipy.signal import find_peaks  # noqa: E402
 
+import ionmap  # noqa: E402
 from ionmap.batch import SpectrumBatch  # noqa: E402
 from ionmap.kernels import (  # noqa: E402
     bin_to_axis,
@@ -156,6 +164,7 @@ def picking_table(n_spectra: int, n_points: int, repeats: int) -> None:
 
 def per_call_table(repeats: int, quick: bool) -> None:
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    sizes = ((2000, 500 if quick else 2000), (31000, 40 if quick else 200))
     print(f"\n## One spectrum per call: a Python loop over the spectra, microseconds per spectrum "
           f"(CPU); load average before: {load} on {os.cpu_count()} cores\n")
     print("| points | spectra | ionmap `pick_peaks` | HiRes `pick` | HiRes `set_peaks` + `pick` | "
@@ -166,8 +175,26 @@ def per_call_table(repeats: int, quick: bool) -> None:
     params = picker.getParameters()
     params.setValue("signal_to_noise", 3.0)
     picker.setParameters(params)
-    for n_points, n_spectra in ((2000, 500 if quick else 2000), (31000, 40 if quick else 200)):
+    for n_points, n_spectra in sizes:
         per_call_row(picker, n_points, n_spectra, repeats)
+    print("\nRead and pick, one spectrum per call, from an imzML file (continuous, float64 m/z, "
+          "float32 intensities; written by pyimzML):\n")
+    print("| points | spectra | ionmap `spectrum(i)` + `pick_peaks` | pyimzML `getspectrum(i)` + "
+          "HiRes `set_peaks` + `pick` | ionmap / pyimzML + HiRes |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as work:
+        for n_points, n_spectra in sizes:
+            script_row(picker, n_points, n_spectra, repeats, Path(work))
+
+
+def best_cpu(loops: dict, repeats: int, n_spectra: int) -> dict:
+    """Microseconds of CPU per spectrum of each loop: the best of ``repeats`` runs, the loops
+    alternating so that other load hits all alike."""
+    best = dict.fromkeys(loops, float("inf"))
+    for _ in range(repeats):
+        for name, fn in loops.items():
+            best[name] = min(best[name], cpu_best(fn, 1)[0])
+    return {name: t / n_spectra * 1e6 for name, t in best.items()}
 
 
 def per_call_row(picker, n_points: int, n_spectra: int, repeats: int) -> None:
@@ -186,24 +213,52 @@ def per_call_row(picker, n_points: int, n_spectra: int, repeats: int) -> None:
             picker.pick(spec, out)
 
     def openms_from_arrays():
-        spec, out = oms.MSSpectrum(), oms.MSSpectrum()
-        spec.setType(oms.SpectrumSettings.SpectrumType.PROFILE)
-        spec.setMSLevel(1)
+        spec, out = profile_spectrum(), oms.MSSpectrum()
         for peaks in as_openms:
             spec.set_peaks(peaks)
             picker.pick(spec, out)
 
-    loops = {"ionmap": ionmap_loop, "hires": openms_loop, "hires+set": openms_from_arrays,
-             "batch": lambda: pick_peaks_batch(batch)}
-    best = dict.fromkeys(loops, float("inf"))
-    for _ in range(repeats):  # alternate, so that other load hits all alike
-        for name, fn in loops.items():
-            best[name] = min(best[name], cpu_best(fn, 1)[0])
-    us = {name: t / n_spectra * 1e6 for name, t in best.items()}
+    us = best_cpu({"ionmap": ionmap_loop, "hires": openms_loop, "hires+set": openms_from_arrays,
+                   "batch": lambda: pick_peaks_batch(batch)}, repeats, n_spectra)
     assert sum(ionmap_loop()) == len(pick_peaks_batch(batch).mz), "per-call and batch picks differ"
     print(f"| {n_points:,} | {n_spectra} | {us['ionmap']:.1f} | {us['hires']:.1f} | "
           f"{us['hires+set']:.1f} | {us['batch']:.1f} | {us['hires'] / us['ionmap']:.1f}x | "
           f"{us['hires'] / us['batch']:.1f}x |")
+
+
+def script_row(picker, n_points: int, n_spectra: int, repeats: int, work: Path) -> None:
+    batch, _ = planted_spectra(n_spectra, n_points, peaks_per_spectrum=n_points // 100, seed=5)
+    path = work / f"planted-{n_points}.imzML"
+    with ImzMLWriter(str(path), mode="continuous", mz_dtype=np.float64,
+                     intensity_dtype=np.float32, spec_type="profile") as w:
+        for k in range(n_spectra):
+            w.addSpectrum(batch.mz, batch.spectrum(k)[1].astype(np.float32), (k % 50 + 1, k // 50 + 1))
+    f = ionmap.open_imzml(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parser = ImzMLParser(str(path))
+
+    def ionmap_loop():
+        return [pick_peaks(*f.spectrum(i))[0].size for i in range(n_spectra)]
+
+    def openms_loop():
+        spec, out = profile_spectrum(), oms.MSSpectrum()
+        for i in range(n_spectra):
+            mz, y = parser.getspectrum(i)  # read-only arrays: set_peaks needs copies
+            spec.set_peaks((mz.copy(), y.copy()))
+            picker.pick(spec, out)
+
+    us = best_cpu({"ionmap": ionmap_loop, "hires": openms_loop}, repeats, n_spectra)
+    parser.m.close()
+    print(f"| {n_points:,} | {n_spectra} | {us['ionmap']:.1f} | {us['hires']:.1f} | "
+          f"{us['hires'] / us['ionmap']:.1f}x |")
+
+
+def profile_spectrum():
+    spec = oms.MSSpectrum()
+    spec.setType(oms.SpectrumSettings.SpectrumType.PROFILE)
+    spec.setMSLevel(1)
+    return spec
 
 
 # --------------------------------------------------------------------------- threads

@@ -242,12 +242,12 @@ cdef int fill(int fd, char* dst, int64_t nbytes, int64_t start, int64_t* got) no
     return 0
 
 
-#: A spectrum whose arrays span at most this many bytes is read through the window.
-cdef int64_t WINDOW_SPECTRUM = 8 * 1024
+#: A spectrum whose arrays span at most this many bytes is read through the read-ahead buffer.
+cdef int64_t AHEAD_MAX_SPECTRUM = 8 * 1024
 
 
 cdef class ReadAhead:
-    """One thread's read-ahead window of a file, for one-spectrum reads: when a spectrum
+    """One thread's read-ahead buffer of a file, for one-spectrum reads: when a spectrum
     follows the one read before (a loop over the spectra in file order), the next
     ``capacity`` bytes are read at once and the spectra after it are copied from memory,
     which saves a system call per spectrum as a buffered file does. Other access patterns
@@ -268,7 +268,7 @@ cdef class ReadAhead:
 
 cdef int read_through(int fd, ReadAhead ahead, char* a, int64_t a_bytes, int64_t a_start,
                       char* b, int64_t b_bytes, int64_t b_start) noexcept nogil:
-    """:func:`read_two` through ``ahead``'s window when the spectrum is small and the window
+    """:func:`read_two` through ``ahead``'s buffer when the spectrum is small and the buffer
     holds it or the access is sequential."""
     cdef int64_t lo, hi, got
     cdef int err
@@ -280,7 +280,7 @@ cdef int read_through(int fd, ReadAhead ahead, char* a, int64_t a_bytes, int64_t
         hi = lo + (a_bytes if a_bytes else b_bytes)
     else:
         return 0
-    if hi - lo > WINDOW_SPECTRUM:
+    if hi - lo > AHEAD_MAX_SPECTRUM:
         return read_two(fd, a, a_bytes, a_start, b, b_bytes, b_start)
     if not (ahead.start <= lo and hi <= ahead.end):
         if not (ahead.last <= lo < ahead.last + ahead.capacity):  # not sequential

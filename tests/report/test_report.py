@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import tomllib
+import warnings
 from importlib.resources import files
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 
 import ionmap
 from ionmap.cli import main
+from ionmap.errors import IonmapWarning
 from ionmap.report import render_report, write_report
 from ionmap.report._palette import CLASS_RGB
 
@@ -187,8 +189,10 @@ def test_cells_in_um_without_histology_pixel_size_are_never_silent_pixels(analys
     copy = tmp_path / "copy.zarr"
     shutil.copytree(result, copy)
     out = tmp_path / "o"
-    assert main(["hotspots", str(copy), "--cells", str(sample.cells), "--landmarks",
-                 str(sample.landmarks), "--permutations", "0", "--out", str(out)]) == 0
+    with warnings.catch_warnings():  # the test config ignores this notice elsewhere
+        warnings.simplefilter("always", IonmapWarning)
+        assert main(["hotspots", str(copy), "--cells", str(sample.cells), "--landmarks",
+                     str(sample.landmarks), "--permutations", "0", "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "ionmap: warning:" in err and "--cells-pixel-size-um" in err
     assert (out / "hotspots_UM_NOT_PIXELS.geojson").is_file()
@@ -222,10 +226,20 @@ def test_anndata_exports_read_back(analysed, tmp_path, capsys):
     on = c.obs["on_grid"].to_numpy()
     np.testing.assert_array_equal(c.X[on], cube[:, row[on], col[on]].T)
     labels = res.labels("hotspots_lactate")
-    inside = c.obs["compartment_lactate"].to_numpy() == "inside"
-    assert (labels[row[inside & on], col[inside & on]] > 0).all()
-    assert (labels[row[on & ~inside], col[on & ~inside]] == 0).all()
-    assert set(c.obs["compartment_lactate"]) <= {"inside", "rim", "outside", "off grid"}
+    comp = c.obs["compartment_lactate"].to_numpy()
+    inside, rim = comp == "inside", comp == "rim"
+    ids = c.obs["hotspot_lactate"].to_numpy()
+    assert (labels[row[inside], col[inside]] == ids[inside]).all() and (ids[inside] > 0).all()
+    assert (ids[rim] > 0).all()  # (the edge is sub-pixel: a rim cell may sit on an edge pixel)
+    assert (ids[~(inside | rim)] == 0).all() and not (inside | rim)[~on].any()
+    assert set(comp) <= {"inside", "rim", "outside", "edge band", "not measured"}
+    # the compartments are the ones the hotspot table counted, not recomputed
+    cd8 = c.obs["cell_type"].to_numpy() == "CD8"
+    rows = [h for h in hot["hotspots"] if h["map"] == "lactate"]
+    assert rows
+    for h in rows:
+        for where, column in ((inside, "inside_count"), (rim, "rim_count")):
+            assert int((where & cd8 & (ids == h["id"])).sum()) == h[column]
     assert main(["export", str(result)]) == 2
 
 

@@ -264,7 +264,7 @@ def _calibrate(src, recalibrate: str, rp: RecalibrationParams, table: list[dict]
         model, message = recal.fit_model(err, height, refs, x[chosen], y[chosen],
                                          tuple(src.shape), step, rp)
     if model is None:
-        warnings.warn(f"{src.url}: {message}", stacklevel=3)
+        warnings.warn(f"{src.url}: {message}", IonmapWarning, stacklevel=3)
         return None, {**base, "message": message}, lattice
     return model, {**base, **model.summary(refs), "applied": True, "message": message,
                    "lattice_step": step}, lattice

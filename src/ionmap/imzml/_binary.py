@@ -148,7 +148,7 @@ def read_spectrum(reader: RangeReader, mz_start: int, mz: np.ndarray | None,
     Returns None when every check passes, else :func:`check`'s failures.
 
     A local file is read and checked by one compiled call (``_gather.read_spectrum``,
-    through the calling thread's read-ahead window ``ahead`` if given); a URL, or a read
+    through the calling thread's read-ahead buffer ``ahead`` if given); a URL, or a read
     that fails there, goes through ``reader.read_into``, which raises the error naming the
     file.
     """
@@ -169,9 +169,9 @@ def read_spectrum(reader: RangeReader, mz_start: int, mz: np.ndarray | None,
 
 
 def read_ahead(local: threading.local) -> _gather.ReadAhead:
-    """The calling thread's read-ahead window kept in ``local`` (made on first use)."""
+    """The calling thread's read-ahead buffer kept in ``local`` (made on first use)."""
     try:
-        return local.window
+        return local.buffer
     except AttributeError:
-        local.window = _gather.ReadAhead()
-        return local.window
+        local.buffer = _gather.ReadAhead()
+        return local.buffer

@@ -110,7 +110,7 @@ class ImzMLFile:
         self._reader = _files.RangeReader(self.ibd_url, self.storage_options)
         self._lock = threading.Lock()
         self._shared_mz: np.ndarray | None = None
-        self._ahead = threading.local()  # each thread's read-ahead window for spectrum(i)
+        self._ahead = threading.local()  # each thread's read-ahead buffer for spectrum(i)
 
     # ---- pickling: metadata travels, handles are reopened lazily -------------------------
     def __getstate__(self) -> dict:
@@ -126,7 +126,7 @@ class ImzMLFile:
         return {name: getattr(self, name) for name in ARRAYS}
 
     def close(self) -> None:
-        """Release the .ibd handle and the read-ahead windows of :meth:`spectrum` (a later
+        """Release the .ibd handle and the read-ahead buffers of :meth:`spectrum` (a later
         read opens it again)."""
         self._reader.close()
         self._ahead = threading.local()
@@ -369,7 +369,7 @@ class ImzMLFile:
 
         Made to be called once per spectrum in a loop: a local file is read and checked in
         one compiled call, and a loop in file order reads through each thread's read-ahead
-        window (about as many system calls as a buffered file makes). Many spectra at once
+        buffer (about as many system calls as a buffered file makes). Many spectra at once
         are faster still through :meth:`iter_batches`."""
         if not isinstance(i, (int, np.integer)):
             return self.read_batch([i]).spectrum(0)  # what read_batch accepts, it accepts
@@ -377,7 +377,7 @@ class ImzMLFile:
         if not 0 <= i < self.n_spectra:
             raise IndexError(f"{self.url}: spectrum index out of range 0..{self.n_spectra - 1}")
         # one spectrum: its arrays read straight into place (or copied from this thread's
-        # read-ahead window, in a loop in file order) and checked, in one compiled call; none
+        # read-ahead buffer, in a loop in file order) and checked, in one compiled call; none
         # of the coalescing and NumPy set-up of read_batch
         n = int(self.intensity_lengths[i])
         intensity = np.empty(n, self.intensity_dtype)

@@ -21,6 +21,7 @@ from ._export import outlines as outlines
 from ._export import write_csv as write_csv
 from ._hotspots import Hotspots, bh_qvalues, find_hotspots, gi_star
 from ._immune import CLASSES as CLASSES
+from ._immune import COMPARTMENTS as COMPARTMENTS
 from ._immune import ImmuneContext, classify, edge_distance, exclusion_score, immune_context
 from ._maps import build_maps, ratio, resolve_map
 from ._register import Registration, fit_landmarks, read_landmarks, register_auto
@@ -41,5 +42,5 @@ __all__ = [
 ]
 #: Also imported from here by the layers above (report, pipeline, cli) but not part of the
 #: analysis API (plumbing between the store, the exports and the report).
-_PLUMBING = ("outlines", "write_csv", "CLASSES", "label_name", "run_summary", "load_result",
-            "store_maps")
+_PLUMBING = ("outlines", "write_csv", "CLASSES", "COMPARTMENTS", "label_name", "run_summary",
+             "load_result", "store_maps")

@@ -34,6 +34,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.measure import points_in_poly
 
+from .._geometry import pixels_inside
 from ..errors import InputError
 from ._cells import Cells, geometry_polygons
 from ._register import Registration, apply_affine
@@ -47,11 +48,8 @@ def cells_hull(cells_msi: np.ndarray, shape: tuple[int, int],
                reach_px: float | None = None) -> np.ndarray:
     """(ny, nx) bool: the concave hull of cells at MSI pixel positions ``cells_msi``
     (n, 2) (see the module doc); ``reach_px`` overrides the closing radius (MSI px)."""
-    ny, nx = shape
     xy = np.asarray(cells_msi, dtype=np.float64).reshape(-1, 2)
-    ix = np.floor(xy[:, 0] + 0.5).astype(np.int64)
-    iy = np.floor(xy[:, 1] + 0.5).astype(np.int64)
-    on = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    ix, iy, on = pixels_inside(xy, shape)
     occupied = np.zeros(shape, dtype=bool)
     occupied[iy[on], ix[on]] = True
     if not occupied.any():

@@ -88,8 +88,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, special
 
-from .._geometry import nearest_pixel
-from ..errors import InputError
+from .._geometry import pixels_inside
+from ..errors import InputError, IonmapWarning
 from ..params import ImmuneParams
 
 #: Least share of the cells on tissue for :func:`immune_context` (others' defaults: ImmuneParams).
@@ -226,13 +226,18 @@ class ImmuneContext:
     ``registration_stable``); ``densities``: long table (label, cell_type, compartment,
     n_cells, area_mm2, density_per_mm2) for every cell type; ``curves``: density against
     signed distance from the edge (label, cell_type, distance_um = bin centre, n_cells,
-    area_mm2, density_per_mm2); ``params``: settings.
+    area_mm2, density_per_mm2); ``params``: settings; ``cell_label`` (n,) int32 and
+    ``cell_compartment`` (n,) int8, each input cell's hotspot label (0: none) and
+    compartment as counted at ``rim_um``: :data:`COMPARTMENTS` index, or −1 in the edge
+    guard band, −2 not measured (off the image, the tissue or the annotated region).
     """
 
     table: list[dict]
     densities: list[dict]
     curves: list[dict]
     params: dict
+    cell_label: np.ndarray
+    cell_compartment: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -247,24 +252,30 @@ class _Geometry:
     px: tuple[float, float]
     guard: float
 
+    def assign(self, xy: np.ndarray, rim_um: float) -> tuple[np.ndarray, np.ndarray]:
+        """Each cell's owner (hotspot label, 0 outside) and compartment (0 inside, 1 rim,
+        2 outside, −1 guard band, −2 not measured): two (n,) int64 arrays."""
+        ix, iy, on = pixels_inside(xy, self.sd.shape)
+        on[on] = self.measured[iy[on], ix[on]]
+        comp = np.full(len(xy), -2, np.int64)
+        if self.n_hot:
+            sd = ndimage.map_coordinates(self.sd, [xy[on, 1], xy[on, 0]], order=1,
+                                         mode="nearest")
+        else:
+            sd = np.full(int(on.sum()), np.inf)
+        comp[on] = _compartment(sd, self.guard, rim_um)
+        owner = np.zeros(len(xy), np.int64)
+        held = comp >= 0
+        held[held] = comp[held] < 2
+        owner[held] = self.owner[iy[held], ix[held]]
+        return owner, comp
+
     def counts(self, xy: np.ndarray, codes: np.ndarray, n_types: int, rim_um: float
                ) -> np.ndarray:
         """Cells per (owner, compartment, type): (n_hot + 1, 3, T); outside in every row."""
-        ny, nx = self.sd.shape
-        ix = np.floor(xy[:, 0] + 0.5).astype(np.int64)
-        iy = np.floor(xy[:, 1] + 0.5).astype(np.int64)
-        on = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
-        on[on] = self.measured[iy[on], ix[on]]
-        xy, codes, ix, iy = xy[on], codes[on], ix[on], iy[on]
-        if self.n_hot:
-            sd = ndimage.map_coordinates(self.sd, [xy[:, 1], xy[:, 0]], order=1,
-                                         mode="nearest")
-        else:
-            sd = np.full(len(xy), np.inf)
-        comp = _compartment(sd, self.guard, rim_um)
+        owner, comp = self.assign(xy, rim_um)
         sel = comp >= 0
-        owner = np.where(comp[sel] == 2, 0, self.owner[iy[sel], ix[sel]].astype(np.int64))
-        counts = np.bincount((owner * 3 + comp[sel]) * n_types + codes[sel],
+        counts = np.bincount((owner[sel] * 3 + comp[sel]) * n_types + codes[sel],
                              minlength=(self.n_hot + 1) * 3 * n_types
                              ).reshape(self.n_hot + 1, 3, n_types)
         counts[:, 2] = counts[0, 2]
@@ -347,15 +358,13 @@ def immune_context(
     bin_um = curve_bin_um or max(px)
     reach = curve_max_um if curve_max_um is not None else 3 * rim_um
     pixel_mm2 = px[0] * px[1] * 1e-6
-    ny, nx = labels.shape
     n_hot = int(labels.max()) if labels.size else 0
     present = np.unique(labels[labels > 0])
     flags = _significance(significant, hs_table, n_hot)
 
     xy = np.asarray(cells_xy, dtype=np.float64).reshape(-1, 2)
     types, codes = np.unique(np.asarray(cell_types, dtype=str), return_inverse=True)
-    ix, iy = nearest_pixel(xy)
-    on = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    ix, iy, on = pixels_inside(xy, labels.shape)
     on[on] = tissue[iy[on], ix[on]]
     _check_on_tissue(int(on.sum()), len(xy), min_on_tissue)
     n_types = len(types)
@@ -363,6 +372,7 @@ def immune_context(
 
     sd, owner = edge_distance(labels, px)
     geo = _Geometry(sd, owner, tissue, measured, n_hot, px, guard)
+    cell_label, cell_comp = geo.assign(xy, rim_um)
     counts = geo.counts(xy, codes, n_types, rim_um)
     areas = geo.areas(rim_um)
     areas_tissue = geo.areas(rim_um, tissue)
@@ -477,7 +487,8 @@ def immune_context(
               "confidence": confidence, "min_coverage": min_coverage, "dispersion": phi,
               "coverage_px": int(measured.sum()), "tissue_px": int(tissue.sum()),
               "registration_error_px": registration_error_px}
-    return ImmuneContext(table, densities, curves, params)
+    return ImmuneContext(table, densities, curves, params, cell_label.astype(np.int32),
+                         cell_comp.astype(np.int8))
 
 
 def _density(n: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -512,7 +523,8 @@ def _check_on_tissue(n_on: int, n: int, min_on_tissue: float) -> None:
                                "are landmarks and cells in the same units?")
     if share < 0.9:
         warnings.warn(f"{1 - share:.0%} of the {n} cells fall outside the MSI tissue: check "
-                      "the registration, or crop the cells to the imaged area", stacklevel=3)
+                      "the registration, or crop the cells to the imaged area", IonmapWarning,
+                      stacklevel=3)
 
 
 def _dispersion(sd: np.ndarray, measured: np.ndarray, xy: np.ndarray, rim_um: float,
@@ -532,15 +544,14 @@ def _dispersion(sd: np.ndarray, measured: np.ndarray, xy: np.ndarray, rim_um: fl
     seed.
     """
     side = max(3, int(math.ceil(2 * rim_um / min(px))))
-    ny, nx = sd.shape
+    nx = sd.shape[1]
     ntx = (nx + side - 1) // side
     yy, xx = np.indices(sd.shape)
     tile = (yy // side) * ntx + xx // side
     out = measured & (sd > rim_um)
     area = np.bincount(tile[out], minlength=tile.max() + 1).astype(np.float64)
-    ix = np.clip(np.floor(xy[:, 0] + 0.5).astype(np.int64), 0, nx - 1)
-    iy = np.clip(np.floor(xy[:, 1] + 0.5).astype(np.int64), 0, ny - 1)
-    sel = out[iy, ix]
+    ix, iy, sel = pixels_inside(xy, sd.shape)
+    sel[sel] = out[iy[sel], ix[sel]]
     n = np.bincount(tile[iy[sel], ix[sel]], minlength=area.size).astype(np.float64)
     ok = area >= 0.5 * side * side
     if ok.sum() < 5 or n[ok].sum() == 0:

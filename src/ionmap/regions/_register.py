@@ -28,7 +28,7 @@ from scipy.spatial import cKDTree
 from skimage import transform as sktransform
 
 from .._geometry import apply_affine, count_points, pixels_inside
-from ..errors import InputError
+from ..errors import InputError, IonmapWarning
 from ._cells import Cells
 
 _MODELS = {"similarity": sktransform.SimilarityTransform,
@@ -664,5 +664,5 @@ def audit_registration(reg: Registration, cells: Cells, cells_msi: np.ndarray,
                      f"exceeds half the rim width ({rim_um:g} µm): classes may follow the "
                      "registration error (see registration_stable)")
     for n in notes:
-        warnings.warn(n, stacklevel=2)
+        warnings.warn(n, IonmapWarning, stacklevel=2)
     return notes

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import store
 from .._files import make_dir
-from ..errors import InputError
+from ..errors import InputError, IonmapWarning
 from ..params import (
     HotspotParams,
     ImmuneParams,
@@ -184,7 +184,10 @@ class HotspotRun:
 
     ``hotspots``: rows of hotspots.csv; ``densities``: rows of cell_densities.csv;
     ``curves``: rows of distance_curves.csv; ``registration``; ``tissue``: (ny, nx) bool;
-    ``maps`` / ``labels``: map name -> (ny, nx) values / hotspot ids; ``files``: written.
+    ``maps`` / ``labels``: map name -> (ny, nx) values / hotspot ids; ``cell_hotspot`` /
+    ``cell_compartment``: map name -> (n_cells,) each cell's hotspot id (0: none) and
+    compartment as the immune context counted it (see
+    :attr:`~ionmap.regions.ImmuneContext.cell_compartment`); ``files``: written.
     """
 
     hotspots: list[dict]
@@ -194,6 +197,8 @@ class HotspotRun:
     tissue: np.ndarray
     maps: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
+    cell_hotspot: dict[str, np.ndarray]
+    cell_compartment: dict[str, np.ndarray]
     files: list[Path]
     params: dict
 
@@ -289,6 +294,7 @@ def run_hotspots(
     notes = audit_registration(reg, cells, cells_msi, tissue, px, ip.rim_um, coverage)
     loo = reg.loo_rms_px if reg.method == "landmarks" else None
     rows, densities, curves, labels = [], [], [], {}
+    cell_ids, cell_comps = {}, {}  # per map: each cell's hotspot id and compartment
     pixel_mm2 = px[0] * px[1] * 1e-6
     found = [find_hotspots(values[name], tissue, fdr=hp.fdr, min_area_px=hp.min_area_px,
                            radius=hp.radius_px, shape=hp.neighbourhood, extent=hp.extent,
@@ -331,6 +337,8 @@ def run_hotspots(
                          "area_mm2": h["area_px"] * pixel_mm2,
                          "centroid_annotation_x": float(a[0]),
                          "centroid_annotation_y": float(a[1]), "annotation": status})
+        cell_ids[name] = np.where(ctx.cell_label > 0, ctx.cell_label + offset, 0)
+        cell_comps[name] = ctx.cell_compartment
         densities += [{"id": d["label"] + offset, "map": name, **d} for d in ctx.densities]
         curves += [{"id": d["label"] + offset, "map": name, **d} for d in ctx.curves]
     for r in rows:
@@ -347,9 +355,10 @@ def run_hotspots(
     infos = [map_info(m, list(data.images), data.groups,
                       normalisation=_normalisation_name(data, hp.normalisation)) for m in maps]
     files = _write_outputs(Path(out_dir), data, cells, cells_msi, reg, tissue, values, labels,
-                           rows, densities, curves, params, infos, write_labels, colors or {},
-                           storage_options)
-    return HotspotRun(rows, densities, curves, reg, tissue, values, labels, files, params)
+                           (cell_ids, cell_comps), rows, densities, curves, params, infos,
+                           write_labels, colors or {}, storage_options)
+    return HotspotRun(rows, densities, curves, reg, tissue, values, labels, cell_ids,
+                      cell_comps, files, params)
 
 
 #: Immune fields of a candidate that is not significant: never classified.
@@ -374,13 +383,15 @@ def _annotation_output(reg: Registration, cells: Cells) -> tuple[np.ndarray, str
     if cells.unit == "um":
         warnings.warn(f"{cells.source}: cells are in µm and the histology pixel size is "
                       f"unknown, so the QuPath annotations are in µm ({GEOJSON_UM}); give "
-                      "cells_pixel_size_um=... to get them in image pixels", stacklevel=3)
+                      "cells_pixel_size_um=... to get them in image pixels", IonmapWarning,
+                      stacklevel=3)
         return reg.matrix, "um", GEOJSON_UM
     return reg.matrix, cells.unit, "hotspots.geojson"
 
 
 def _write_outputs(out: Path, data: MSIData, cells: Cells, cells_msi: np.ndarray,
-                   reg: Registration, tissue: np.ndarray, values: dict, labels: dict, rows: list, densities: list,
+                   reg: Registration, tissue: np.ndarray, values: dict, labels: dict,
+                   assigned: tuple[dict, dict], rows: list, densities: list,
                    curves: list, params: dict, infos: list[dict], write_labels: bool,
                    colors: Mapping[str, Sequence[int]], storage_options) -> list[Path]:
     make_dir(out)
@@ -406,12 +417,13 @@ def _write_outputs(out: Path, data: MSIData, cells: Cells, cells_msi: np.ndarray
                     "msi_pixel_size_um": params["pixel_size_um"], "parameters": params}
     files.append(export.write_json(out / "registration.json", registration))
     if write_labels and data.url:
-        _store(data.url, tissue, values, labels, rows, densities, curves, params, infos,
-               registration, cells, cells_msi, colors, storage_options)
+        _store(data.url, tissue, values, labels, assigned, rows, densities, curves, params,
+               infos, registration, cells, cells_msi, colors, storage_options)
     return files
 
 
-def _store(url: str, tissue: np.ndarray, values: dict, labels: dict, rows: list, densities: list, curves: list,
+def _store(url: str, tissue: np.ndarray, values: dict, labels: dict, assigned: tuple[dict, dict],
+           rows: list, densities: list, curves: list,
            params: dict, infos: list[dict], registration: dict, cells: Cells,
            cells_msi: np.ndarray, colors: Mapping[str, Sequence[int]], storage_options) -> None:
     """Maps, tissue, hotspot tables and cells into the result; one label image per map
@@ -436,7 +448,8 @@ def _store(url: str, tissue: np.ndarray, values: dict, labels: dict, rows: list,
                         "registration": registration, "parameters": params,
                         "maps": [i["name"] for i in infos]})
     store.write_hotspots(url, clean, cells_msi, cells.cell_type,
-                            storage_options=storage_options)
+                         *(np.stack([a[i["name"]] for i in infos]) for a in assigned),
+                         storage_options=storage_options)
 
 
 def run_summary(run: HotspotRun) -> str:

@@ -9,10 +9,11 @@
 - :func:`cell_table`: cells × ion images, each cell given the value of the MSI pixel its
   centre falls in (NaN off the grid); ``obs``: cell type, MSI position and, per map,
   the hotspot id, its immune class and the compartment (inside, rim within the run's
-  ``rim_um`` of the hotspot edge, outside). Needs a stored hotspot run.
+  ``rim_um`` of the hotspot edge, outside, edge band = the guard band just inside the
+  edge, not measured = off the grid, the tissue or the annotated region), as the hotspot
+  run counted each cell. Needs a stored hotspot run.
 
-Every value is read from the result store; nothing is recomputed but the pixel lookup and
-the distance to hotspot edges (Euclidean distance transform, µm).
+Every value is read from the result store; nothing is recomputed but the pixel lookup.
 """
 from __future__ import annotations
 
@@ -22,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from .._files import write_atomic
 from .._geometry import pixels_inside
 from ..errors import InputError
-from ..regions import label_name
+from ..regions import COMPARTMENTS, label_name
 
 
 def _open(result: Any, storage_options: Mapping[str, Any] | None):
@@ -93,6 +93,10 @@ def pixel_table(result: Any, *, features: bool = False,
     return adata
 
 
+#: Names of the stored compartment codes -2..2 (see ``ionmap.store``'s hotspots group).
+COMPARTMENT_NAMES = ("not measured", "edge band", *COMPARTMENTS)
+
+
 def cell_table(result: Any, *, storage_options: Mapping[str, Any] | None = None):
     """The cells × targets AnnData of a result with a stored hotspot run."""
     import anndata
@@ -104,42 +108,31 @@ def cell_table(result: Any, *, storage_options: Mapping[str, Any] | None = None)
         raise InputError(result.url, "no hotspot run stored in this result (run ionmap "
                          "hotspots on it first)")
     xy = np.asarray(hot["cells_xy"], np.float64)
-    ny, nx = result.shape
     col, row, on = pixels_inside(xy, result.shape)  # as the immune context counts them
     cube = np.asarray(result.ion_images.compute())
     values = np.full((len(xy), cube.shape[0]), np.nan, np.float32)
     values[on] = cube[:, row[on], col[on]].T
     obs: dict[str, Any] = {"cell_type": pd.Categorical(hot["cells_type"].astype(str)),
                            "msi_x": xy[:, 0], "msi_y": xy[:, 1], "on_grid": on}
-    px = result.pixel_size_um or (1.0, 1.0)
-    rim_um = float(hot.get("parameters", {}).get("rim_um", 0.0))
     classes = {int(h["id"]): h["class"] for h in hot.get("hotspots", [])}
-    for name in hot.get("maps", []):
-        if label_name(name) not in result.label_names:
-            continue
-        labels = result.labels(label_name(name))
-        ids = np.zeros(len(xy), np.int64)
-        ids[on] = labels[row[on], col[on]]
-        # µm from each outside pixel to the nearest hotspot pixel (and which hotspot)
-        dist, (iy, ix) = ndimage.distance_transform_edt(labels == 0, sampling=(px[1], px[0]),
-                                                        return_indices=True)
-        near = np.zeros(len(xy), np.int64)
-        near[on] = labels[iy[row[on], col[on]], ix[row[on], col[on]]]
-        rim = on & (ids == 0) & (near > 0) & (dist[np.clip(row, 0, ny - 1),
-                                                    np.clip(col, 0, nx - 1)] <= rim_um)
-        compartment = np.where(ids > 0, "inside", np.where(rim, "rim", "outside"))
-        compartment[~on] = "off grid"
-        owner = np.where(ids > 0, ids, np.where(rim, near, 0))
+    ids, codes = hot.get("cells_hotspot"), hot.get("cells_compartment")
+    if ids is None or codes is None:
+        raise InputError(result.url, "the stored hotspot run has no per-cell compartments "
+                         "(written by an older ionmap): run ionmap hotspots on it again")
+    for k, name in enumerate(hot.get("maps", [])):
+        owner = np.asarray(ids[k], np.int64)
         obs[f"hotspot_{name}"] = owner
         obs[f"class_{name}"] = pd.Categorical([classes.get(int(i), "") for i in owner])
-        obs[f"compartment_{name}"] = pd.Categorical(compartment)
+        obs[f"compartment_{name}"] = pd.Categorical(
+            np.asarray(COMPARTMENT_NAMES)[np.asarray(codes[k], np.int64) + 2])
     spatial, unit = _spatial(xy, result.pixel_size_um)
     adata = anndata.AnnData(X=values, obs=pd.DataFrame(obs, index=[f"cell_{i}" for i in
                                                                     range(len(xy))]),
                             var=_var(result, False))
     adata.obsm["spatial"] = spatial
     adata.uns["spatial_unit"] = unit
-    adata.uns["ionmap"] = {"result": str(result.url), "rim_um": rim_um,
+    adata.uns["ionmap"] = {"result": str(result.url),
+                           "rim_um": float(hot.get("parameters", {}).get("rim_um", 0.0)),
                            "value": "ion image value of the MSI pixel the cell centre is in"}
     return adata
 

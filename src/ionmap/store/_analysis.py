@@ -12,7 +12,11 @@ Layout (paths relative to the result root)::
     hotspots/             attrs ``ionmap``: the hotspot table, densities, distance curves,
                           registration, parameters, time; ``cells_xy`` (n, 2) float32 cell
                           positions in MSI pixels (x, y, 0-based) and ``cells_type`` (n,)
-                          int16 codes into ``attrs["ionmap"]["cell_types"]``
+                          int16 codes into ``attrs["ionmap"]["cell_types"]``;
+                          ``cells_hotspot`` (map, cell) int32 hotspot id (0: none) and
+                          ``cells_compartment`` (map, cell) int8 code (0 inside, 1 rim,
+                          2 outside, -1 edge guard band, -2 not measured), maps in
+                          ``attrs["ionmap"]["maps"]`` order, as the immune context counted
 
 Readers return plain NumPy arrays and dicts; every entry may be absent (an older result,
 or a step that did not run), and then reads as None.
@@ -166,22 +170,28 @@ def read_tissue(store: Any) -> np.ndarray | None:
 
 
 def write_hotspots(url: str | os.PathLike, info: Mapping[str, Any], cells_xy: np.ndarray,
-                   cell_types: np.ndarray, *,
+                   cell_types: np.ndarray, cell_hotspot: np.ndarray,
+                   cell_compartment: np.ndarray, *,
                    storage_options: Mapping[str, Any] | None = None) -> None:
     """Store a hotspot run: ``info`` (JSON-ready: table rows, densities, curves,
-    registration, parameters) and the cells in MSI pixels with their types."""
+    registration, parameters, ``maps``), the cells in MSI pixels with their types, and per
+    map (rows in ``info["maps"]`` order) each cell's hotspot id and compartment code as
+    the immune context counted them: (n_maps, n_cells) arrays."""
     store, _ = _writable(url, storage_options)
-    _write_hotspots(store, info, cells_xy, cell_types)
+    _write_hotspots(store, info, cells_xy, cell_types, cell_hotspot, cell_compartment)
 
 
 @_storage_errors
-def _write_hotspots(store, info, cells_xy, cell_types) -> None:
+def _write_hotspots(store, info, cells_xy, cell_types, cell_hotspot, cell_compartment
+                    ) -> None:
     types, codes = np.unique(np.asarray(cell_types).astype(str), return_inverse=True)
     root = zarr.open_group(store, mode="r+", zarr_format=3)
     group = root.create_group(HOTSPOTS, overwrite=True, attributes={"ionmap": {
         **dict(info), "cell_types": types.tolist(), "written": now()}})
     _put(group, "cells_xy", np.asarray(cells_xy, np.float32).reshape(-1, 2), ["cell", "xy"])
     _put(group, "cells_type", codes.astype(np.int16), ["cell"])
+    _put(group, "cells_hotspot", np.asarray(cell_hotspot, np.int32), ["map", "cell"])
+    _put(group, "cells_compartment", np.asarray(cell_compartment, np.int8), ["map", "cell"])
 
 
 def read_hotspots(store: Any) -> dict | None:
@@ -197,6 +207,8 @@ def read_hotspots(store: Any) -> dict | None:
     info["cells_xy"] = np.zeros((0, 2), np.float32) if xy is None else xy
     info["cells_type"] = (types[codes] if codes is not None and len(types)
                           else np.zeros(0, dtype=object))
+    for name in ("cells_hotspot", "cells_compartment"):
+        info[name] = _array(store, f"{HOTSPOTS}/{name}")
     return info
 
 
