@@ -11,7 +11,7 @@ from scipy.stats import norm
 
 from ionmap.errors import InputError
 from ionmap.regions import bh_qvalues, find_hotspots, gi_star
-from ionmap.regions._hotspots import _LocalContrast, neighbourhood_weights
+from ionmap.regions._hotspots import P_FLOOR, _LocalContrast, _pareto_tail, neighbourhood_weights
 from ionmap.regions._surrogates import SurrogateField
 
 
@@ -126,10 +126,24 @@ def test_planted_niches_found(seed):
     assert [h["max_z"] for h in hs.table] == sorted((h["max_z"] for h in hs.table),
                                                      reverse=True)
     assert all(h["significant"] and h["hotspot_q"] <= 0.05 for h in hs.table)
-    # max-statistic p-value: its cluster's mass against the surrogates' largest masses
+    # max-statistic p-value: its cluster's mass against the surrogates' largest masses;
+    # past every surrogate, below their 1/200 floor by the Pareto tail fit
     for h in hs.table:
         expected = (1 + np.sum(hs.null_max_mass >= h["cluster_mass"])) / (1 + 199)
-        assert h["hotspot_p"] == pytest.approx(expected)
+        if h["cluster_mass"] > hs.null_max_mass.max():
+            assert P_FLOOR <= h["hotspot_p"] < expected
+        else:
+            assert h["hotspot_p"] == pytest.approx(expected)
+
+
+def test_pareto_tail_matches_a_known_tail():
+    """The tail fit beyond the surrogates: exponential maxima (a GPD with shape 0) give
+    P(max ≥ x) ≈ exp(−x) past the largest of 2000 draws, and NaN within their range."""
+    null = np.random.default_rng(3).exponential(size=2000)
+    x = np.array([null.max() - 0.5, 9.0, 11.0])
+    got = _pareto_tail(null, x)
+    assert np.isnan(got[0])
+    np.testing.assert_allclose(got[1:], np.exp(-x[1:]), rtol=0.6)
 
 
 def test_untrimmed_region_bleeds_by_the_neighbourhood():
