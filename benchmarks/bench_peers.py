@@ -1,7 +1,8 @@
 """ionmap against the other Python imzML readers, as whole processes on the same files.
 
 Installs nothing. pyimzML (a dependency) is always run as the baseline; imzy, bioio-imzml,
-thyra and massflow run when importable (``pip install -e ".[bench]"``), else are reported
+thyra and massflow run when importable (``pip install -e ".[bench]"`` in a separate virtual
+environment, as thyra pins an older dask; massflow is not on PyPI), else are reported
 as skipped. Tasks, each a fresh process measured from outside (wall time, peak RssAnon and
 RssFile, see ``_measure.py``), with the files in the page cache:
 
