@@ -357,24 +357,26 @@ class _LocalContrast:
         self.kappa = np.array(out)
         return self.kappa
 
-    def __call__(self, u: np.ndarray) -> np.ndarray:
-        """The statistic of ``u`` (…, ny, nx), 0 where not computed; ``u`` 0 off the mask."""
+    def _per_scale(self, u: np.ndarray):
+        """(inner half-width, T at that scale) for every scale, −inf where not usable."""
         sums = self._sums(u)
-        best = np.full(u.shape, -np.inf)
         for (a, b), (w_in, w_ring, unused), k in zip(self.scales, self.terms, self.kappa):
             t = sums[a] * ((w_in + w_ring) / k) - sums[b] * (w_ring / k)
             t[..., unused] = -np.inf  # a scale not usable at a pixel does not compete
+            yield a, t
+
+    def __call__(self, u: np.ndarray) -> np.ndarray:
+        """The statistic of ``u`` (…, ny, nx), 0 where not computed; ``u`` 0 off the mask."""
+        best = np.full(u.shape, -np.inf)
+        for _, t in self._per_scale(u):
             np.maximum(best, t, out=best)
         return np.where(self.ok, best, 0.0)
 
     def winning(self, u: np.ndarray) -> np.ndarray:
         """Inner half-width (pixels) of the scale whose T is the largest, per pixel of ``u``
         (ny, nx)."""
-        sums = self._sums(u)
         best, width = np.full(u.shape, -np.inf), np.zeros(u.shape, dtype=np.intp)
-        for (a, b), (w_in, w_ring, unused), k in zip(self.scales, self.terms, self.kappa):
-            t = sums[a] * ((w_in + w_ring) / k) - sums[b] * (w_ring / k)
-            t[unused] = -np.inf
+        for a, t in self._per_scale(u):
             width = np.where(t > best, a, width)
             np.maximum(best, t, out=best)
         return width
@@ -449,7 +451,8 @@ def find_hotspots(
     smoothed excess over the local background is ≥ extent × its plateau (None keeps the
     cluster as is); ``cluster_z``: cluster-forming threshold on the contrast T;
     ``n_surrogates``: surrogate maps of the null (p-values are multiples of
-    1/(n_surrogates + 1)); ``transform``: "log" or "none"; ``seed``: of the surrogates;
+    1/(n_surrogates + 1), smaller only past every surrogate, from the tail fit);
+    ``transform``: "log" or "none"; ``seed``: of the surrogates;
     ``keep``: "significant" (default) or "all" candidates (with their p and q). Hotspots
     are numbered by decreasing peak T (``max_z``; ``z`` holds T per pixel).
     """

@@ -273,7 +273,11 @@ class _Geometry:
     def counts(self, xy: np.ndarray, codes: np.ndarray, n_types: int, rim_um: float
                ) -> np.ndarray:
         """Cells per (owner, compartment, type): (n_hot + 1, 3, T); outside in every row."""
-        owner, comp = self.assign(xy, rim_um)
+        return self.tally(*self.assign(xy, rim_um), codes, n_types)
+
+    def tally(self, owner: np.ndarray, comp: np.ndarray, codes: np.ndarray, n_types: int
+              ) -> np.ndarray:
+        """:meth:`counts` of cells already :meth:`assign`-ed."""
         sel = comp >= 0
         counts = np.bincount((owner[sel] * 3 + comp[sel]) * n_types + codes[sel],
                              minlength=(self.n_hot + 1) * 3 * n_types
@@ -373,7 +377,7 @@ def immune_context(
     sd, owner = edge_distance(labels, px)
     geo = _Geometry(sd, owner, tissue, measured, n_hot, px, guard)
     cell_label, cell_comp = geo.assign(xy, rim_um)
-    counts = geo.counts(xy, codes, n_types, rim_um)
+    counts = geo.tally(cell_label, cell_comp, codes, n_types)
     areas = geo.areas(rim_um)
     areas_tissue = geo.areas(rim_um, tissue)
     density = _density(counts, areas[:, :, None])  # (n_hot+1, 3, T)
