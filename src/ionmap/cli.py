@@ -251,9 +251,12 @@ def _run_convert(args) -> int:
     rec = result.recalibration or {}
     if rec.get("applied"):
         hist = rec.get("histogram", {})
-        print(f"{rec['message']}; median |error| of the reference ions "
-              f"{hist.get('before_median_abs_ppm')} ppm before, "
-              f"{hist.get('after_median_abs_ppm')} ppm after")
+        before, after = (hist.get(f"{k}_median_abs_ppm") for k in ("before", "after"))
+        if before is None or after is None:  # no reference measured in any pixel
+            print(f"{rec['message']}; no reference ion measured pixel by pixel")
+        else:
+            print(f"{rec['message']}; median |error| of the reference ions {before} ppm "
+                  f"before, {after} ppm after")
     return 0
 
 

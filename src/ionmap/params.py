@@ -218,7 +218,8 @@ class RecalibrationParams(Params):
     max_sample: int = param(4000, "at most about this many spectra (a spatial lattice) are read "
                             "for the fit", "spectra")
     min_presence: float = param(0.3, "a reference must be an inlier in this fraction of the "
-                                "lattice spectra", "fraction 0..1")
+                                "lattice spectra (and more often than decoys at random "
+                                "masses)", "fraction 0..1")
     min_references: int = param(2, "with fewer references found the recorded axis is kept")
     resolving_power: float = param(20000.0, "resolving power m/FWHM for isotope peaks when "
                                    "the data cannot tell (centroid spectra)")

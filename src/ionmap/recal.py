@@ -28,7 +28,16 @@ reference ions. How it is estimated:
    interpolated bilinearly to every pixel.
 
 A reference counts as found when it is an inlier in at least ``min_presence`` of the
-lattice spectra; with fewer than ``min_references`` found references the raw axis is kept.
+lattice spectra *and* more often than decoys are. Decoys (:func:`decoy_masses`): each
+reference moved by 3–8 × ``search_ppm`` (random sign, seeded), ``N_DECOY_SETS`` sets, each
+measured and put through the same consensus as the references. No ion sits at a decoy's
+mass more often than by chance, so the decoys' presences are what chance agreement gives on
+this file's own peak density (random or crowded spectra make many references "agree"
+within ±``inlier_ppm`` of each other). The presence threshold is the lowest at which the
+estimated false references (decoys at or above it per set) are at most ``DECOY_FDR`` of
+the references at or above it: the target–decoy estimate of Elias & Gygi 2007 (Nat.
+Methods 4:207), as METASPACE uses for annotations. With fewer than ``min_references``
+found references the raw axis is kept (a random-peak file gets no model).
 """
 from __future__ import annotations
 
@@ -66,6 +75,11 @@ MATRIX_REFERENCES: dict[str, list[tuple[str, str, str]]] = {
 
 #: Inlier errors (a seeded random subset) the m/z slope is fitted on: Theil–Sen is O(n²).
 THEIL_SEN_POINTS = 600
+#: Decoy sets measured beside the references, and the decoy offsets in units of search_ppm.
+N_DECOY_SETS = 8
+DECOY_SHIFT = (3.0, 8.0)
+#: Target–decoy false discovery rate allowed among the references found.
+DECOY_FDR = 0.05
 #: The model, in words (stored with every result).
 MODEL = "delta(x, y, m) = a(x, y) + b * (m - m0) / 1000 ppm; observed m/z = m * (1 + delta * 1e-6)"
 
@@ -156,6 +170,40 @@ class Model:
         return MassShift(a, np.full(a.shape, self.b), self.m0)
 
 
+def decoy_masses(ref_mz: np.ndarray, search_ppm: float, n_sets: int = N_DECOY_SETS
+                 ) -> np.ndarray:
+    """(n_sets, R) decoy m/z (Th): every reference moved by ±``DECOY_SHIFT`` × search_ppm
+    (uniform, random sign; seeded, so the same file gives the same decoys). The shift keeps
+    a decoy outside its reference's search window and inside the same m/z neighbourhood
+    (a few hundred ppm), where the peak density is the reference's."""
+    rng = np.random.default_rng(20070207)
+    lo, hi = DECOY_SHIFT
+    ppm = rng.uniform(lo, hi, (n_sets, len(ref_mz))) * search_ppm
+    ppm *= rng.choice((-1.0, 1.0), ppm.shape)
+    return np.asarray(ref_mz, dtype=np.float64)[None, :] * (1.0 + ppm * 1e-6)
+
+
+def _presence(err: np.ndarray, height: np.ndarray, tol: float, n_sets: int = 1) -> np.ndarray:
+    """Share of the spectra in which each reference is a consensus inlier: (R,) for (n, R)
+    errors; (K·R,) for the (n, K·R) errors of K sets, each set its own consensus."""
+    n, cols = err.shape
+    r = cols // max(1, n_sets)
+    err = err.reshape(n * n_sets, r)  # a row per (spectrum, set)
+    weight = np.log1p(np.where(np.isfinite(err), height.reshape(n * n_sets, r), 0.0))
+    inlier, _ = _consensus(err, weight, tol)
+    return inlier.reshape(n, n_sets * r).sum(axis=0) / max(1, n)
+
+
+def presence_threshold(presence: np.ndarray, decoy_presence: np.ndarray, n_sets: int,
+                       min_presence: float, fdr: float = DECOY_FDR) -> float:
+    """The lowest presence t ≥ ``min_presence`` at which (decoys ≥ t) / n_sets ≤ fdr ×
+    (references ≥ t) (target–decoy, Elias & Gygi 2007); inf when there is none."""
+    for t in np.unique(presence[presence >= min_presence]):
+        if np.count_nonzero(decoy_presence >= t) / n_sets <= fdr * np.count_nonzero(presence >= t):
+            return float(t)
+    return float("inf")
+
+
 def lattice_step(n_spectra: int, max_sample: int) -> int:
     """Lattice spacing (pixels) so that at most about ``max_sample`` spectra are read
     (every spectrum when there are no more than that)."""
@@ -217,9 +265,11 @@ def theil_sen_slope(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def fit_model(err: np.ndarray, height: np.ndarray, refs: References, x: np.ndarray,
-              y: np.ndarray, shape: tuple[int, int], step: int, rp: RecalibrationParams
-              ) -> tuple[Model | None, str]:
-    """Fit the model from lattice errors ``err`` (n, R) ppm at pixels (x, y).
+              y: np.ndarray, shape: tuple[int, int], step: int, rp: RecalibrationParams,
+              decoy_err: np.ndarray, decoy_height: np.ndarray) -> tuple[Model | None, str]:
+    """Fit the model from lattice errors ``err`` (n, R) ppm and apex heights at pixels
+    (x, y); ``decoy_err``/``decoy_height`` (n, K·R): the same for the K sets of
+    :func:`decoy_masses` (set after set).
 
     Returns (model or None when too few references were found, a one-line summary).
     """
@@ -227,13 +277,18 @@ def fit_model(err: np.ndarray, height: np.ndarray, refs: References, x: np.ndarr
     weight = np.log1p(np.where(np.isfinite(err), height, 0.0))
     m0 = float(np.median(refs.mz)) if r else 0.0
     inlier_ppm = rp.inlier_ppm
-    inlier, a = _consensus(err, weight, inlier_ppm)
-    presence = inlier.sum(axis=0) / max(1, n)
-    used = presence >= rp.min_presence
+    presence = _presence(err, height, inlier_ppm)
+    k = decoy_err.shape[1] // max(1, r)
+    decoy_presence = _presence(decoy_err, decoy_height, inlier_ppm, k) if k else np.empty(0)
+    threshold = presence_threshold(presence, decoy_presence, k, rp.min_presence)
+    used = presence >= threshold
     if used.sum() < rp.min_references:
         found = ", ".join(np.array(refs.names)[used]) or "none"
+        chance = int(np.count_nonzero(presence >= rp.min_presence) - used.sum())
+        why = (f"; {chance} more no more often than decoys at random masses: chance "
+               "agreement of a crowded or random spectrum") if chance else ""
         return None, (f"recalibration: {int(used.sum())} reference ion(s) found (need "
-                      f"{rp.min_references}; found: {found}); m/z axis kept as recorded")
+                      f"{rp.min_references}; found: {found}{why}); m/z axis kept as recorded")
     e = np.where(used[None, :], err, np.nan)
     inlier, a = _consensus(e, weight, inlier_ppm)
     # the run's m/z slope from the pooled inliers, offsets removed

@@ -181,3 +181,62 @@ def test_mass_error_medians_equal_numpys_nanmedian():
         assert np.isnan(got[:3]).all()
         np.testing.assert_array_equal(got, want)
     assert row_nanmedian(np.zeros((4, 0))).shape == (4,)
+
+
+def _fit(err, height, decoy_err, decoy_height, shape=(3, 3)):
+    from ionmap import recal
+    from ionmap.params import RecalibrationParams
+
+    r = err.shape[1]
+    refs = recal.References([f"r{j}" for j in range(r)], np.linspace(150.0, 850.0, r))
+    yy, xx = np.divmod(np.arange(err.shape[0]), shape[1])
+    return recal.fit_model(err, height, refs, xx, yy, shape, 1, RecalibrationParams(),
+                           decoy_err, decoy_height)
+
+
+def test_chance_agreement_of_random_peaks_gives_no_model():
+    # Null: every reference's error is where the nearest random peak happens to be
+    # (uniform in +-40 ppm, or none), decoys alike. With 9 spectra and 30 references,
+    # some pairs agree within +-3 ppm in a third of the spectra by chance.
+    from ionmap import recal
+
+    rng = np.random.default_rng(5)
+    n, r, k = 9, 30, recal.N_DECOY_SETS
+    applied, plain = 0, 0
+    for _ in range(200):
+        e = rng.uniform(-40, 40, (n, r * (k + 1)))
+        e[rng.random(e.shape) < 0.5] = np.nan
+        h = rng.gamma(2.0, 100.0, e.shape)
+        model, _ = _fit(e[:, :r], h[:, :r], e[:, r:], h[:, r:])
+        applied += model is not None
+        plain += np.count_nonzero(recal._presence(e[:, :r], h[:, :r], 3.0) >= 0.3) >= 2
+    assert plain >= 100        # presence alone would have fitted half of these
+    assert applied <= 10       # the decoys hold it to the 5 % the threshold allows
+
+
+def test_references_that_agree_beyond_chance_are_found():
+    from ionmap import recal
+
+    rng = np.random.default_rng(6)
+    n, r, k = 9, 30, recal.N_DECOY_SETS
+    e = rng.uniform(-40, 40, (n, r * (k + 1)))
+    e[rng.random(e.shape) < 0.5] = np.nan
+    h = rng.gamma(2.0, 100.0, e.shape)
+    e[:, [3, 11, 20]] = 12.0 + rng.normal(0, 0.5, (n, 3))  # three real ions, +12 ppm
+    model, message = _fit(e[:, :r], h[:, :r], e[:, r:], h[:, r:])
+    assert model is not None, message
+    assert set(np.flatnonzero(model.used)) == {3, 11, 20}
+    assert abs(np.median(model.a) - 12.0) < 1.0
+
+
+def test_random_profile_file_is_not_recalibrated(tmp_path, write_imzml):
+    # a 3 x 3 section of random dense profile spectra and the whole default panel: before
+    # the decoys, two reference ions "agreed" by chance (seed 1) and the axis moved 27 ppm
+    for seed in range(4):
+        w = write_imzml(f"r{seed}", mode="continuous", spectrum_type="profile", shape=(3, 3),
+                        points=20000, seed=seed, polarity="negative")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # lactate lies below the file's range, too
+            res = ionmap.convert(w.path, tmp_path / f"r{seed}.zarr", progress=False)
+        assert not res.recalibration["applied"]
+        assert any("m/z axis kept as recorded" in str(c.message) for c in caught)

@@ -198,8 +198,15 @@ def convert(
             attrs["annotation"], spectrum = side.result()
             checkpoint.flush()
             if model is not None:
-                attrs["recalibration"]["histogram"] = recal.error_histogram(
-                    st.read_mass_error(store))
+                hist = recal.error_histogram(st.read_mass_error(store))
+                attrs["recalibration"]["histogram"] = hist
+                before, after = hist["before_median_abs_ppm"], hist["after_median_abs_ppm"]
+                if before is not None and after is not None and after > before:
+                    warnings.warn(f"{src.url}: the recalibrated m/z axis is further from the "
+                                  f"reference ions than the recorded one (median |error| "
+                                  f"{before} -> {after} ppm): wrong panel or polarity? "
+                                  "(--recalibrate none keeps the recorded axis)", IonmapWarning,
+                                  stacklevel=2)
             st.write_mean_spectrum(store, *spectrum)
             _finish(store, layout, checkpoint, out_url, out_options, bar, client, workers, token,
                     features=axis is not None)
@@ -256,13 +263,17 @@ def _calibrate(src, recalibrate: str, rp: RecalibrationParams, table: list[dict]
     else:
         refs = locks
     if refs.mz.size and batches:
-        errs = [kernels.reference_errors(b, refs.mz, rp.search_ppm,
+        # the references and their decoys in one pass over the lattice
+        probe = np.concatenate([refs.mz, recal.decoy_masses(refs.mz, rp.search_ppm).ravel()])
+        errs = [kernels.reference_errors(b, probe, rp.search_ppm,
                                          profile=src.spectrum_type != "centroid")
                 for b in batches]
         err = np.concatenate([e for e, _, _ in errs])
         height = np.concatenate([h for _, h, _ in errs])
-        model, message = recal.fit_model(err, height, refs, x[chosen], y[chosen],
-                                         tuple(src.shape), step, rp)
+        r = refs.mz.size
+        model, message = recal.fit_model(err[:, :r], height[:, :r], refs, x[chosen],
+                                         y[chosen], tuple(src.shape), step, rp,
+                                         err[:, r:], height[:, r:])
     if model is None:
         warnings.warn(f"{src.url}: {message}", IonmapWarning, stacklevel=3)
         return None, {**base, "message": message}, lattice
