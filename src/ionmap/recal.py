@@ -33,7 +33,8 @@ reference moved by 3–8 × ``search_ppm`` (random sign, seeded), ``N_DECOY_SETS
 measured and put through the same consensus as the references. No ion sits at a decoy's
 mass more often than by chance, so the decoys' presences are what chance agreement gives on
 this file's own peak density (random or crowded spectra make many references "agree"
-within ±``inlier_ppm`` of each other). The presence threshold is the lowest at which the
+within ±``inlier_ppm`` of each other). Both are counted on the same ``PRESENCE_SPECTRA``
+lattice spectra, spread evenly over it. The presence threshold is the lowest at which the
 estimated false references (decoys at or above it per set) are at most ``DECOY_FDR`` of
 the references at or above it: the target–decoy estimate of Elias & Gygi 2007 (Nat.
 Methods 4:207), as METASPACE uses for annotations. With fewer than ``min_references``
@@ -80,6 +81,10 @@ N_DECOY_SETS = 8
 DECOY_SHIFT = (3.0, 8.0)
 #: Target–decoy false discovery rate allowed among the references found.
 DECOY_FDR = 0.05
+#: Lattice spectra (spread evenly over it) on which references and decoys are counted:
+#: a presence from 600 spectra has a standard error of at most 0.02, and the decoys'
+#: consensus, K times the references', costs a tenth of what the whole lattice would.
+PRESENCE_SPECTRA = 600
 #: The model, in words (stored with every result).
 MODEL = "delta(x, y, m) = a(x, y) + b * (m - m0) / 1000 ppm; observed m/z = m * (1 + delta * 1e-6)"
 
@@ -183,15 +188,19 @@ def decoy_masses(ref_mz: np.ndarray, search_ppm: float, n_sets: int = N_DECOY_SE
     return np.asarray(ref_mz, dtype=np.float64)[None, :] * (1.0 + ppm * 1e-6)
 
 
+def _weight(err: np.ndarray, height: np.ndarray) -> np.ndarray:
+    """Consensus tie-break weight of each measured reference: its log apex height."""
+    return np.log1p(np.where(np.isfinite(err), height, 0.0))
+
+
 def _presence(err: np.ndarray, height: np.ndarray, tol: float, n_sets: int = 1) -> np.ndarray:
     """Share of the spectra in which each reference is a consensus inlier: (R,) for (n, R)
     errors; (K·R,) for the (n, K·R) errors of K sets, each set its own consensus."""
     n, cols = err.shape
-    r = cols // max(1, n_sets)
+    r = cols // n_sets
     err = err.reshape(n * n_sets, r)  # a row per (spectrum, set)
-    weight = np.log1p(np.where(np.isfinite(err), height.reshape(n * n_sets, r), 0.0))
-    inlier, _ = _consensus(err, weight, tol)
-    return inlier.reshape(n, n_sets * r).sum(axis=0) / max(1, n)
+    inlier, _ = _consensus(err, _weight(err, height.reshape(n * n_sets, r)), tol)
+    return inlier.reshape(n, cols).sum(axis=0) / max(1, n)
 
 
 def presence_threshold(presence: np.ndarray, decoy_presence: np.ndarray, n_sets: int,
@@ -199,7 +208,8 @@ def presence_threshold(presence: np.ndarray, decoy_presence: np.ndarray, n_sets:
     """The lowest presence t ≥ ``min_presence`` at which (decoys ≥ t) / n_sets ≤ fdr ×
     (references ≥ t) (target–decoy, Elias & Gygi 2007); inf when there is none."""
     for t in np.unique(presence[presence >= min_presence]):
-        if np.count_nonzero(decoy_presence >= t) / n_sets <= fdr * np.count_nonzero(presence >= t):
+        decoys = np.count_nonzero(decoy_presence >= t)
+        if decoys <= fdr * n_sets * np.count_nonzero(presence >= t):
             return float(t)
     return float("inf")
 
@@ -274,12 +284,14 @@ def fit_model(err: np.ndarray, height: np.ndarray, refs: References, x: np.ndarr
     Returns (model or None when too few references were found, a one-line summary).
     """
     n, r = err.shape
-    weight = np.log1p(np.where(np.isfinite(err), height, 0.0))
+    weight = _weight(err, height)
     m0 = float(np.median(refs.mz)) if r else 0.0
     inlier_ppm = rp.inlier_ppm
-    presence = _presence(err, height, inlier_ppm)
+    rows = np.unique(np.linspace(0, n - 1, min(n, PRESENCE_SPECTRA)).astype(np.intp))
+    presence = _presence(err[rows], height[rows], inlier_ppm)
     k = decoy_err.shape[1] // max(1, r)
-    decoy_presence = _presence(decoy_err, decoy_height, inlier_ppm, k) if k else np.empty(0)
+    decoy_presence = (_presence(decoy_err[rows], decoy_height[rows], inlier_ppm, k) if k
+                      else np.empty(0))
     threshold = presence_threshold(presence, decoy_presence, k, rp.min_presence)
     used = presence >= threshold
     if used.sum() < rp.min_references:

@@ -240,3 +240,22 @@ def test_random_profile_file_is_not_recalibrated(tmp_path, write_imzml):
             res = ionmap.convert(w.path, tmp_path / f"r{seed}.zarr", progress=False)
         assert not res.recalibration["applied"]
         assert any("m/z axis kept as recorded" in str(c.message) for c in caught)
+
+
+def test_a_model_that_moves_the_axis_away_from_the_references_warns(sections, tmp_path,
+                                                                     monkeypatch):
+    # the drift tests run with IonmapWarning as an error: a good model never warns; here
+    # the measured histogram is made to say the opposite (after worse than before)
+    from ionmap import recal
+
+    measured = recal.error_histogram
+
+    def swapped(maps):
+        return measured(maps[[1, 0, 2]])
+
+    monkeypatch.setattr(recal, "error_histogram", swapped)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # lactate lies below the drifted file's range, too
+        ionmap.convert(sections["centroid", "processed", "up"], tmp_path / "w.zarr", ppm=5.0,
+                       progress=False)
+    assert any("further from the reference ions" in str(c.message) for c in caught)
