@@ -16,7 +16,9 @@ engine's per-spectrum RMS at conversion, ``--normalize rms``; the others are
 gives: spurious hotspots per section (significant, not over a planted niche of that map);
 niche-map pairs found; of those, the right class (the planted one where at least 70 % of
 the niche is annotated, "undetermined (not annotated)" where less than 30 % is, either in
-between), undetermined (evidence too weak) and wrong class; and the tissue mask's Jaccard
+between; "undetermined" also where the planted disc expects too few CD8 cells to call
+its inside scarce, :func:`too_few_cells`), undetermined (evidence too weak) and wrong
+class; and the tissue mask's Jaccard
 index against the true tissue for the mask of ionmap (after) and the baseline mask, Otsu's
 threshold on log TIC (main before this change).
 
@@ -36,7 +38,7 @@ from skimage.filters import threshold_otsu
 
 import ionmap
 from ionmap import regions
-from ionmap.params import HotspotParams
+from ionmap.params import HotspotParams, ImmuneParams
 from ionmap.synth import Confounders
 
 TIC = {"ionisation_sd": 0.4, "ionisation_corr_px": 3.0, "pixel_ionisation_sd": 0.15}
@@ -86,6 +88,18 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(int((a | b).sum()), 1))
 
 
+def too_few_cells(truth: dict, niche: dict) -> bool:
+    """Whether a scarce inside cannot be told in this niche: its planted disc, inside the
+    default edge guard (half a pixel) and on its annotated part, expects fewer CD8 cells
+    than ``ImmuneParams.min_expected`` at the tissue baseline. For an excluded or desert
+    niche "undetermined" is then the truth (an inflamed call needs no minimum)."""
+    r = max(niche["radius_px"] - 0.5, 0.0)
+    px_mm2 = (truth["pixel_size_um"] / 1000.0) ** 2
+    base = truth["cell_density_per_mm2"][truth["cd8_label"]]
+    expected = base * np.pi * r * r * px_mm2 * niche["annotated_fraction"]
+    return niche["immune_class"] != "inflamed" and expected < ImmuneParams.min_expected
+
+
 def score(truth: dict, run) -> dict[str, int]:
     """Spurious hotspots and niche-map pairs: found, right, undetermined, wrong."""
     out = dict.fromkeys(("spurious", "pairs", "found", "right", "undetermined", "wrong"), 0)
@@ -111,6 +125,7 @@ def score(truth: dict, run) -> dict[str, int]:
                 right = unannotated
             else:
                 right = cls == niche["immune_class"] or unannotated
+            right = right or (cls == "undetermined" and too_few_cells(truth, niche))
             if right:
                 out["right"] += 1
             elif cls == "undetermined":

@@ -70,12 +70,21 @@ half maximum) of its plateau, holes filled. Local background: the values of a ba
 ``EXTENT_BAND`` pixels around the grown cluster spread into it (normalised convolution,
 ``BACKGROUND_SIGMA`` pixels), so a niche on a gradient keeps its low side; the excess is
 the ratio to it minus 1 for ``transform="log"`` (multiplicative niches) and the difference
-for ``"none"``. Plateau: the mean excess of the pixels kept, iterated from the largest
-(the two-class threshold of Ridler & Calvard 1978, IEEE Trans. Syst. Man Cybern. 8:630),
-so variation inside a large niche does not cut it. Pieces keep their cluster's p-value;
-pieces under ``min_area_px`` are dropped. On soft-edged niches of radius 3.5–7.5 px
-(logistic edge of 0.6 px) the area is 5–35 % larger than the disc's, as the plateau
-mean counts the edge.
+for ``"none"``. Plateau: the median excess of the *core* of the pixels kept (eroded by
+``EXTENT_CORE`` pixels, clear of the blurred edge; its peak for a region too small to
+have one), iterated from the whole grown cluster (the two-class threshold of Ridler & Calvard 1978,
+IEEE Trans. Syst. Man Cybern. 8:630, with the source level taken from the core as the
+adaptive source-to-background thresholds of PET delineation, Nestle et al. 2005, J.
+Nucl. Med. 46:1342), so variation inside a large niche does not cut it and the edge
+does not pull the level down. Pieces keep their cluster's p-value; pieces under
+``min_area_px`` are dropped. On soft-edged niches of radius 3.5–10 px (logistic edge of
+0.6 px, 3–5× over a smooth background of log-SD 0.3 and pixel scatter 0.15) the median
+area is 0.94–0.99 of the disc's (with the mean of all kept pixels it was 1.03–1.36;
+the median, not the mean, keeps a large niche over a patchy background whole).
+Ratio maps (ions moving in opposite directions) come out smaller, 0.5–0.7 of the disc:
+their linear half-maximum lies inside the niche edge (half-way on the log scale
+overshoots to 1.3–1.45), so a small ratio-map hotspot may expect too few cells to
+call; the single-ion map of the same niche is the one to read.
 
 Cost: window sums through integral images and surrogates in stacks; a 300 × 300 map with
 199 surrogates takes about 3–4 s of CPU for one stage and 5 s with a significant cluster
@@ -105,6 +114,9 @@ EXTENT_BAND = 4
 #: Gaussian SD (pixels) with which the band around a hotspot is spread into it as its
 #: local background.
 BACKGROUND_SIGMA = 8.0
+#: Erosion (pixels) of a hotspot's kept pixels to its core, whose mean excess is the
+#: plateau of the extent: twice the smoothing, so the core is clear of the blurred edge.
+EXTENT_CORE = 2
 #: Iterations of the plateau estimate of a hotspot's extent (it converges in a few).
 EXTENT_ITERATIONS = 20
 #: Share of the surrogate maxima whose generalised Pareto fit gives the p-value of a cluster
@@ -657,12 +669,23 @@ def _trim(regions: np.ndarray, n: int, values: np.ndarray, valid: np.ndarray,
         excess = np.where(inside, s / np.where(surface > 0, surface, np.inf) - 1.0, 0.0)
     else:
         excess = np.where(inside, s - surface, 0.0)
-    level = extent * np.concatenate([[np.inf], ndimage.maximum(excess, regions, index)])
-    for _ in range(EXTENT_ITERATIONS):  # plateau = mean excess over the pixels kept
-        kept = np.where(inside & (excess >= level[regions]), regions, 0)
-        count = np.bincount(kept.ravel(), minlength=n + 1)
-        total = np.bincount(kept.ravel(), weights=excess.ravel(), minlength=n + 1)
-        new = np.where(count > 0, extent * total / np.maximum(count, 1), level)
+    top = np.concatenate([[np.inf], ndimage.maximum(excess, regions, index)])
+    # from the whole grown cluster down: started at the peak, the kept pixels of a large
+    # niche over a patchy background would be its highest patches, and their core higher
+    level = np.full(n + 1, -np.inf)
+    level[0] = np.inf
+    for _ in range(EXTENT_ITERATIONS):  # plateau: median excess of the kept pixels' core
+        kept = ndimage.binary_fill_holes(inside & (excess >= level[regions])) & inside
+        # the core leaves out the edge, whose blur would pull the plateau (and the level)
+        # down, but keeps the low patches inside (holes filled first: eroding around them
+        # would leave only the highest parts); a region without one keeps its peak
+        core = np.where(ndimage.binary_erosion(kept, iterations=EXTENT_CORE), regions, 0)
+        count = np.bincount(core.ravel(), minlength=n + 1)
+        has = np.flatnonzero(count[1:]) + 1
+        plateau = top.copy()
+        if has.size:
+            plateau[has] = ndimage.median(excess, core, has)
+        new = extent * plateau
         new[0] = np.inf
         if np.allclose(new, level):
             break

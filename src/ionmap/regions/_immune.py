@@ -31,11 +31,12 @@ one with few expected cells gets a wide interval (undetermined) without a rule o
 Cells cluster, so counts may be overdispersed: a quasi-Poisson dispersion φ ≥ 1
 (Wedderburn 1974, Biometrika 61:439; McCullagh & Nelder 1989, §4.5) divides every count
 before the interval. φ is estimated from the cell type's counts in square tiles (side
-2 · rim, ≥ 3 px) of the measured outside tissue (away from the hotspots of other maps
-too, when given): 1 unless a test of the Poisson model rejects it (5 %), else the
-negative binomial (NB1) dispersion matched by a robust, clipped Pearson statistic (see
-:func:`_dispersion`). The one-sided p-value ``inside_vs_rim_p`` tests "inside rate ≥
-rim rate" by the same binomial.
+2 · rim, ≥ 3 px) of the measured outside tissue (away from other regions too when given,
+as :func:`~ionmap.regions.run_hotspots` gives every candidate cluster of every map: a
+niche's own cell pattern, significant or not, is not background scatter): 1 unless a test
+of the Poisson model rejects it (5 %), else the negative binomial (NB1) dispersion
+matched by a robust, clipped Pearson statistic (see :func:`_dispersion`). The one-sided
+p-value ``inside_vs_rim_p`` tests "inside rate ≥ rim rate" by the same binomial.
 
 Phenotype of a hotspot, with ρ_in, ρ_rim and ρ_in/rim the inside/tissue, rim/tissue and
 inside/rim rate ratios and their ``confidence`` intervals (default 90 %: each one-sided
@@ -333,8 +334,9 @@ def immune_context(
     it); ``significant``: one flag per hotspot (label order; default: the ``significant``
     field of a Hotspots table if it has one, else all True); ``min_expected``,
     ``confidence``, ``min_coverage``, ``sensitivity``, ``registration_error_px`` (MSI
-    pixels): see the module doc; ``other_hotspots``: (ny, nx) bool, hotspots of other maps,
-    kept (with a rim around them) out of the tiles that estimate the dispersion. Cells off
+    pixels): see the module doc; ``other_hotspots``: (ny, nx) bool, regions kept (with a
+    rim around them) out of the tiles that estimate the dispersion (e.g. the candidate
+    clusters of every map). Cells off
     the measured tissue are ignored.
     """
     hs_table = getattr(labels, "table", None)

@@ -305,13 +305,11 @@ def run_hotspots(
     significant = sample_significance(found, hp.fdr)
     n_candidates = sum(len(hs) for hs in found)
     kept = [hs.subset(sig) for hs, sig in zip(found, significant)]
+    # every candidate cluster of every map, significant or not, stays out of the tiles that
+    # estimate the cells' dispersion: a niche's own cell pattern is not background scatter
+    candidates = np.logical_or.reduce([hs.labels > 0 for hs in found])
     for name, hs, shown, sig in zip(maps, found, kept, significant):
-        # the other maps' significant hotspots stay out of the baseline tissue
         status = annotation_status(name, data, hp.annotation_fdr)
-        others = np.zeros(tissue.shape, dtype=bool)
-        for other, o in zip(maps, kept):
-            if other != name:
-                others |= o.labels > 0
         ctx = immune_context(shown, cells_msi, cells.cell_type, tissue, px,
                              rim_um=ip.rim_um, cell_type=cell_type,
                              edge_guard_um=ip.edge_guard_um, scarce_ratio=ip.scarce_ratio,
@@ -320,7 +318,7 @@ def run_hotspots(
                              significant=[True] * len(shown.table),
                              min_expected=ip.min_expected, confidence=ip.confidence,
                              min_coverage=ip.min_coverage, registration_error_px=loo,
-                             other_hotspots=others)
+                             other_hotspots=candidates)
         table, contexts = shown.table, ctx.table
         if hp.candidates:  # the others after the significant ones, without a context
             rest = hs.subset(~sig)
