@@ -4,6 +4,13 @@ The work runs as Dask tasks, one per spatial band of image rows (see
 :mod:`ionmap.engine._plan`); each task reads its spectra with coalesced range reads, runs the
 compiled kernels and writes whole shards. The driver records finished bands in the store so
 that an interrupted run can resume, and writes ``complete: true`` last.
+
+Features picked from profile spectra into a local store take one pass over the imzML: the
+band height depends on the number of features, so pass 1 runs over units of rows chosen
+without them, reads and picks each spectrum once, spills what the bands need (window sums,
+TIC, normaliser, mass errors, picked peaks; :mod:`ionmap.store._spill`) and feeds the axis;
+each band then reads the one or two units its rows overlap. Object stores keep two passes
+(the axis from the imzML, then the bands from it again).
 """
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from .._files import local_path
 from ..batch import SpectrumBatch
+from ..errors import StorageError
 from ._layout import WORK
 
 SPILL = "spill"
@@ -50,6 +51,15 @@ def delete_spill(url: str) -> None:
             root.parent.rmdir()
 
 
+@contextlib.contextmanager
+def _spill_errors(url: str, what: str):
+    """A failing spill file (full disk, denied access) as a one-line StorageError."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(url, f"{what} failed: {exc.strerror or exc}") from exc
+
+
 class SpillWriter:
     """Writes one unit: :meth:`append` per batch of picked peaks with their per-spectrum
     values, :meth:`close` once (the unit is complete when it returned)."""
@@ -58,13 +68,14 @@ class SpillWriter:
         root = spill_root(url)
         if root is None:
             raise ValueError(f"{url}: spilling needs a local store")
-        self.dir = root / str(int(unit))
-        shutil.rmtree(self.dir, ignore_errors=True)  # what an interrupted task left
-        self.dir.mkdir(parents=True)
-        self._mz = open(self.dir / "mz.bin", "wb")  # noqa: SIM115 - closed in close()
-        self._intensity = open(self.dir / "intensity.bin", "wb")  # noqa: SIM115
+        self.url, self.dir = url, root / str(int(unit))
+        with _spill_errors(url, "spill"):
+            shutil.rmtree(self.dir, ignore_errors=True)  # what an interrupted task left
+            self.dir.mkdir(parents=True)
+            self._mz = open(self.dir / "mz.bin", "wb")  # noqa: SIM115 - closed in close()
+            self._intensity = open(self.dir / "intensity.bin", "wb")  # noqa: SIM115
         self._lengths: list[np.ndarray] = []
-        self._values: dict[str, list[np.ndarray]] = {}
+        self._values: dict[str, list[np.ndarray]] = {"index": []}
         self._dtypes: dict[str, str] = {}
 
     def append(self, peaks: SpectrumBatch, **values: np.ndarray | None) -> None:
@@ -73,22 +84,25 @@ class SpillWriter:
         self._dtypes.setdefault("mz", peaks.mz.dtype.str)
         self._dtypes.setdefault("intensity", peaks.intensity.dtype.str)
         n = int(peaks.offsets[-1])
-        np.ascontiguousarray(peaks.mz[:n]).tofile(self._mz)
-        np.ascontiguousarray(peaks.intensity[:n]).tofile(self._intensity)
+        with _spill_errors(self.url, "spill"):
+            np.ascontiguousarray(peaks.mz[:n]).tofile(self._mz)
+            np.ascontiguousarray(peaks.intensity[:n]).tofile(self._intensity)
         self._lengths.append(np.diff(peaks.offsets))
-        self._values.setdefault("index", []).append(np.asarray(peaks.index, np.int64))
+        self._values["index"].append(np.asarray(peaks.index, np.int64))
         for name, value in values.items():
             if value is not None:
                 self._values.setdefault(name, []).append(value)
 
     def close(self) -> None:
-        self._mz.close()
-        self._intensity.close()
         lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
-        np.save(self.dir / "offsets.npy", np.r_[0, np.cumsum(lengths)].astype(np.int64))
-        np.savez(self.dir / "values.npz",
-                 **{k: np.concatenate(v, axis=-1) for k, v in self._values.items()})
-        (self.dir / "meta.json").write_text(json.dumps(self._dtypes))
+        with _spill_errors(self.url, "spill"):
+            self._mz.close()
+            self._intensity.close()
+            np.save(self.dir / "offsets.npy", np.r_[0, np.cumsum(lengths)].astype(np.int64))
+            np.savez(self.dir / "values.npz",
+                     **{k: np.concatenate(v, axis=-1) if v else np.zeros(0, np.int64)
+                        for k, v in self._values.items()})  # a unit without spectra too
+            (self.dir / "meta.json").write_text(json.dumps(self._dtypes))
 
 
 @dataclass(frozen=True)
@@ -109,14 +123,13 @@ def _mapped(path: Path, dtype: str) -> np.ndarray:
 def read_spill(url: str, unit: int) -> Spill:
     """The spilled unit ``unit`` of the store at ``url``."""
     directory = spill_root(url) / str(int(unit))
-    dtypes = json.loads((directory / "meta.json").read_text())
-    with np.load(directory / "values.npz") as z:
-        values = {k: z[k] for k in z.files}
-    offsets = np.load(directory / "offsets.npy")
-    index = values.pop("index")
-    peaks = SpectrumBatch(index, offsets,
-                          _mapped(directory / "mz.bin", dtypes.get("mz", "<f8")),
-                          np.ascontiguousarray(offsets[:-1]),
-                          _mapped(directory / "intensity.bin", dtypes.get("intensity", "<f4")))
-    return Spill(peaks, values)
+    with _spill_errors(url, "reading the spill"):
+        dtypes = json.loads((directory / "meta.json").read_text())
+        with np.load(directory / "values.npz") as z:
+            values = {k: z[k] for k in z.files}
+        offsets = np.load(directory / "offsets.npy")
+        mz = _mapped(directory / "mz.bin", dtypes.get("mz", "<f8"))
+        intensity = _mapped(directory / "intensity.bin", dtypes.get("intensity", "<f8"))
+    return Spill(SpectrumBatch(values.pop("index"), offsets, mz,
+                               np.ascontiguousarray(offsets[:-1]), intensity), values)
 
