@@ -91,6 +91,7 @@ STAGES = [
     ("ionmap.engine._convert", "_calibrate", "pass 0: recalibration"),
     ("ionmap.engine._convert", "_annotate", "pass 0: annotation scores"),
     ("ionmap.engine._convert", "_build_axis", "feature axis pass"),
+    ("ionmap.engine._convert", "_spill_pass", "pick + spill + axis pass (one pass)"),
     ("ionmap.engine._convert", "_run_bands", "band tasks"),
     ("ionmap.engine._convert", "mean_spectrum", "mean spectrum"),
     ("ionmap.engine._convert", "_finish", "pyramids + finish"),
