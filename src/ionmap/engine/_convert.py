@@ -180,7 +180,7 @@ def convert(
                              references=None if pass0[0] is None else pass0[0].ref_mz)
             if previous is None or previous.get("layout") is None:
                 axis = None
-                attrs = previous or _root_attrs(source, parameters, table, src, None)
+                attrs = previous or _root_attrs(source, parameters, table, src)
                 if one_pass:
                     axis = _spill_pass(src, src_d, ex, attrs, store, out_url, out_options, bar,
                                        client, workers, token, axis_sample, axis_options,
@@ -464,10 +464,9 @@ def _warn_outside(table: list[dict], src: Any, model: recal.Model | None) -> Non
 # -- run state -------------------------------------------------------------------------------
 
 
-def _root_attrs(source: dict, parameters: dict, table: list[dict], src: Any,
-                layout: Layout | None) -> dict:
-    """The root attrs of a new run; ``layout`` None: not known yet (a one-pass feature run
-    spills before its axis fixes the band height)."""
+def _root_attrs(source: dict, parameters: dict, table: list[dict], src: Any) -> dict:
+    """The root attrs of a new run; its ``layout`` is set once known (after the feature
+    axis, which a one-pass feature run builds after it has started spilling)."""
     pixel = src.pixel_size_um
     return {
         "version": __version__, "format": st.FORMAT, "complete": False,
@@ -475,7 +474,7 @@ def _root_attrs(source: dict, parameters: dict, table: list[dict], src: Any,
         "shape": list(src.shape),
         "pixel_size_um": None if pixel is None else [float(pixel[0]), float(pixel[1])],
         "mz_range": None if src.mz_range is None else [float(v) for v in src.mz_range],
-        "layout": None if layout is None else _layout_attrs(layout),
+        "layout": None,
         "progress": {"bands_done": [], "normalized": False},
     }
 
