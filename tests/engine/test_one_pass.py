@@ -144,3 +144,16 @@ def test_interrupted_one_pass_resumes_without_rereading(profile, rows, monkeypat
             b for b in range(res.attrs["layout"]["n_bands"]) if b not in progress["bands_done"]]
     assert res.complete and not (out / st.WORK).exists()
     assert_same_store(out, whole)
+
+
+def test_worker_processes_read_the_spill(profile, rows, tmp_path):
+    """On a LocalCluster of worker processes the spill tasks and the bands that read the
+    spilled units run in other processes than the driver: the same store as local threads."""
+    distributed = pytest.importorskip("distributed")
+    options = dict(progress=False, peaks=True, features=True, axis_sample=None)
+    ionmap.convert(profile.imzml, tmp_path / "threads.zarr", **options)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        ionmap.convert(profile.imzml, tmp_path / "cluster.zarr",
+                       scheduler=cluster.scheduler_address, **options)
+    assert_same_store(tmp_path / "cluster.zarr", tmp_path / "threads.zarr")
