@@ -30,6 +30,7 @@ reconversion, e.g. with other targets), where the XML parse is skipped.
     python benchmarks/bench_convert.py                # full sizes (1.6 GB files)
     python benchmarks/bench_convert.py --quick        # small files, a minute or two
     python benchmarks/bench_convert.py --stages-only --before /tmp/old   # (e) only
+    python benchmarks/bench_convert.py --only-b       # (b) only: ionmap and its baseline
 """
 from __future__ import annotations
 
@@ -90,6 +91,7 @@ STAGES = [
     ("ionmap.engine._convert", "_calibrate", "pass 0: recalibration"),
     ("ionmap.engine._convert", "_annotate", "pass 0: annotation scores"),
     ("ionmap.engine._convert", "_build_axis", "feature axis pass"),
+    ("ionmap.engine._convert", "_spill_pass", "pick + spill + axis pass (one pass)"),
     ("ionmap.engine._convert", "_run_bands", "band tasks"),
     ("ionmap.engine._convert", "mean_spectrum", "mean spectrum"),
     ("ionmap.engine._convert", "_finish", "pyramids + finish"),
@@ -311,6 +313,26 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+HEADER = ["workload", "file", "spectra", "baseline s", "ionmap s", "speed-up", "target",
+          "ionmap RSS MB"]
+
+
+def workload_b(args, b: Path, out: Path) -> list[str]:
+    """(b): the baseline and ionmap ``--peaks --features`` on file ``b``; a table row."""
+    print("(b) long profile spectra, peaks + features", flush=True)
+    floor_b = run("floor", imzml=str(b))
+    base_b = run("baseline_b", imzml=str(b), ppm=args.ppm)
+    ion_b = run("ionmap", imzml=str(b), out=str(out),
+                options={"ppm": args.ppm, "peaks": True, "features": True})
+    print(f"    features: ionmap {ion_b['n_features']}, baseline {base_b['n_features']}; "
+          f"ionmap anonymous peak {ion_b['anon_mb']:.0f} MB", flush=True)
+    return ["(b) continuous, peaks+features", f"{floor_b['bytes'] / GB:.2f} GB",
+            f"{floor_b['n_spectra']:,} x {floor_b['points']:.0f} pts",
+            f"{base_b['seconds']:.1f}", f"{ion_b['seconds']:.2f}",
+            f"{base_b['seconds'] / ion_b['seconds']:.1f}x", ">= 20x",
+            f"{ion_b['maxrss_mb']:.0f}"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", type=Path, help="where the files live (default: a temp dir)")
@@ -321,6 +343,7 @@ def main() -> None:
     ap.add_argument("--ppm", type=float, default=10.0)
     ap.add_argument("--before", help="source tree of an earlier ionmap for (e) (its src dir)")
     ap.add_argument("--stages-only", action="store_true", help="only (e)")
+    ap.add_argument("--only-b", action="store_true", help="only (b), ionmap and its baseline")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -334,9 +357,13 @@ def main() -> None:
     print(f"files in {workdir} (cpu cores: {os.cpu_count()}, load average "
           f"{os.getloadavg()[0]:.2f}: other processes slow every contestant)", flush=True)
 
-    a = sample(workdir, f"a-{args.size_a:g}GB", args.size_a * GB, mode="processed",
-               spectrum_type="profile")
     b = sample(workdir, f"b-{args.size_b:g}GB", args.size_b * GB, mode="continuous",
+               spectrum_type="profile")
+    if args.only_b:
+        print(table([workload_b(args, b, out)], HEADER))
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    a = sample(workdir, f"a-{args.size_a:g}GB", args.size_a * GB, mode="processed",
                spectrum_type="profile")
     a_small = sample(workdir, f"a-{args.mem_small:g}GB", args.mem_small * GB,
                      mode="processed", spectrum_type="profile")
@@ -362,19 +389,8 @@ def main() -> None:
                      f"{base_a['seconds']:.1f}", f"{res['seconds']:.2f}",
                      f"{base_a['seconds'] / res['seconds']:.1f}x", ">= 10x",
                      f"{res['maxrss_mb']:.0f}"])
-    print("(b) long profile spectra, peaks + features", flush=True)
-    floor_b = run("floor", imzml=str(b))
-    base_b = run("baseline_b", imzml=str(b), ppm=args.ppm)
-    ion_b = run("ionmap", imzml=str(b), out=str(out),
-                options={"ppm": args.ppm, "peaks": True, "features": True})
-    rows.append(["(b) continuous, peaks+features", f"{floor_b['bytes'] / GB:.2f} GB",
-                 f"{floor_b['n_spectra']:,} x {floor_b['points']:.0f} pts",
-                 f"{base_b['seconds']:.1f}", f"{ion_b['seconds']:.2f}",
-                 f"{base_b['seconds'] / ion_b['seconds']:.1f}x", ">= 20x",
-                 f"{ion_b['maxrss_mb']:.0f}"])
-    print(table(rows, ["workload", "file", "spectra", "baseline s", "ionmap s", "speed-up",
-                       "target", "ionmap RSS MB"]))
-    print(f"    features: ionmap {ion_b['n_features']}, baseline {base_b['n_features']}")
+    rows.append(workload_b(args, b, out))
+    print(table(rows, HEADER))
 
     print("\n(a) against ionmap's own floor (XML parse without cache + np.fromfile of .ibd)")
     print(table([[f"{floor['parse']:.2f}", f"{floor['read']:.2f}", f"{floor_s:.2f}",

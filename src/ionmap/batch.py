@@ -57,3 +57,23 @@ class SpectrumBatch:
         a, b = int(self.offsets[k]), int(self.offsets[k + 1])
         s = int(self.mz_starts[k])
         return self.mz[s : s + (b - a)], self.intensity[a:b]
+
+    def take(self, rows: np.ndarray) -> SpectrumBatch:
+        """The batch of its spectra at positions ``rows`` (ascending): views of this one's
+        arrays when they are one contiguous run in processed layout, else copies."""
+        rows = np.asarray(rows, np.int64)
+        lengths = np.diff(self.offsets)[rows]
+        offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+        if rows.size and rows[-1] - rows[0] + 1 == rows.size and not self.shared_mz:
+            p0, p1 = int(self.offsets[rows[0]]), int(self.offsets[rows[-1] + 1])
+            return SpectrumBatch(self.index[rows[0]:rows[-1] + 1], offsets,
+                                 np.asarray(self.mz[p0:p1]), np.ascontiguousarray(offsets[:-1]),
+                                 np.asarray(self.intensity[p0:p1]))
+        within = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], lengths)
+        points = np.repeat(self.offsets[rows], lengths) + within
+        if self.shared_mz:
+            return SpectrumBatch(self.index[rows], offsets, self.mz, np.zeros(rows.size, np.int64),
+                                 np.asarray(self.intensity)[points])
+        mz_points = np.repeat(self.mz_starts[rows], lengths) + within
+        return SpectrumBatch(self.index[rows], offsets, np.asarray(self.mz)[mz_points],
+                             np.ascontiguousarray(offsets[:-1]), np.asarray(self.intensity)[points])

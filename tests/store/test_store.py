@@ -10,6 +10,7 @@ import zarr
 
 from ionmap import StorageError, open_result
 from ionmap import store as st
+from ionmap.batch import SpectrumBatch
 from ionmap.engine._plan import choose_band_rows, plan_bands
 from ionmap.store import Layout, level_shapes
 
@@ -214,3 +215,46 @@ def test_checkpoint_is_throttled_and_flushed(tmp_path):
 def test_downsample_mean_handles_odd_edges():
     a = np.arange(2 * 5 * 7, dtype=np.float32).reshape(2, 5, 7)
     np.testing.assert_allclose(st.downsample_mean(a), _brute_mean2(a), rtol=1e-6)
+
+
+def _peak_batch(rng, index, dtype):
+    lengths = rng.integers(0, 6, len(index))
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    mz = np.sort(rng.random(int(offsets[-1]))).astype(dtype) * 900 + 100
+    return SpectrumBatch(np.asarray(index, np.int64), offsets, mz,
+                         np.ascontiguousarray(offsets[:-1]),
+                         rng.random(int(offsets[-1])).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_spill_round_trip_memory_mapped(tmp_path, dtype):
+    """Peaks appended batch by batch read back as one memory-mapped batch in their dtype,
+    per-spectrum values concatenated along the spectra; take() of any rows equals the
+    spectra one by one; a unit without spectra reads as empty; delete_spill removes _work."""
+    url = str(tmp_path / "out.zarr")
+    rng = np.random.default_rng(4)
+    batches = [_peak_batch(rng, [5, 9, 2], dtype), _peak_batch(rng, [7, 1], dtype)]
+    writer = st.SpillWriter(url, 0)
+    for b in batches:
+        writer.append(b, tic=rng.random(len(b)), sums=rng.random((3, len(b))), norm=None)
+    writer.close()
+    st.SpillWriter(url, 1).close()
+    spill = st.read_spill(url, 0)
+    peaks = spill.peaks
+    assert isinstance(peaks.mz, np.memmap) and peaks.mz.dtype == dtype
+    assert peaks.intensity.dtype == dtype and "norm" not in spill.values
+    assert spill.values["sums"].shape == (3, 5) and spill.values["tic"].shape == (5,)
+    np.testing.assert_array_equal(peaks.index, [5, 9, 2, 7, 1])
+    expected = [b.spectrum(k) for b in batches for k in range(len(b))]
+    for k, (mz, intensity) in enumerate(expected):
+        np.testing.assert_array_equal(peaks.spectrum(k)[0], mz)
+        np.testing.assert_array_equal(peaks.spectrum(k)[1], intensity)
+    for rows in ([1, 2, 3], [0, 2, 4], [4], []):
+        part = peaks.take(np.array(rows, np.int64))
+        np.testing.assert_array_equal(part.index, peaks.index[rows])
+        for j, k in enumerate(rows):
+            np.testing.assert_array_equal(part.spectrum(j)[0], expected[k][0])
+            np.testing.assert_array_equal(part.spectrum(j)[1], expected[k][1])
+    assert len(st.read_spill(url, 1).peaks) == 0
+    st.delete_spill(url)
+    assert not (tmp_path / "out.zarr" / st.WORK).exists()

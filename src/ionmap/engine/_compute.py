@@ -120,10 +120,42 @@ def spectrum_norm(batch: SpectrumBatch, tic: np.ndarray, method: str) -> np.ndar
     return rms
 
 
-def compute_band(src, band: Band, nx: int, ex: Extraction) -> BandBlock:
-    """Read band ``band`` of ``src`` (an ImzMLFile) and compute its output block."""
+@dataclass
+class SpectrumValues:
+    """What a batch of spectra gives without the feature axis, float64 per spectrum:
+    ``tic`` (n,), ``norm`` (n,) or None, ``sums`` (K, n) window sums, ``mass_error``
+    (3, n) or None (see :func:`mass_errors`); ``peaks``: the picked peaks (on the
+    recalibrated m/z with a model), the input of the feature axis and cube, or None."""
+
+    tic: np.ndarray
+    norm: np.ndarray | None
+    sums: np.ndarray
+    mass_error: np.ndarray | None
+    peaks: SpectrumBatch | None
+
+
+def spectrum_values(batch: SpectrumBatch, coords: np.ndarray, ex: Extraction, *,
+                    peaks: bool) -> SpectrumValues:
+    """The per-spectrum results of ``batch`` (``coords``: the file's 1-based (x, y, z));
+    ``peaks``: also return the (recalibrated) picked peaks."""
+    x = coords[batch.index, 0].astype(np.intp) - 1
+    y = coords[batch.index, 1].astype(np.intp) - 1
+    shift = None if ex.recal is None else ex.recal.shift_at(x, y)
+    mass_error = None if shift is None else mass_errors(batch, ex, shift)
+    tic, sums = raw_sums(batch, ex, shift)
+    norm = spectrum_norm(batch, tic, ex.normalize)
+    picked = kernels.pick_peaks_batch(batch, snr=ex.snr) if ex.pick else batch
+    if sums is None:
+        sums = kernels.window_sums(picked, ex.lo, ex.hi, shift=shift)
+    if peaks and shift is not None:  # the axis is on the recalibrated m/z, and so the peaks
+        picked = kernels.recalibrated(picked, shift)
+    return SpectrumValues(tic, norm, sums.T, mass_error, picked if peaks else None)
+
+
+def empty_block(band: Band, nx: int, ex: Extraction) -> BandBlock:
+    """The output block of ``band`` before any spectrum: zeros, mass errors NaN."""
     rows = band.y1 - band.y0
-    block = BandBlock(
+    return BandBlock(
         images=np.zeros((len(ex.lo), rows, nx), np.float32),
         tic=np.zeros((rows, nx), np.float32),
         mask=np.zeros((rows, nx), bool),
@@ -131,31 +163,85 @@ def compute_band(src, band: Band, nx: int, ex: Extraction) -> BandBlock:
         features=None if ex.axis is None else np.zeros((len(ex.axis), rows, nx), np.float32),
         mass_error=None if ex.recal is None else np.full((3, rows, nx), np.nan, np.float32),
     )
-    if not len(band.spectra):
-        return block
+
+
+def scatter(block: BandBlock, y0: int, coords: np.ndarray, index: np.ndarray,
+            v: SpectrumValues, ex: Extraction) -> None:
+    """Write the values of spectra ``index`` into their pixels of ``block`` (rows from
+    ``y0``), binning their peaks to the feature axis when the block has one."""
+    y = coords[index, 1].astype(np.intp) - 1 - y0
+    x = coords[index, 0].astype(np.intp) - 1
+    block.mask[y, x] = True
+    if v.mass_error is not None:
+        block.mass_error[:, y, x] = v.mass_error
+    block.tic[y, x] = v.tic
+    if v.norm is not None:
+        block.norm[y, x] = v.norm
+    block.images[:, y, x] = v.sums
+    if ex.axis is not None:
+        binned = kernels.bin_to_axis(v.peaks, ex.axis, ppm=ex.feature_ppm,
+                                     analyzer=ex.analyzer, ref_mz=ex.ref_mz)
+        block.features[:, y, x] = binned.T
+
+
+def compute_band(src, band: Band, nx: int, ex: Extraction) -> BandBlock:
+    """Read band ``band`` of ``src`` (an ImzMLFile) and compute its output block."""
+    block = empty_block(band, nx, ex)
     coords = src.coordinates
     # each batch is done with before the next is read: into the thread's kept buffers
     for batch in src.iter_batches(band.spectra, max_bytes=ex.batch_bytes, reuse=True):
-        y = coords[batch.index, 1].astype(np.intp) - 1 - band.y0
-        x = coords[batch.index, 0].astype(np.intp) - 1
-        block.mask[y, x] = True
-        shift = None if ex.recal is None else ex.recal.shift_at(x, y + band.y0)
-        if shift is not None:
-            block.mass_error[:, y, x] = mass_errors(batch, ex, shift)
-        tic, sums = raw_sums(batch, ex, shift)
-        block.tic[y, x] = tic
-        norm = spectrum_norm(batch, tic, ex.normalize)
-        if norm is not None:
-            block.norm[y, x] = norm
-        picked = kernels.pick_peaks_batch(batch, snr=ex.snr) if ex.pick else batch
-        if sums is None:
-            sums = kernels.window_sums(picked, ex.lo, ex.hi, shift=shift)
-        block.images[:, y, x] = sums.T
-        if ex.axis is not None:  # the axis is on the recalibrated m/z, and so the peaks
-            peaks = picked if shift is None else kernels.recalibrated(picked, shift)
-            binned = kernels.bin_to_axis(peaks, ex.axis, ppm=ex.feature_ppm,
-                                         analyzer=ex.analyzer, ref_mz=ex.ref_mz)
-            block.features[:, y, x] = binned.T
+        v = spectrum_values(batch, coords, ex, peaks=ex.axis is not None)
+        scatter(block, band.y0, coords, batch.index, v, ex)
+    return block
+
+
+def spill_unit(src, unit: Band, ex: Extraction, spill, sampled: np.ndarray,
+               builder_options: dict) -> kernels.MzAxisBuilder:
+    """First pass of a one-pass feature run: read and pick the spectra of ``unit`` once,
+    append their values and peaks to ``spill`` (a :class:`ionmap.store.SpillWriter`,
+    closed here) and return an m/z-axis accumulator fed with the peaks of the spectra in
+    ``sampled`` (sorted file indices)."""
+    builder = kernels.MzAxisBuilder(**builder_options)
+    coords = src.coordinates
+    for batch in src.iter_batches(unit.spectra, max_bytes=ex.batch_bytes, reuse=True):
+        v = spectrum_values(batch, coords, ex, peaks=True)
+        spill.append(v.peaks, tic=v.tic, norm=v.norm, sums=v.sums, mass_error=v.mass_error)
+        builder.add(v.peaks.take(np.flatnonzero(np.isin(batch.index, sampled))))
+    spill.close()
+    return builder
+
+
+def spilled_axis_part(spill, sampled: np.ndarray, builder_options: dict
+                      ) -> kernels.MzAxisBuilder:
+    """An m/z-axis accumulator fed with the spilled peaks of the spectra in ``sampled``
+    (a unit spilled before a resumed run)."""
+    builder = kernels.MzAxisBuilder(**builder_options)
+    builder.add(spill.peaks.take(np.flatnonzero(np.isin(spill.peaks.index, sampled))))
+    return builder
+
+
+def spilled_band(src, band: Band, nx: int, ex: Extraction, spills: list) -> BandBlock:
+    """The output block of ``band`` from the spilled units its rows overlap (their
+    :class:`ionmap.store.Spill`), in sub-batches of bounded payload: no imzML read, no
+    peak picking; equal bit for bit to :func:`compute_band`."""
+    block = empty_block(band, nx, ex)
+    coords = src.coordinates
+    for spill in spills:
+        peaks, values = spill.peaks, spill.values
+        y = coords[peaks.index, 1] - 1
+        rows = np.flatnonzero((y >= band.y0) & (y < band.y1))
+        nbytes = np.diff(peaks.offsets)[rows] * (peaks.mz.itemsize + peaks.intensity.itemsize)
+        cuts = np.searchsorted(np.cumsum(nbytes), np.arange(1, -(-int(nbytes.sum()) //
+                                                                 ex.batch_bytes)) * ex.batch_bytes)
+        for part in np.split(rows, cuts):
+            if not part.size:
+                continue
+            v = SpectrumValues(
+                values["tic"][part], values["norm"][part] if "norm" in values else None,
+                values["sums"][:, part],
+                values["mass_error"][:, part] if "mass_error" in values else None,
+                peaks.take(part))
+            scatter(block, band.y0, coords, peaks.index[part], v, ex)
     return block
 
 

@@ -4,6 +4,13 @@ The work runs as Dask tasks, one per spatial band of image rows (see
 :mod:`ionmap.engine._plan`); each task reads its spectra with coalesced range reads, runs the
 compiled kernels and writes whole shards. The driver records finished bands in the store so
 that an interrupted run can resume, and writes ``complete: true`` last.
+
+Features picked from profile spectra into a local store take one pass over the imzML: the
+band height depends on the number of features, so pass 1 runs over units of rows chosen
+without them, reads and picks each spectrum once, spills what the bands need (window sums,
+TIC, normaliser, mass errors, picked peaks; :mod:`ionmap.store._spill`) and feeds the axis;
+each band then reads the one or two units its rows overlap. Object stores keep two passes
+(the axis from the imzML, then the bands from it again).
 """
 from __future__ import annotations
 
@@ -22,9 +29,18 @@ from .. import __version__, annotate, chem, interference, kernels, recal
 from .. import store as st
 from .._files import open_input
 from ..errors import InputError, IonmapError, IonmapWarning, StorageError
+from ..kernels import MzAxisBuilder
 from ..params import ConvertParams, RecalibrationParams, split_overrides, with_overrides
 from ..store import Layout, Result, level_shapes, open_result
-from ._compute import Extraction, axis_part, compute_band, window_bounds
+from ._compute import (
+    Extraction,
+    axis_part,
+    compute_band,
+    spill_unit,
+    spilled_axis_part,
+    spilled_band,
+    window_bounds,
+)
 from ._plan import Band, choose_band_rows, plan_bands
 from ._run import ProgressBar, check_scheduler, n_threads, run_tasks, scheduler_client
 from ._spectrum import mean_spectrum
@@ -146,30 +162,43 @@ def convert(
                         normalize=normalize, residual_ppm=rp.residual_ppm,
                         profile=src.spectrum_type != "centroid")
         token = uuidlib.uuid4().hex[:12]  # unique task keys per run
+        # One pass over the imzML when features are picked from profile spectra into a
+        # local store: pass 1 reads and picks every spectrum once, spills its values and
+        # peaks under _work/spill and feeds the axis; the bands then read the spill.
+        one_pass = pick and features and st.spill_root(out_url) is not None
+        axis_options = dict(ppm=ex.feature_ppm, analyzer=analyzer,
+                            min_fraction=float(min_fraction))
         with scheduler_client(scheduler) as client, ProgressBar(progress) as bar:
             src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
             # pass 0: recalibration model and lattice, deterministic (a resumed run fits the
             # same model again); after the store exists, so a bad spectrum leaves an
             # incomplete store, unless a feature axis is built first on the recalibrated m/z
             pass0 = None
-            if features and previous is None:
+            if features and (previous is None or previous.get("layout") is None):
                 pass0 = _calibrate(src, recalibrate, rp, table, locks)
-                ex = replace(ex, recal=pass0[0])
-            if previous is None:
+                ex = replace(ex, recal=pass0[0],
+                             references=None if pass0[0] is None else pass0[0].ref_mz)
+            if previous is None or previous.get("layout") is None:
                 axis = None
-                if features:
+                attrs = previous or _root_attrs(source, parameters, table, src)
+                if one_pass:
+                    axis = _spill_pass(src, src_d, ex, attrs, store, out_url, out_options, bar,
+                                       client, workers, token, axis_sample, axis_options,
+                                       band_rows or choose_band_rows(
+                                           src.shape, len(table) + 3, int(src.ibd_size)),
+                                       fresh=previous is None)
+                elif features:
                     axis = _build_axis(src, src_d, ex, bar, client, workers, token, axis_sample,
-                                       dict(ppm=ex.feature_ppm, analyzer=analyzer,
-                                            min_fraction=float(min_fraction)))
+                                       axis_options)
                 n_planes = len(table) + 3 + (0 if axis is None else len(axis))
                 rows = band_rows or choose_band_rows(src.shape, n_planes, int(src.ibd_size))
                 layout = Layout(tuple(src.shape), int(rows))
-                attrs = _root_attrs(source, parameters, table, src, layout)
+                attrs["layout"] = _layout_attrs(layout)
                 if axis is not None:
                     attrs["features"] = {"n_features": int(len(axis))}
                 st.create_result(store, attrs, layout, [t["name"] for t in table],
                                  src.pixel_size_um, normalized=normalize != "none", axis=axis,
-                                 mass_error=recalibrate != "none")
+                                 mass_error=recalibrate != "none", keep_work=one_pass)
             else:
                 attrs = previous
                 layout = Layout(tuple(attrs["shape"]), int(attrs["layout"]["band_rows"]))
@@ -187,7 +216,7 @@ def convert(
             checkpoint = st.Checkpoint(store, attrs)
             try:
                 _run_bands(src, src_d, ex, layout, checkpoint, out_url, out_options, bar, client,
-                           workers, token)
+                           workers, token, attrs["progress"].get("spill_rows"))
             except BaseException:
                 futures.wait([side])  # nothing reads the source once convert has returned
                 try:  # keep the bands finished so far; report the first failure, not this one
@@ -197,6 +226,8 @@ def convert(
                 raise
             attrs["annotation"], spectrum = side.result()
             checkpoint.flush()
+            if "spill_rows" in attrs["progress"]:  # every band is written: the spill goes
+                _drop_spill(store, checkpoint, out_url, normalized=normalize != "none")
             if model is not None:
                 hist = recal.error_histogram(st.read_mass_error(store))
                 attrs["recalibration"]["histogram"] = hist
@@ -433,19 +464,24 @@ def _warn_outside(table: list[dict], src: Any, model: recal.Model | None) -> Non
 # -- run state -------------------------------------------------------------------------------
 
 
-def _root_attrs(source: dict, parameters: dict, table: list[dict], src: Any,
-                layout: Layout) -> dict:
+def _root_attrs(source: dict, parameters: dict, table: list[dict], src: Any) -> dict:
+    """The root attrs of a new run; its ``layout`` is set once known (after the feature
+    axis, which a one-pass feature run builds after it has started spilling)."""
     pixel = src.pixel_size_um
     return {
         "version": __version__, "format": st.FORMAT, "complete": False,
         "source": source, "parameters": parameters, "targets": table,
-        "shape": list(layout.shape),
+        "shape": list(src.shape),
         "pixel_size_um": None if pixel is None else [float(pixel[0]), float(pixel[1])],
         "mz_range": None if src.mz_range is None else [float(v) for v in src.mz_range],
-        "layout": {"band_rows": layout.band_rows, "n_bands": layout.n_bands,
-                   "levels": len(level_shapes(layout.shape))},
+        "layout": None,
         "progress": {"bands_done": [], "normalized": False},
     }
+
+
+def _layout_attrs(layout: Layout) -> dict:
+    return {"band_rows": layout.band_rows, "n_bands": layout.n_bands,
+            "levels": len(level_shapes(layout.shape))}
 
 
 def _check_same_run(url: str, previous: dict, source: dict, parameters: dict,
@@ -465,13 +501,7 @@ def _check_same_run(url: str, previous: dict, source: dict, parameters: dict,
 
 def _build_axis(src, src_d, ex, bar, client, workers, token, sample, options) -> np.ndarray:
     """Pass 1: the feature m/z axis from the peaks of (a seeded sample of) the spectra."""
-    from ..kernels import MzAxisBuilder
-
-    n = int(src.n_spectra)
-    if sample is not None and sample < n:
-        chosen = np.sort(np.random.default_rng(0).choice(n, int(sample), replace=False))
-    else:
-        chosen = np.arange(n)
+    chosen = _axis_sample(int(src.n_spectra), sample)
     # A few tasks per thread: each builder holds a grid over the whole m/z range, so
     # thousands of tiny tasks would cost more in merging than they gain in balance.
     payload = int(src.intensity_lengths[chosen].sum()) * src.intensity_dtype.itemsize
@@ -489,24 +519,97 @@ def _build_axis(src, src_d, ex, bar, client, workers, token, sample, options) ->
     return np.asarray(builder.finish(), dtype=np.float64)
 
 
-def _band_task(src, band: Band, nx: int, ex: Extraction, url: str, options) -> int:
-    block = compute_band(src, band, nx, ex)
+def _axis_sample(n: int, sample: int | None) -> np.ndarray:
+    """The sorted indices of the spectra whose peaks build the feature axis (seeded)."""
+    if sample is not None and sample < n:
+        return np.sort(np.random.default_rng(0).choice(n, int(sample), replace=False))
+    return np.arange(n)
+
+
+def _spill_task(src, unit: Band, ex: Extraction, url: str, sampled: np.ndarray,
+                options: dict):
+    return spill_unit(src, unit, ex, st.SpillWriter(url, unit.index), sampled, options)
+
+
+def _spilled_axis_task(url: str, unit: int, sampled: np.ndarray, options: dict):
+    return spilled_axis_part(st.read_spill(url, unit), sampled, options)
+
+
+def _spill_pass(src, src_d, ex, attrs, store, url, out_options, bar, client, workers, token,
+                sample, options, spill_rows: int, *, fresh: bool) -> np.ndarray:
+    """Pass 1 of a one-pass feature run: every unit of ``spill_rows`` image rows read and
+    picked once into the spill (units spilled before a resume are not read again), the
+    feature m/z axis from the peaks of the sampled spectra. ``fresh``: create the root
+    first, so that the spill progress has somewhere to go."""
+    if fresh:
+        attrs["progress"].update(spilled=[], spill_rows=int(spill_rows))
+        st.create_root(store, attrs)
+    spill_rows = int(attrs["progress"]["spill_rows"])
+    spilled = st.Checkpoint(store, attrs, key="spilled")
+    done = spilled.done
+    sampled = _axis_sample(int(src.n_spectra), sample)
+    units = plan_bands(src.coordinates, Layout(tuple(src.shape), spill_rows))
+    todo = [u for u in units if u.index not in done]
+    bar.phase("pick + spill (spectra)", int(sum(len(u.spectra) for u in todo)))
+    ex_d = dask.delayed(ex, name=f"ionmap-extraction-{token}", traverse=False)
+    sampled_d = dask.delayed(sampled, name=f"ionmap-sampled-{token}", traverse=False)
+    tasks = [dask.delayed(_spill_task, pure=False)(
+        src_d, u, ex_d, url, sampled_d, options, dask_key_name=f"ionmap-spill-{token}-{u.index}")
+        for u in todo]
+    tasks += [dask.delayed(_spilled_axis_task, pure=False)(
+        url, u.index, sampled_d, options, dask_key_name=f"ionmap-spilled-{token}-{u.index}")
+        for u in units if u.index in done]
+    builder = MzAxisBuilder(**options)
+
+    def on_done(i: int, part) -> None:
+        builder.merge(part)
+        if i < len(todo):
+            spilled.band_done(todo[i].index)
+            bar.advance(len(todo[i].spectra))
+
+    try:
+        run_tasks(tasks, on_done, client=client, workers=workers)
+    finally:
+        spilled.flush()
+    return np.asarray(builder.finish(), dtype=np.float64)
+
+
+def _drop_spill(store, checkpoint, url: str, *, normalized: bool) -> None:
+    """Delete the spill (and ``_work`` unless a normalised run still needs it) before the
+    run can be marked complete, then forget its progress."""
+    st.delete_spill(url)
+    if not normalized:
+        st.delete_scratch(store)
+    checkpoint.forget("spilled", "spill_rows")
+
+
+def _band_task(src, band: Band, nx: int, ex: Extraction, url: str, options,
+               units: list[int] | None = None) -> int:
+    """Band ``band``: from the imzML, or with ``units`` from those spilled units."""
+    if units is None:
+        block = compute_band(src, band, nx, ex)
+    else:
+        block = spilled_band(src, band, nx, ex, [st.read_spill(url, u) for u in units])
     st.write_band(st.worker_store(url, options), band.y0, images=block.images, tic=block.tic,
                   mask=block.mask, norm=block.norm, features=block.features,
                   mass_error=block.mass_error)
     return len(band.spectra)
 
 
-def _run_bands(src, src_d, ex, layout, checkpoint, url, options, bar, client, workers, token):
-    """Pass 2: every band not yet done -> its shards, recorded as done when written."""
+def _run_bands(src, src_d, ex, layout, checkpoint, url, options, bar, client, workers, token,
+               spill_rows: int | None = None):
+    """Pass 2: every band not yet done -> its shards, recorded as done when written;
+    ``spill_rows``: the bands read the spilled units (of that height) they overlap."""
     done = checkpoint.done
     todo = [b for b in plan_bands(src.coordinates, layout) if b.index not in done]
     bar.phase("ion images (spectra)", int(sum(len(b.spectra) for b in todo)))
     ex_d = dask.delayed(ex, name=f"ionmap-extraction-{token}", traverse=False)
     nx = layout.shape[1]
-    tasks = [dask.delayed(_band_task, pure=False)(src_d, b, nx, ex_d, url, options,
-                                                  dask_key_name=f"ionmap-band-{token}-{b.index}")
-             for b in todo]
+    tasks = [dask.delayed(_band_task, pure=False)(
+        src_d, b, nx, ex_d, url, options,
+        None if spill_rows is None else list(range(b.y0 // spill_rows,
+                                                   (b.y1 - 1) // spill_rows + 1)),
+        dask_key_name=f"ionmap-band-{token}-{b.index}") for b in todo]
 
     def on_done(i: int, n: int) -> None:
         checkpoint.band_done(todo[i].index)

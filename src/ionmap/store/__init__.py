@@ -10,6 +10,8 @@ above it (only errors and :mod:`ionmap._files`). Public zarr API only.
   an output location;
 - :mod:`~ionmap.store._write`: creating arrays, band writes, normalisation, pyramid;
 - :mod:`~ionmap.store._checkpoint`: progress and the completion marker;
+- :mod:`~ionmap.store._spill`: the picked peaks a one-pass feature run keeps between its
+  passes (raw files under ``_work/spill``, memory-mapped);
 - :mod:`~ionmap.store._labels`: OME-NGFF label images;
 - :mod:`~ionmap.store._result`: reading (:func:`open_result`, :class:`Result`).
 """
@@ -31,8 +33,10 @@ from ._layout import (
                      level_shapes,
 )
 from ._result import Result, open_result
+from ._spill import Spill, SpillWriter, delete_spill, read_spill, spill_root
 from ._write import (
                      create_result,
+                     create_root,
                      delete_scratch,
                      display_ranges,
                      downsample_mean,
@@ -47,8 +51,9 @@ from ._write import (
 __all__ = [
     "FEATURES", "FORMAT", "ION", "LABELS", "MASK", "MASS_ERROR", "TILE", "TIC", "WORK", "Layout", "level_shapes",
     "open_store", "prepare_output", "read_root_attrs", "update_root_attrs", "worker_store",
-    "create_result", "write_band", "read_mass_error", "read_norm", "normalize_band", "delete_scratch",
+    "create_result", "create_root", "write_band", "read_mass_error", "read_norm", "normalize_band", "delete_scratch",
     "downsample_mean", "pyramid_band", "display_ranges", "write_display_ranges",
-    "Checkpoint", "write_labels", "Result", "open_result",
+    "Checkpoint", "Spill", "SpillWriter", "delete_spill", "read_spill", "spill_root",
+    "write_labels", "Result", "open_result",
     "write_mean_spectrum", "write_maps", "write_hotspots", "remove_stale_labels", "now",
 ]

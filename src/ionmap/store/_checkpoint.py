@@ -16,14 +16,18 @@ class Checkpoint:
 
     Only the driver process writes (no races); writes are throttled to one per
     ``interval`` seconds, and :meth:`flush` writes the rest. A band is recorded only after
-    its task returned, i.e. after its data was written.
+    its task returned, i.e. after its data was written. ``key``: the progress list it keeps
+    (``bands_done``, or ``spilled`` for the units of a one-pass feature run); checkpoints of
+    one run share ``attrs``, and each write carries all of it.
     """
 
-    def __init__(self, store: Store, attrs: dict, interval: float = 1.0):
+    def __init__(self, store: Store, attrs: dict, interval: float = 1.0,
+                 key: str = "bands_done"):
         self.store = store
         self.attrs = attrs
         self.interval = interval
-        self._done = set(attrs["progress"]["bands_done"])
+        self.key = key
+        self._done = set(attrs["progress"][key])
         self._written = time.monotonic()
         self._dirty = False
 
@@ -43,6 +47,13 @@ class Checkpoint:
         self._dirty = True
         self.flush()
 
+    def forget(self, *keys: str) -> None:
+        """Drop progress entries (e.g. those of a deleted spill) and write now."""
+        for key in keys:
+            self.attrs["progress"].pop(key, None)
+        self._dirty = True
+        self.flush()
+
     def finish(self) -> None:
         """Write ``complete: true`` (the last write of a run)."""
         self.attrs["complete"] = True
@@ -52,7 +63,7 @@ class Checkpoint:
     def flush(self) -> None:
         if not self._dirty:
             return
-        self.attrs["progress"]["bands_done"] = sorted(self._done)
+        self.attrs["progress"][self.key] = sorted(self._done)
         update_root_attrs(self.store, self.attrs)
         self._written = time.monotonic()
         self._dirty = False

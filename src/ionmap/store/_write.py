@@ -48,24 +48,37 @@ def _compressor() -> zarr.codecs.BloscCodec:
 
 
 @storage_errors
+def create_root(store: Store, attrs: dict) -> None:
+    """Create the root group alone (attrs with complete = false) and ``_work``: the state
+    of a run that spills before it knows its layout (:func:`create_result` follows)."""
+    root = zarr.open_group(store, mode="w", zarr_format=3, attributes={"ionmap": attrs})
+    root.create_group(WORK)
+
+
+@storage_errors
 def create_result(
     store: Store, attrs: dict, layout: Layout, channel_names: Sequence[str],
     pixel_size_um: Sequence[float] | None, *, normalized: bool,
-    axis: np.ndarray | None = None, mass_error: bool = False,
+    axis: np.ndarray | None = None, mass_error: bool = False, keep_work: bool = False,
 ) -> None:
     """Create the root (attrs with complete = false), ion_images, tic, mask, the scratch
     group of a normalised run, given a feature ``axis`` (m/z, Th) the features, and with
-    ``mass_error`` the recalibration maps."""
-    root = zarr.open_group(store, mode="w", zarr_format=3, attributes={"ionmap": attrs})
+    ``mass_error`` the recalibration maps. ``keep_work``: the root exists (from
+    :func:`create_root`) and its ``_work`` (the spill) stays; the attrs are replaced."""
+    if keep_work:
+        root = zarr.open_group(store, mode="r+", zarr_format=3)
+        root.update_attributes({"ionmap": attrs})
+    else:
+        root = zarr.open_group(store, mode="w", zarr_format=3, attributes={"ionmap": attrs})
     ny, nx = layout.shape
     levels = level_shapes(layout.shape)
     k = len(channel_names)
-    ion = root.create_group(ION, attributes={"ome": {
+    ion = root.create_group(ION, overwrite=True, attributes={"ome": {
         "version": OME_VERSION,
         "multiscales": multiscales(ION, "cyx", len(levels), pixel_size_um, method="mean"),
         "omero": omero(channel_names, None),
     }})
-    tic = root.create_group(TIC, attributes={"ome": {
+    tic = root.create_group(TIC, overwrite=True, attributes={"ome": {
         "version": OME_VERSION,
         "multiscales": multiscales(TIC, "yx", len(levels), pixel_size_um, method="mean"),
     }})
@@ -78,7 +91,7 @@ def create_result(
         create_array(root, MASS_ERROR, (3, ny, nx), "float32", layout, "cyx",
                      fill=float("nan"), planes_per_chunk=3)
     if normalized:
-        work = root.create_group(WORK)
+        work = root.require_group(WORK)
         create_array(work, ION, (k, ny, nx), "float32", layout, "cyx",
                       planes_per_chunk=ION_PLANES_PER_CHUNK)
         create_array(work, "norm", (ny, nx), "float64", layout, "yx")
