@@ -1,7 +1,9 @@
 """The Dask driver: every task reported once, in the driver, locally and on a cluster."""
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
 import dask
 import pytest
@@ -50,6 +52,40 @@ def test_every_task_is_reported_once_in_the_driver(mode, request):
                             workers=2)
     assert results == [i * i for i in range(12)]
     assert sorted(seen) == [(i, i * i) for i in range(12)]
+
+
+class _Part:
+    """A large task result (an axis part per unit, say), weak-referenceable."""
+
+    def __init__(self, x):
+        self.x = x
+
+
+@pytest.mark.parametrize("mode", ["sync", "threads", "cluster"])
+def test_results_not_kept_are_let_go(mode, request):
+    """keep=False: each result reaches on_done and is not held afterwards (sync: not even
+    while later tasks run), so one result per unit of a file is never held at once."""
+    refs, seen = [], []
+
+    def on_done(i, part):
+        gc.collect()
+        if mode == "sync":  # one at a time: every earlier result is gone already
+            assert all(r() is None for r in refs), i
+        refs.append(weakref.ref(part))
+        seen.append((i, part.x))
+
+    tasks = [dask.delayed(_Part, pure=False)(i, dask_key_name=f"part-{mode}-{i}")
+             for i in range(8)]
+    if mode == "cluster":
+        address = request.getfixturevalue("cluster").scheduler_address
+        with scheduler_client(address) as client:
+            results = run_tasks(tasks, on_done, client=client, keep=False)
+    else:
+        results = run_tasks(tasks, on_done, client=mode, workers=2, keep=False)
+    gc.collect()
+    assert results == [None] * 8 and sorted(seen) == [(i, i) for i in range(8)]
+    if mode != "cluster":  # in-process workers of the cluster may cache a little longer
+        assert all(r() is None for r in refs)
 
 
 def test_errors_reach_the_caller_intact(cluster):

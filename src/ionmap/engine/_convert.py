@@ -568,7 +568,9 @@ def _spill_pass(src, src_d, ex, attrs, store, url, out_options, bar, client, wor
             bar.advance(len(todo[i].spectra))
 
     try:
-        run_tasks(tasks, on_done, client=client, workers=workers)
+        # one axis part per unit, each a grid over the m/z range: merged and let go as they
+        # come, so the driver holds one builder, not one part per unit of the file
+        run_tasks(tasks, on_done, client=client, workers=workers, keep=False)
     finally:
         spilled.flush()
     return np.asarray(builder.finish(), dtype=np.float64)

@@ -104,6 +104,7 @@ def run_tasks(
     *,
     client: Any = None,
     workers: int | None = None,
+    keep: bool = True,
 ) -> list[Any]:
     """Compute ``tasks`` and call ``on_done(i, result)`` in this process as each finishes.
 
@@ -111,18 +112,26 @@ def run_tasks(
         client: a ``distributed.Client``; None or ``"threads"`` for the local threaded
             scheduler with ``workers`` threads (default: all cores), ``"processes"`` for
             ``workers`` local processes, ``"sync"`` for one thread in this process.
+        keep: False hands each result to ``on_done`` only and lets it go (returns Nones), so
+            that many large results (e.g. one per unit of a file) are never held together.
     Returns the results in task order. The first failing task's exception propagates
     (remaining distributed tasks are cancelled).
     """
     if not tasks:
         return []
     if client is None or isinstance(client, str):
-        return _run_local(tasks, on_done, client or "threads", workers)
-    return _run_distributed(tasks, on_done, client)
+        return _run_local(tasks, on_done, client or "threads", workers, keep)
+    return _run_distributed(tasks, on_done, client, keep)
 
 
-def _run_local(tasks, on_done, scheduler, workers):
+def _dropped(result: Any) -> None:
+    """A task's result let go: the scheduler frees it once this has run."""
+
+
+def _run_local(tasks, on_done, scheduler, workers, keep):
     index = {t.key: i for i, t in enumerate(tasks)}
+    if not keep:  # the outputs are these; the tasks' own results are intermediates
+        tasks = [dask.delayed(_dropped, pure=False)(t) for t in tasks]
 
     def posttask(key, result, dsk, state, worker_id):
         i = index.get(key)
@@ -143,7 +152,7 @@ def _run_local(tasks, on_done, scheduler, workers):
             return list(dask.compute(*tasks, scheduler=dask.threaded.get, pool=pool))
 
 
-def _run_distributed(tasks, on_done, client):
+def _run_distributed(tasks, on_done, client, keep):
     futures = client.compute(list(tasks), retries=RETRIES)
     index = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
@@ -158,8 +167,11 @@ def _run_distributed(tasks, on_done, client):
         for _ in futures:
             future = finished.get()
             i = index[future.key]
-            results[i] = future.result()
-            on_done(i, results[i])
+            result = future.result()
+            on_done(i, result)
+            if keep:
+                results[i] = result
+            del result
             future.release()
     except BaseException:
         client.cancel(futures)
