@@ -112,8 +112,12 @@ print(json.dumps({"s": time.perf_counter() - t}))
 """,
     "thyra": _COMMON + """
 import logging
-logging.disable(logging.WARNING)
 from pathlib import Path
+logging.disable(logging.WARNING)
+errors = []  # thyra logs why a conversion failed and returns False
+handler = logging.Handler(logging.ERROR)
+handler.emit = lambda record: errors.append(record.getMessage().split(". ")[0])
+logging.getLogger("thyra").addHandler(handler)
 t = time.perf_counter()
 if task == "open":  # the spectrum index (preview_msi reads the header only)
     from thyra.readers.imzml import ImzMLReader
@@ -130,7 +134,7 @@ else:
     if not store.exists():  # cold: thyra converts; warm: its store is read back
         import thyra
         if not thyra.convert_msi(path, str(store)):
-            raise RuntimeError("convert_msi returned False")
+            raise RuntimeError(errors[0] if errors else "convert_msi returned False")
     import spatialdata as sd
     table = sd.read_zarr(store).tables["msi_dataset_z0"]
     mz = table.var["mz"].to_numpy()
