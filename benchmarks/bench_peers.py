@@ -247,7 +247,7 @@ def agreement(images: np.ndarray, reference: np.ndarray) -> float:
     return float((diff / scale).max())
 
 
-def drop_caches(tool: str, imzml: Path, out: str) -> None:
+def drop_caches(imzml: Path, out: str) -> None:
     """Remove what a tool keeps between runs (ionmap's sidecar, imzy's ``.icache``, the
     SpatialData store thyra's images job converts to), so that its next run is cold."""
     drop_sidecar(imzml)
@@ -258,11 +258,13 @@ def drop_caches(tool: str, imzml: Path, out: str) -> None:
 def measure(tool: str, task: str, imzml: Path, out: str, extra: list[str], python: str,
             repeat: int) -> dict:
     """Median over ``repeat`` runs of one task of one tool (wall, in-process seconds and
-    both RSS peaks, each its own median); ``{"failed": line}`` or ``{"na": why}`` instead
-    when the job says so."""
+    both RSS peaks, each its own median), the tool's caches dropped before every run of a
+    cold task; ``{"failed": line}`` or ``{"na": why}`` instead when the job says so."""
     kind = task.split(" (")[0].split()[0]  # "open", "read", "ion" -> job task name
     runs = []
     for _ in range(repeat):
+        if task.endswith("(cold)"):
+            drop_caches(imzml, out)
         try:
             runs.append(run_measured(JOBS[tool], str(imzml), "images" if kind == "ion" else kind,
                                      out, *extra, python=python))
@@ -312,12 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         Path(out).unlink(missing_ok=True)
         for task in TASKS:
             print(f"{tool}: {task}", file=sys.stderr, flush=True)
-            if task.endswith("(cold)"):
-                drop_caches(tool, imzml, out)
             results[tool, task] = measure(tool, task, imzml, out, extra, python, args.repeat)
         checks[tool] = (f"{agreement(np.load(out), reference):.1e}" if Path(out).exists()
                         else "no images")
-        drop_caches(tool, imzml, out)
+        drop_caches(imzml, out)
 
     rows = []
     for (tool, task), res in results.items():
