@@ -29,13 +29,15 @@ def _rss_kb(pid: int) -> tuple[int, int]:
     return anon, file
 
 
-def run_measured(code: str, *args: str, env: dict | None = None, nice: int = 0) -> dict:
-    """Run ``python -c code args...``; the job prints one JSON object as its last stdout
+def run_measured(code: str, *args: str, env: dict | None = None, nice: int = 0,
+                 python: str = sys.executable) -> dict:
+    """Run ``python -c code args...`` (``python``: the interpreter, by default this one; a
+    peer's virtual environment, say); the job prints one JSON object as its last stdout
     line (its own timings). Returns that object plus ``wall_s``, ``anon_mb``, ``file_mb``
     (peaks over the process's life), or raises RuntimeError with the job's stderr."""
     full_env = {**os.environ, **(env or {})}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([python, "-c", code, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=full_env,
                             preexec_fn=(lambda: os.nice(nice)) if nice else None)
     anon = file = 0
