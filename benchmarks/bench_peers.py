@@ -17,7 +17,9 @@ RssAnon and RssFile, see ``_measure.py``), with the files in the page cache:
   process; cold with no cache of the tool's own, warm with the cache the cold run left
   (ionmap: the sidecar; imzy: ``.icache``; thyra: the SpatialData store its conversion
   wrote, read back). Each tool through its own documented entry point for many images
-  at once (imzy ``get_ion_images``, bioio-imzml ``mz=`` channels, msiverse
+  at once, in memory (ionmap ``ionmap.kernels.ion_images``: the recorded axis, as the
+  peers; ``ionmap.convert`` also recalibrates, scores and writes a store;
+  imzy ``get_ion_images``, bioio-imzml ``mz=`` channels, msiverse
   ``bin_spectra(ref=...)``, thyra ``convert_msi`` then columns of the table).
 
 Every tool's ion images are checked against a brute-force reference (every spectrum read
@@ -26,6 +28,7 @@ relative difference is printed; a tool whose windows are defined differently sho
 A task that fails is reported as "failed: <last line of its error>", the rest go on.
 
     python benchmarks/bench_peers.py [WORKDIR] [--size 0.1GB] [--peer-python PATH] [--repeat N]
+                                     [--peers imzy,thyra,...]
 """
 from __future__ import annotations
 
@@ -61,8 +64,7 @@ JOBS = {
     "ionmap": _COMMON + """
 import ionmap
 if task == "images":
-    import ionmap.chem
-    import ionmap.engine._convert  # noqa: F401
+    import ionmap.kernels
 t = time.perf_counter()
 if task == "open":
     f = ionmap.open_imzml(path)
@@ -71,10 +73,8 @@ elif task == "read":
     total = 0.0
     for b in f.iter_batches():
         total += float(b.intensity.sum(dtype=np.float64))
-else:
-    res = ionmap.convert(path, out + ".zarr", targets=[ionmap.chem.Target(f"t{i}", float(m), ppm)
-                         for i, m in enumerate(targets)], overwrite=True, progress=False)
-    np.save(out, np.asarray(res.ion_images))
+else:  # in memory, as the peers give them (ionmap.convert also recalibrates and stores)
+    np.save(out, ionmap.kernels.ion_images(path, targets, ppm, fill=0.0))
 print(json.dumps({"s": time.perf_counter() - t}))
 """,
     "pyimzML": _COMMON + """
@@ -282,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-python", default=sys.executable,
                     help="interpreter of the peers' environment (ionmap and pyimzML run here)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per task; medians are shown")
+    ap.add_argument("--peers", help="comma-separated peers to run (default: every importable one)")
     args = ap.parse_args(argv)
+    wanted = set(args.peers.split(",")) if args.peers else set(PEERS)
     load = os.getloadavg()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -300,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     versions = peer_versions(args.peer_python)
     tools, skipped = ["ionmap", "pyimzML"], []
     for name, (module, _) in PEERS.items():
-        if module not in versions:
+        if name not in wanted:
+            skipped.append(f"{name} (not asked for)")
+        elif module not in versions:
             skipped.append(f"{name} (not importable by {args.peer_python})")
         elif name not in JOBS:
             skipped.append(f"{name} {versions[module]} (installed; no job written for it)")

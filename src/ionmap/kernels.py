@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import threading
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from . import _binning, _gather, _peaks, _recal, _windows
 from .batch import SpectrumBatch
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .imzml import ImzMLFile
 
 Analyzer = Literal["tof", "orbitrap", "fticr"]
 
@@ -507,3 +511,34 @@ def bin_to_axis(batch: SpectrumBatch, axis: np.ndarray, ppm: float = 10.0,
         _unsorted(batch, _binning.bin_peaks(mz, intensity, offsets, starts, shared, axis, tol,
                                             reduce == "max", out))
     return out
+
+
+def ion_images(source: str | os.PathLike | ImzMLFile, mz: Iterable[float] | np.ndarray,
+               ppm: float = 10.0, *, reduce: Literal["sum", "max"] = "sum",
+               fill: float = np.nan,
+               storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
+    """Ion images of an imzML file in memory, straight from its spectra: for each m/z in
+    ``mz`` (Th), the sum (or max) per spectrum of the intensities with
+    ``mz·(1 − ppm·10⁻⁶) ≤ m/z ≤ mz·(1 + ppm·10⁻⁶)`` (:func:`window_sums`, batch by batch,
+    memory bounded by the batch size and the images).
+
+    ``source``: an :class:`~ionmap.imzml.ImzMLFile` or a path/URL (opened with
+    ``storage_options``). Returns float64 ``(len(mz), ny, nx)`` on the file's grid
+    (pixel (x, y) is element ``[:, y − 1, x − 1]``), ``fill`` where a pixel has no
+    spectrum. The recorded m/z axis as it is: no recalibration, normalisation, annotation
+    or store; :func:`ionmap.convert` does those and keeps the result.
+    """
+    from .imzml import ImzMLFile as _File
+    from .imzml import open_imzml
+
+    f = source if isinstance(source, _File) else open_imzml(source, storage_options)
+    centre = np.asarray(mz, dtype=np.float64).reshape(-1)
+    if not ppm > 0:
+        raise InputError(f.url, f"the m/z window must be a positive ppm, not {ppm}")
+    lo, hi = centre * (1.0 - ppm * 1e-6), centre * (1.0 + ppm * 1e-6)
+    ny, nx = f.shape
+    out = np.full((centre.size, ny * nx), fill, dtype=np.float64)
+    pixel = (f.coordinates[:, 1] - 1) * nx + (f.coordinates[:, 0] - 1)
+    for batch in f.iter_batches(reuse=True):
+        out[:, pixel[batch.index]] = window_sums(batch, lo, hi, reduce).T
+    return out.reshape(centre.size, ny, nx)

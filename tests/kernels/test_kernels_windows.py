@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ionmap.batch import SpectrumBatch
+from ionmap.errors import InputError
 from ionmap.kernels import window_sums
 
 
@@ -135,3 +136,33 @@ def test_edge_cases_match_reference(data):
     hi = np.asarray(data.draw(st.lists(bounds, min_size=lo.size, max_size=lo.size)))
     for reduce in ("sum", "max"):
         np.testing.assert_array_equal(window_sums(batch, lo, hi, reduce), reference(batch, lo, hi, reduce))
+
+
+@pytest.mark.parametrize("mode,spectrum_type", [("processed", "centroid"),
+                                                ("continuous", "profile")])
+def test_ion_images_equal_pyimzml_brute_force(write_imzml, mode, spectrum_type):
+    """ion_images against pyimzML: every spectrum read by ImzMLParser, an inclusive
+    ppm window masked and summed in order, placed at its (x, y); a missing pixel is fill."""
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    from ionmap.kernels import ion_images
+
+    w = write_imzml(mode=mode, spectrum_type=spectrum_type, shape=(4, 5), points=400,
+                    skip=(7,), seed=3)
+    rng = np.random.default_rng(1)
+    targets = np.concatenate([rng.uniform(150, 850, 6), w.mzs[0][[5, 17]]])  # some on a point
+    ppm = 500.0
+    got = ion_images(w.path, targets, ppm)
+    p = ImzMLParser(str(w.path))
+    want = np.full((targets.size, 4, 5), np.nan)
+    for i, (x, y, *_) in enumerate(p.coordinates):
+        mz, it = p.getspectrum(i)
+        for k, m in enumerate(targets):
+            inside = it[(mz >= m * (1 - ppm * 1e-6)) & (mz <= m * (1 + ppm * 1e-6))]
+            want[k, y - 1, x - 1] = np.cumsum(inside.astype(np.float64))[-1] if inside.size else 0
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[:, 1, 2]).all() and (got[:, 0, 0] >= 0).all()
+    assert (got[-2:, 0, 0] > 0).all()  # the windows on a point of spectrum 0 hold it
+    assert np.array_equal(ion_images(w.path, targets, ppm, fill=0.0), np.nan_to_num(want))
+    with pytest.raises(InputError, match="positive ppm"):
+        ion_images(w.path, targets, 0)
