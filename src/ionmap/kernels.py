@@ -528,10 +528,9 @@ def ion_images(source: str | os.PathLike | ImzMLFile, mz: Iterable[float] | np.n
     spectrum. The recorded m/z axis as it is: no recalibration, normalisation, annotation
     or store; :func:`ionmap.convert` does those and keeps the result.
     """
-    from .imzml import ImzMLFile as _File
-    from .imzml import open_imzml
+    from .imzml import ImzMLFile, open_imzml  # the reader is the layer beside; loaded on use
 
-    f = source if isinstance(source, _File) else open_imzml(source, storage_options)
+    f = source if isinstance(source, ImzMLFile) else open_imzml(source, storage_options)
     centre = np.asarray(mz, dtype=np.float64).reshape(-1)
     if not ppm > 0:
         raise InputError(f.url, f"the m/z window must be a positive ppm, not {ppm}")

@@ -72,10 +72,10 @@ half maximum) of its plateau, holes filled. Local background: the values of a ba
 the ratio to it minus 1 for ``transform="log"`` (multiplicative niches) and the difference
 for ``"none"``. Plateau: the median excess of the *core* of the pixels kept (eroded by
 ``EXTENT_CORE`` pixels, clear of the blurred edge; its peak for a region too small to
-have one), iterated from the whole grown cluster (the two-class threshold of Ridler & Calvard 1978,
-IEEE Trans. Syst. Man Cybern. 8:630, with the source level taken from the core as the
-adaptive source-to-background thresholds of PET delineation, Nestle et al. 2005, J.
-Nucl. Med. 46:1342), so variation inside a large niche does not cut it and the edge
+have one), iterated from the whole grown cluster (the two-class threshold of Ridler &
+Calvard 1978, IEEE Trans. Syst. Man Cybern. 8:630, with the source level taken from the
+core as the adaptive source-to-background thresholds of PET delineation, Nestle et al.
+2005, J. Nucl. Med. 46:1342), so variation inside a large niche does not cut it and the edge
 does not pull the level down. Pieces keep their cluster's p-value; pieces under
 ``min_area_px`` are dropped. On soft-edged niches of radius 3.5–10 px (logistic edge of
 0.6 px, 3–5× over a smooth background of log-SD 0.3 and pixel scatter 0.15) the median
@@ -114,7 +114,7 @@ EXTENT_BAND = 4
 #: Gaussian SD (pixels) with which the band around a hotspot is spread into it as its
 #: local background.
 BACKGROUND_SIGMA = 8.0
-#: Erosion (pixels) of a hotspot's kept pixels to its core, whose mean excess is the
+#: Erosion (pixels) of a hotspot's kept pixels to its core, whose median excess is the
 #: plateau of the extent: twice the smoothing, so the core is clear of the blurred edge.
 EXTENT_CORE = 2
 #: Iterations of the plateau estimate of a hotspot's extent (it converges in a few).
