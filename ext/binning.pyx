@@ -57,8 +57,8 @@ cdef inline void bin_spectrum(const mz_t* x, const in_t* y, const Py_ssize_t* fe
 
 
 def bin_peaks(const mz_t[::1] mz, const in_t[::1] intensity, const int64_t[::1] offsets,
-              const int64_t[::1] mz_starts, bint shared, const double[::1] axis,
-              const double[::1] tol, bint use_max, float[:, ::1] out):
+              const int64_t[::1] mz_starts, bint shared, bint checked,
+              const double[::1] axis, const double[::1] tol, bint use_max, float[:, ::1] out):
     """out[k, f] = sum (or max) of spectrum k's points whose nearest feature f is within tol[f].
 
     out must be zeroed, shape (n_spectra, len(axis)); axis strictly ascending, non-empty.
@@ -73,7 +73,7 @@ def bin_peaks(const mz_t[::1] mz, const in_t[::1] intensity, const int64_t[::1] 
             raise MemoryError()
     try:
         with nogil:
-            bad = first_unsorted(&mz[0], n_mz, &offsets[0], &mz_starts[0], n_spec, shared)
+            bad = -1 if checked else first_unsorted(&mz[0], n_mz, &offsets[0], &mz_starts[0], n_spec, shared)
             if bad < 0:
                 if shared:
                     # continuous mode: one assignment for the whole batch

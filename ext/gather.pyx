@@ -372,6 +372,137 @@ def read_spectrum(int fd, ReadAhead ahead, int64_t mz_start, object mz,
     return found[0], found[1], found[2], found[3]
 
 
+# ---- many spectra per call
+
+#: At most this many buffers per ``preadv`` call (POSIX guarantees 16; Linux and macOS 1024).
+cdef int MAX_IOV = 1024
+
+
+cdef int read_ranges_into(int fd, const int64_t* order, const int64_t* start,
+                          const int64_t* nbytes, char** dest, Py_ssize_t n, int64_t max_gap,
+                          char* skip, iovec* iov) noexcept nogil:
+    """Read range r (``nbytes[r]`` bytes from file byte ``start[r]``) to ``dest[r]`` for
+    every r, visiting the ranges in ``order`` (ascending start): consecutive ranges go into
+    one ``preadv`` call, which reads through gaps of up to ``max_gap`` bytes into ``skip``
+    (a discard buffer of that size). 0, an errno, or -1 when the file ends first."""
+    cdef Py_ssize_t t, r
+    cdef int count = 0, err
+    cdef int64_t req_start = 0, req_end = 0, s
+    for t in range(n):
+        r = order[t]
+        if nbytes[r] == 0:
+            continue
+        s = start[r]
+        if count and (s < req_end or s - req_end > max_gap or count > MAX_IOV - 2):
+            err = read_full(fd, iov, count, req_start)
+            if err:
+                return err
+            count = 0
+        if count == 0:
+            req_start = req_end = s
+        if s > req_end:  # a gap, read through
+            iov[count].iov_base = skip
+            iov[count].iov_len = s - req_end
+            count += 1
+        iov[count].iov_base = dest[r]
+        iov[count].iov_len = nbytes[r]
+        count += 1
+        req_end = s + nbytes[r]
+    return read_full(fd, iov, count, req_start) if count else 0
+
+
+def read_spectra(int fd, const int64_t[::1] start, const int64_t[::1] order,
+                 const int64_t[::1] offsets, object intensity, object mz, int64_t max_gap):
+    """Read spectra k = 0 .. m-1 from file descriptor ``fd`` straight into place, then check
+    them while they are in cache, as :func:`mz_problems` and :func:`first_nonfinite` do.
+
+    Spectrum k's ``offsets[k + 1] - offsets[k]`` intensities, stored from file byte
+    ``start[k]``, go to ``intensity[offsets[k]:]``, and its m/z values, stored from byte
+    ``start[m + k]``, to ``mz[offsets[k]:]`` (writable contiguous arrays of the stored
+    dtypes and of length ``offsets[m]``, ``offsets[0] == 0``). ``order`` lists the 2m
+    ranges by ascending file position; ranges at most ``max_gap`` bytes apart are read by
+    one positional read into many buffers (no intermediate buffer, no copy).
+
+    Returns None when every check passes, else ``(descent, first, last, intensity)``, point
+    indices or -1. Raises OSError when a read fails or the file ends first (callers read
+    again through their general path, whose error names the file).
+    """
+    cdef Py_ssize_t m = offsets.shape[0] - 1, k, n
+    cdef int64_t in_size, mz_size
+    cdef int in_type, mz_type, err = 0
+    cdef int64_t found[4]
+    cdef char* in_data
+    cdef char* mz_data
+    cdef char** dest = NULL
+    cdef int64_t* nbytes = NULL
+    cdef char* skip = NULL
+    cdef iovec* iov = NULL
+    if not (fresh_vector(intensity) and fresh_vector(mz) and cnp.PyArray_DIM(
+            <cnp.ndarray>mz, 0) == cnp.PyArray_DIM(<cnp.ndarray>intensity, 0)):
+        raise TypeError("read_spectra needs fresh contiguous arrays of one length")
+    if cnp.PyArray_TYPE(<cnp.ndarray>mz) not in (cnp.NPY_DOUBLE, cnp.NPY_FLOAT, cnp.NPY_INT32,
+                                                 cnp.NPY_INT64):
+        raise TypeError("m/z values are stored as float32, float64, int32 or int64")
+    n = cnp.PyArray_DIM(<cnp.ndarray>intensity, 0)
+    if m < 0 or start.shape[0] != 2 * m or order.shape[0] != 2 * m:
+        raise ValueError("read_spectra needs m + 1 offsets and 2m starts and order entries")
+    if m == 0 or offsets[0] != 0 or offsets[m] != n:
+        if m <= 0 and n == 0:
+            return None
+        raise ValueError("offsets must rise from 0 to the length of the arrays")
+    for k in range(m):
+        if offsets[k + 1] < offsets[k]:
+            raise ValueError("offsets must not fall")
+    for k in range(2 * m):
+        if start[k] < 0 or not 0 <= order[k] < 2 * m:
+            raise ValueError("file positions must not be negative and order must index them")
+    in_type = cnp.PyArray_TYPE(<cnp.ndarray>intensity)
+    mz_type = cnp.PyArray_TYPE(<cnp.ndarray>mz)
+    in_size = cnp.PyArray_ITEMSIZE(<cnp.ndarray>intensity)
+    mz_size = cnp.PyArray_ITEMSIZE(<cnp.ndarray>mz)
+    in_data = <char*>cnp.PyArray_DATA(<cnp.ndarray>intensity)
+    mz_data = <char*>cnp.PyArray_DATA(<cnp.ndarray>mz)
+    found[0] = found[1] = found[2] = found[3] = -1
+    try:
+        dest = <char**>malloc(2 * m * sizeof(char*))
+        nbytes = <int64_t*>malloc(2 * m * sizeof(int64_t))
+        skip = <char*>malloc(max(max_gap, 1))
+        iov = <iovec*>malloc(MAX_IOV * sizeof(iovec))
+        if not (dest and nbytes and skip and iov):
+            raise MemoryError()
+        with nogil:
+            for k in range(m):
+                nbytes[k] = (offsets[k + 1] - offsets[k]) * in_size
+                dest[k] = in_data + offsets[k] * in_size
+                nbytes[m + k] = (offsets[k + 1] - offsets[k]) * mz_size
+                dest[m + k] = mz_data + offsets[k] * mz_size
+            err = read_ranges_into(fd, &order[0], &start[0], nbytes, dest, 2 * m,
+                                   max(max_gap, 0), skip, iov)
+            if err == 0 and n:
+                if mz_type == cnp.NPY_DOUBLE:
+                    mz_check(<const double*>mz_data, &offsets[0], m, found)
+                elif mz_type == cnp.NPY_FLOAT:
+                    mz_check(<const float*>mz_data, &offsets[0], m, found)
+                elif mz_type == cnp.NPY_INT32:
+                    mz_check(<const int32_t*>mz_data, &offsets[0], m, found)
+                else:
+                    mz_check(<const int64_t*>mz_data, &offsets[0], m, found)
+                if in_type == cnp.NPY_DOUBLE:
+                    found[3] = nonfinite_at(<const double*>in_data, n)
+                elif in_type == cnp.NPY_FLOAT:
+                    found[3] = nonfinite_at(<const float*>in_data, n)
+    finally:
+        free(dest)
+        free(nbytes)
+        free(skip)
+        free(iov)
+    if err:
+        raise OSError(err, "positional read failed") if err > 0 else OSError("unexpected end of file")
+    if found[0] < 0 and found[1] < 0 and found[2] < 0 and found[3] < 0:
+        return None
+    return found[0], found[1], found[2], found[3]
+
+
 def layout_problem(const int64_t[::1] offsets, const int64_t[::1] mz_starts,
                    Py_ssize_t n_values, Py_ssize_t n_mz) -> int:
     """What is wrong with a batch's layout (see ``ionmap.batch.SpectrumBatch``), in one

@@ -448,7 +448,8 @@ cdef class PickSettings:
 
 
 def pick(const mz_t[::1] mz, const in_t[::1] intensity, const int64_t[::1] offsets,
-         const int64_t[::1] mz_starts, bint shared, PickSettings settings not None,
+         const int64_t[::1] mz_starts, bint shared, bint checked,
+         PickSettings settings not None,
          double[::1] out_mz, double[::1] out_val, int64_t[::1] out_offsets):
     """Pick the peaks of every spectrum of a batch.
 
@@ -467,7 +468,7 @@ def pick(const mz_t[::1] mz, const in_t[::1] intensity, const int64_t[::1] offse
         raise MemoryError()
     try:
         with nogil:
-            bad = first_unsorted(&mz[0], mz.shape[0], &offsets[0], &mz_starts[0], n_spec, shared)
+            bad = -1 if checked else first_unsorted(&mz[0], mz.shape[0], &offsets[0], &mz_starts[0], n_spec, shared)
             if bad < 0:
                 out_offsets[0] = 0
                 for k in range(n_spec):

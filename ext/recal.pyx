@@ -12,49 +12,54 @@ validated by ``ionmap.kernels``; this module trusts them.
 from libc.math cimport NAN, log, sqrt
 from libc.stdint cimport int64_t
 
-from kcommon cimport first_unsorted, in_t, lower_bound, mz_t, spectrum_at, upper_bound
+from kcommon cimport first_unsorted, gallop_lower, gallop_upper, in_t, mz_t, spectrum_at
 
 
-cdef inline double log_parabola_apex(const mz_t* x, const in_t* y, Py_ssize_t i) noexcept nogil:
-    """Apex m/z of the Gaussian through points i-1, i, i+1 (all > 0, y[i] the highest)."""
-    cdef double l0 = log(<double>y[i - 1]), l1 = log(<double>y[i]), l2 = log(<double>y[i + 1])
-    cdef double den = l0 - 2.0 * l1 + l2, d
+cdef inline double log_parabola_apex(const mz_t* x, Py_ssize_t i, double num,
+                                     double den) noexcept nogil:
+    """Apex m/z of the Gaussian through points i-1, i, i+1 (point i the highest), given
+    num = ln y[i-1] − ln y[i+1] and den = ln y[i-1] − 2 ln y[i] + ln y[i+1] (< 0 for a
+    peak top)."""
+    cdef double d
     if not den < 0.0:
         return x[i]
-    d = 0.5 * (l0 - l2) / den  # offset in units of the local spacing, within ±0.5
+    d = 0.5 * num / den  # offset in units of the local spacing, within ±0.5
     if d > 0.0:
         return x[i] + d * (x[i + 1] - x[i])
     return x[i] + d * (x[i] - x[i - 1])
 
 
 def reference_errors(const mz_t[::1] mz, const in_t[::1] intensity, const int64_t[::1] offsets,
-                     const int64_t[::1] mz_starts, bint shared, const double[::1] ref,
-                     const double[::1] shift_a, const double[::1] shift_b, double m0,
-                     double search_ppm, bint profile, double[:, ::1] err, double[:, ::1] height,
-                     double[:, ::1] width):
+                     const int64_t[::1] mz_starts, bint shared, bint checked,
+                     const double[::1] ref, const double[::1] shift_a,
+                     const double[::1] shift_b, double m0, double search_ppm, bint profile,
+                     double[:, ::1] err, double[:, ::1] height, double[:, ::1] width):
     """err[k, j] = apex error (ppm) of reference j in spectrum k, NaN if not found;
     height[k, j] its apex intensity (0 if not found); width[k, j] its FWHM in ppm (profile
     spectra with a Gaussian-shaped top, else NaN). Returns -1 or the batch position of
     the first spectrum whose m/z values are not ascending (then err is untouched)."""
     cdef Py_ssize_t n_spec = offsets.shape[0] - 1, n_ref = ref.shape[0], n_mz = mz.shape[0]
     cdef Py_ssize_t k, j, n, bad, a, b, i, best
-    cdef double centre, top, apex, den
+    cdef double centre, top, apex, den, num, y0, y1, y2
     cdef const mz_t* x
     cdef const in_t* y
     with nogil:
-        bad = first_unsorted(&mz[0], n_mz, &offsets[0], &mz_starts[0], n_spec, shared)
+        bad = -1 if checked else first_unsorted(&mz[0], n_mz, &offsets[0], &mz_starts[0], n_spec, shared)
         if bad < 0:
             for k in range(n_spec):
                 n = spectrum_at(k, &mz[0], &intensity[0], &offsets[0], &mz_starts[0], shared,
                                 &x, &y)
+                a = 0
                 for j in range(n_ref):
                     err[k, j] = NAN
                     height[k, j] = 0.0
                     width[k, j] = NAN
                     centre = ref[j] * (1.0 + (shift_a[k] + shift_b[k] * (ref[j] - m0) * 1e-3)
                                        * 1e-6)
-                    a = lower_bound(x, n, centre * (1.0 - search_ppm * 1e-6))
-                    b = a + upper_bound(x + a, n - a, centre * (1.0 + search_ppm * 1e-6))
+                    # references in ascending m/z are found by exponential search from
+                    # the previous one (any order is right, ascending is fast)
+                    a = gallop_lower(x, n, a, centre * (1.0 - search_ppm * 1e-6))
+                    b = gallop_upper(x, n, a, centre * (1.0 + search_ppm * 1e-6))
                     best = -1
                     top = 0.0
                     for i in range(a, b):
@@ -68,9 +73,11 @@ def reference_errors(const mz_t[::1] mz, const in_t[::1] intensity, const int64_
                             continue
                         if y[best - 1] > y[best] or y[best + 1] > y[best]:
                             continue  # the window cut a flank of a peak outside it
-                        apex = log_parabola_apex(x, y, best)
-                        den = (log(<double>y[best - 1]) - 2.0 * log(<double>y[best])
-                               + log(<double>y[best + 1]))
+                        # two logarithms of ratios instead of three of the heights
+                        y0, y1, y2 = y[best - 1], y[best], y[best + 1]
+                        num = log(y0 / y2)
+                        den = log((y0 / y1) * (y2 / y1))
+                        apex = log_parabola_apex(x, best, num, den)
                         if den < 0.0:  # ln y'' = -1/sigma² in units of the spacing
                             width[k, j] = (2.3548200450309493 * 0.5 * (x[best + 1] - x[best - 1])
                                            / sqrt(-den) / apex * 1e6)

@@ -1,7 +1,9 @@
 """Window sums for ion images, a whole batch per call (compiled as ``ionmap._windows``).
 
 A point counts in window k iff lo[k] <= mz <= hi[k]. Sums accumulate in float64 in point
-order, so they equal a sequential float64 reference bit for bit.
+order, so they equal a sequential float64 reference bit for bit. Every kernel of ionmap
+scans the m/z order of its batch first (unsorted values would give wrong sums) unless
+``checked`` says the reader (or a kernel) has already made sure of it.
 """
 from libc.math cimport INFINITY, fabs
 from libc.stdint cimport int64_t
@@ -30,8 +32,8 @@ cdef inline double reduce_range(const in_t* y, Py_ssize_t a, Py_ssize_t b, bint 
 
 
 def window_sums(const mz_t[::1] mz, const in_t[::1] intensity, const int64_t[::1] offsets,
-                const int64_t[::1] mz_starts, bint shared, const double[::1] lo,
-                const double[::1] hi, bint use_max, double[:, ::1] out):
+                const int64_t[::1] mz_starts, bint shared, bint checked,
+                const double[::1] lo, const double[::1] hi, bint use_max, double[:, ::1] out):
     """out[k, w] = sum (or max) of spectrum k's intensities with lo[w] <= mz <= hi[w].
 
     With a shared m/z array (continuous mode) each window's index range is found once for
@@ -53,7 +55,7 @@ def window_sums(const mz_t[::1] mz, const in_t[::1] intensity, const int64_t[::1
             raise MemoryError()
     try:
         with nogil:
-            bad = first_unsorted(&mz[0], n_mz, &offsets[0], &mz_starts[0], n_spec, shared)
+            bad = -1 if checked else first_unsorted(&mz[0], n_mz, &offsets[0], &mz_starts[0], n_spec, shared)
             if bad >= 0:
                 pass
             elif shared:
@@ -73,7 +75,7 @@ def window_sums(const mz_t[::1] mz, const in_t[::1] intensity, const int64_t[::1
                                     shared, &x, &y)
                     for q in range(n_win):
                         a = lower_bound(x, n, lo[q])
-                        b = a + upper_bound(x + a, n - a, hi[q])
+                        b = gallop_upper(x, n, a, hi[q])  # windows are narrow
                         out[k, q] = reduce_range(y, a, b, use_max)
         return bad
     finally:
@@ -83,9 +85,9 @@ def window_sums(const mz_t[::1] mz, const in_t[::1] intensity, const int64_t[::1
 
 def window_sums_shifted(const mz_t[::1] mz, const in_t[::1] intensity,
                         const int64_t[::1] offsets, const int64_t[::1] mz_starts, bint shared,
-                        const double[::1] lo, const double[::1] hi, const int64_t[::1] order,
-                        const double[::1] shift_a, const double[::1] shift_b, double m0,
-                        bint use_max, double[:, ::1] out):
+                        bint checked, const double[::1] lo, const double[::1] hi,
+                        const int64_t[::1] order, const double[::1] shift_a,
+                        const double[::1] shift_b, double m0, bint use_max, double[:, ::1] out):
     """Window sums with a per-spectrum mass shift: out[k, w] sums spectrum k's points with
     lo[w]·f <= mz <= hi[w]·f, f = 1 + (a[k] + b[k]·(c[w] − m0)/1000)·1e-6, c[w] the window
     centre (Th). Windows are visited in ``order`` (ascending lo) and located by exponential
@@ -101,7 +103,7 @@ def window_sums_shifted(const mz_t[::1] mz, const in_t[::1] intensity,
     cdef const mz_t* x
     cdef const in_t* y
     with nogil:
-        bad = first_unsorted(&mz[0], n_mz, &offsets[0], &mz_starts[0], n_spec, shared)
+        bad = -1 if checked else first_unsorted(&mz[0], n_mz, &offsets[0], &mz_starts[0], n_spec, shared)
         if bad < 0:
             for k in range(n_spec):
                 n = spectrum_at(k, &mz[0], &intensity[0], &offsets[0], &mz_starts[0], shared,

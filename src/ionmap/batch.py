@@ -29,6 +29,9 @@ class SpectrumBatch:
         mz: float32 or float64 m/z values.
         mz_starts: int64 (n,), start of each spectrum's m/z values in ``mz``.
         intensity: intensities (float32, float64 or an integer dtype as stored).
+        checked: the m/z values are known to ascend within every spectrum (the reader
+            checked them, or a kernel made them), so the kernels skip their own scan of
+            the order; False (the default) for a batch made elsewhere.
     """
 
     index: np.ndarray
@@ -36,6 +39,7 @@ class SpectrumBatch:
     mz: np.ndarray
     mz_starts: np.ndarray
     intensity: np.ndarray
+    checked: bool = False
 
     def __len__(self) -> int:
         return len(self.index)
@@ -68,12 +72,13 @@ class SpectrumBatch:
             p0, p1 = int(self.offsets[rows[0]]), int(self.offsets[rows[-1] + 1])
             return SpectrumBatch(self.index[rows[0]:rows[-1] + 1], offsets,
                                  np.asarray(self.mz[p0:p1]), np.ascontiguousarray(offsets[:-1]),
-                                 np.asarray(self.intensity[p0:p1]))
+                                 np.asarray(self.intensity[p0:p1]), self.checked)
         within = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], lengths)
         points = np.repeat(self.offsets[rows], lengths) + within
         if self.shared_mz:
             return SpectrumBatch(self.index[rows], offsets, self.mz, np.zeros(rows.size, np.int64),
-                                 np.asarray(self.intensity)[points])
+                                 np.asarray(self.intensity)[points], self.checked)
         mz_points = np.repeat(self.mz_starts[rows], lengths) + within
         return SpectrumBatch(self.index[rows], offsets, np.asarray(self.mz)[mz_points],
-                             np.ascontiguousarray(offsets[:-1]), np.asarray(self.intensity)[points])
+                             np.ascontiguousarray(offsets[:-1]), np.asarray(self.intensity)[points],
+                             self.checked)

@@ -58,8 +58,9 @@ def _floats(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _arrays(batch: SpectrumBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
-    """Checked flat arrays of a batch: (mz, intensity, offsets, mz_starts, shared)."""
+def _arrays(batch: SpectrumBatch
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool, bool]:
+    """Checked flat arrays of a batch: (mz, intensity, offsets, mz_starts, shared, checked)."""
     mz = _floats(batch.mz)
     intensity = _floats(batch.intensity)
     offsets = np.ascontiguousarray(batch.offsets, dtype=np.int64)
@@ -76,7 +77,7 @@ def _arrays(batch: SpectrumBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
         raise InputError(None, "SpectrumBatch: offsets must rise from 0 to len(intensity)")
     if problem == 2:
         raise InputError(None, "SpectrumBatch: mz_starts point outside the mz array")
-    return mz, intensity, offsets, starts, bool(n) and batch.shared_mz
+    return mz, intensity, offsets, starts, bool(n) and batch.shared_mz, bool(batch.checked)
 
 
 def _unsorted(batch: SpectrumBatch, position: int) -> None:
@@ -148,7 +149,7 @@ def pick_peaks_batch(
         A peak batch with the same ``index``: processed layout (``mz_starts ==
         offsets[:-1]``), apex m/z and height/area as float64, ascending m/z per spectrum.
     """
-    mz, intensity, offsets, starts, shared = _arrays(batch)
+    mz, intensity, offsets, starts, shared, checked = _arrays(batch)
     settings = _pick_settings(snr, noise, noise_window, min_points, min_separation,
                               separation_unit, apex, measure)
     n = len(batch.index)
@@ -156,12 +157,13 @@ def pick_peaks_batch(
     peak_mz = np.empty(capacity)
     peak_value = np.empty(capacity)
     peak_offsets = np.empty(n + 1, dtype=np.int64)
-    bad = _peaks.pick(mz, intensity, offsets, starts, shared, settings, peak_mz, peak_value,
-                      peak_offsets)
+    bad = _peaks.pick(mz, intensity, offsets, starts, shared, checked, settings, peak_mz,
+                      peak_value, peak_offsets)
     _unsorted(batch, bad)
     total = int(peak_offsets[-1])
     return SpectrumBatch(index=batch.index, offsets=peak_offsets, mz=peak_mz[:total].copy(),
-                         mz_starts=peak_offsets[:-1].copy(), intensity=peak_value[:total].copy())
+                         mz_starts=peak_offsets[:-1].copy(), intensity=peak_value[:total].copy(),
+                         checked=True)
 
 
 def pick_peaks(mz: np.ndarray, intensity: np.ndarray, snr: float = 3.0,
@@ -290,7 +292,7 @@ def window_sums(batch: SpectrumBatch, lo: np.ndarray, hi: np.ndarray,
     Returns:
         float64 (n_spectra, K); 0 where a window holds no point.
     """
-    mz, intensity, offsets, starts, shared = _arrays(batch)
+    mz, intensity, offsets, starts, shared, checked = _arrays(batch)
     _choice("reduce", reduce, ("sum", "max"))
     lo = np.ascontiguousarray(lo, dtype=np.float64)
     hi = np.ascontiguousarray(hi, dtype=np.float64)
@@ -299,13 +301,13 @@ def window_sums(batch: SpectrumBatch, lo: np.ndarray, hi: np.ndarray,
             None, f"lo and hi must be 1-D of one length, got {lo.shape} and {hi.shape}")
     out = np.zeros((len(batch.index), lo.size))
     if shift is None and (shared or lo.size < _MANY_WINDOWS):
-        bad = _windows.window_sums(mz, intensity, offsets, starts, shared, lo, hi,
+        bad = _windows.window_sums(mz, intensity, offsets, starts, shared, checked, lo, hi,
                                    reduce == "max", out)
     else:
         a, b, m0 = _shift_arrays(batch, shift)
         order = np.argsort(lo, kind="stable").astype(np.int64)
-        bad = _windows.window_sums_shifted(mz, intensity, offsets, starts, shared, lo, hi,
-                                           order, a, b, m0, reduce == "max", out)
+        bad = _windows.window_sums_shifted(mz, intensity, offsets, starts, shared, checked,
+                                           lo, hi, order, a, b, m0, reduce == "max", out)
     _unsorted(batch, bad)
     return out
 
@@ -324,18 +326,25 @@ def reference_errors(batch: SpectrumBatch, ref_mz: np.ndarray, search_ppm: float
     m/z) comes from the log-parabola's curvature (a Gaussian's σ); NaN for centroid
     spectra.
     """
-    mz, intensity, offsets, starts, shared = _arrays(batch)
+    mz, intensity, offsets, starts, shared, checked = _arrays(batch)
     ref = np.ascontiguousarray(ref_mz, dtype=np.float64)
     if not search_ppm > 0:
         raise InputError(None, f"search_ppm must be > 0, got {search_ppm}")
     a, b, m0 = _shift_arrays(batch, shift)
+    # the kernel searches each spectrum for the references in ascending m/z order
+    order = np.argsort(ref, kind="stable")
+    ascending = bool((order == np.arange(ref.size)).all())
     err = np.empty((len(batch.index), ref.size))
     height = np.empty_like(err)
     width = np.empty_like(err)
-    _unsorted(batch, _recal.reference_errors(mz, intensity, offsets, starts, shared, ref, a, b,
-                                             m0, float(search_ppm), bool(profile), err, height,
+    _unsorted(batch, _recal.reference_errors(mz, intensity, offsets, starts, shared, checked,
+                                             ref if ascending else ref[order], a, b, m0,
+                                             float(search_ppm), bool(profile), err, height,
                                              width))
-    return err, height, width
+    if ascending:
+        return err, height, width
+    back = np.argsort(order)
+    return err[:, back], height[:, back], width[:, back]
 
 
 # --------------------------------------------------------------------------- m/z axis
@@ -411,7 +420,7 @@ class MzAxisBuilder:
 
     def add(self, peaks: SpectrumBatch) -> None:
         """Add a batch of peak lists (e.g. from :func:`pick_peaks_batch` or centroid data)."""
-        mz, _, offsets, starts, shared = _arrays(peaks)
+        mz, _, offsets, starts, shared, _ = _arrays(peaks)
         if mz.size and not (np.isfinite(mz).all() and mz.min() > 0):
             raise InputError(None, "peak m/z values must be finite and > 0")
         u = _tolerance_coordinate(mz, self.ppm, self.analyzer, self.ref_mz)
@@ -500,7 +509,7 @@ def bin_to_axis(batch: SpectrumBatch, axis: np.ndarray, ppm: float = 10.0,
     of it; points of one spectrum in one feature are summed (or their max taken) in float64,
     then stored as float32. Features without a point are 0.
     """
-    mz, intensity, offsets, starts, shared = _arrays(batch)
+    mz, intensity, offsets, starts, shared, checked = _arrays(batch)
     _choice("reduce", reduce, ("sum", "max"))
     axis = np.ascontiguousarray(axis, dtype=np.float64)
     if axis.ndim != 1 or not (np.diff(axis) > 0).all():
@@ -508,8 +517,8 @@ def bin_to_axis(batch: SpectrumBatch, axis: np.ndarray, ppm: float = 10.0,
     out = np.zeros((len(batch.index), axis.size), dtype=np.float32)
     if axis.size:
         tol = np.ascontiguousarray(tolerance_mz(axis, ppm, analyzer, ref_mz))
-        _unsorted(batch, _binning.bin_peaks(mz, intensity, offsets, starts, shared, axis, tol,
-                                            reduce == "max", out))
+        _unsorted(batch, _binning.bin_peaks(mz, intensity, offsets, starts, shared, checked,
+                                            axis, tol, reduce == "max", out))
     return out
 
 

@@ -5,8 +5,9 @@ Ranges are sorted, neighbours closer than ``MERGE_GAP`` are merged into requests
 buffer, and each array is gathered from the buffer by a compiled kernel (``ionmap._gather``:
 one ``memcpy`` per range in a C loop), or is a zero-copy view when its ranges are adjacent.
 The same module checks the decoded values (m/z ascending and finite, intensities finite).
-No Python loop runs per spectrum. One spectrum per call (:func:`read_spectrum`) skips all of
-that: two positional reads straight into its arrays and the checks, in one compiled call.
+No Python loop runs per spectrum. Processed-mode spectra of a local file skip the buffer
+(:func:`read_spectra`: positional reads of many buffers straight into the batch arrays, and
+the checks, in one compiled call), and so does one spectrum per call (:func:`read_spectrum`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .._files import RangeReader
 
 MERGE_GAP = 64 * 2**10  # read through gaps up to this size rather than issue a new request
 MAX_REQUEST = 64 * 2**20  # bound on one request (larger single ranges stay whole)
-STAGE_BYTES = 4 * 2**20  # processed mode reads through a buffer of about this size (cache-sized)
+STAGE_BYTES = 4 * 2**20  # processed mode reads and checks about this much at a time (cache-sized)
 # Largest read buffer a thread keeps for reuse. A fresh large buffer is mapped and page-faulted
 # in on every read when glibc does not recycle it (e.g. dask workers run with
 # MALLOC_TRIM_THRESHOLD_ set, which freezes malloc's mmap threshold).
@@ -166,6 +167,35 @@ def read_spectrum(reader: RangeReader, mz_start: int, mz: np.ndarray | None,
                              np.zeros(1, np.int64))
     found = check(mz, np.array([0, intensity.size]), intensity)
     return found if (found >= 0).any() else None
+
+
+def read_spectra(reader: RangeReader, intensity_start: np.ndarray, mz_start: np.ndarray,
+                 offsets: np.ndarray, intensity: np.ndarray, mz: np.ndarray) -> np.ndarray:
+    """Fill ``intensity`` and ``mz`` with spectra k = 0 .. m-1 (``offsets``: m + 1 point
+    offsets from 0; the values stored from file bytes ``intensity_start[k]`` and
+    ``mz_start[k]``) and check them as :func:`check` does, returning its failures.
+
+    A local file is read straight into the arrays, ranges in file order and neighbours
+    closer than ``MERGE_GAP`` in one system call, and checked in one compiled call
+    (``_gather.read_spectra``); a URL, or a read that fails there, goes through
+    :func:`read_ranges` and :func:`gather`, which raise the error naming the file."""
+    m = len(offsets) - 1
+    starts = np.concatenate([intensity_start, mz_start]).astype(np.int64, copy=False)
+    fd = reader.descriptor()
+    if fd is not None:
+        order = np.argsort(starts, kind="stable")
+        try:
+            found = _gather.read_spectra(fd, starts, order, offsets, intensity, mz, MERGE_GAP)
+        except OSError:
+            pass  # read again below: the reader's error names the file
+        else:
+            return np.full(4, -1, np.int64) if found is None else np.array(found, np.int64)
+    lengths = np.diff(offsets)
+    nbytes = np.concatenate([lengths * intensity.itemsize, lengths * mz.itemsize])
+    buf, pos = read_ranges(reader, starts, nbytes, scratch=True)
+    gather(buf, pos[:m], lengths, intensity.dtype, out=intensity)
+    gather(buf, pos[m:], lengths, mz.dtype, out=mz)
+    return check(mz, offsets, intensity)
 
 
 def read_ahead(local: threading.local) -> _gather.ReadAhead:

@@ -287,26 +287,21 @@ class ImzMLFile:
             found = np.full(4, -1, np.int64)
             for a, b in self._stages(idx, int_bytes + lengths * self.mz_dtype.itemsize):
                 part = idx[a:b]
-                starts = np.concatenate([self.intensity_offsets[part], self.mz_offsets[part]])
-                nbytes = np.concatenate([int_bytes[a:b], lengths[a:b] * self.mz_dtype.itemsize])
-                # the read buffer is the thread's reusable one: values are copied out at once
-                buf, pos = binary.read_ranges(self._reader, starts, nbytes, scratch=True)
                 lo, hi = offsets[a], offsets[b]
-                binary.gather(buf, pos[: b - a], lengths[a:b], self.intensity_dtype,
-                              out=intensity[lo:hi])
-                binary.gather(buf, pos[b - a :], lengths[a:b], self.mz_dtype, out=mz[lo:hi])
-                # check each stage while it is in cache; keep every check's first failure
-                got = binary.check(mz[lo:hi], offsets[a : b + 1] - lo, intensity[lo:hi])
+                # read and checked a stage at a time, while it is in cache; every check's
+                # first failure is kept
+                got = binary.read_spectra(self._reader, self.intensity_offsets[part],
+                                          self.mz_offsets[part], offsets[a : b + 1] - lo,
+                                          intensity[lo:hi], mz[lo:hi])
                 found = np.where((found < 0) & (got >= 0), got + lo, found)
             mz_starts = offsets[:-1].copy()
         self._raise_first(found, mz, offsets, idx)
-        return SpectrumBatch(idx.copy(), offsets, mz, mz_starts, intensity)
+        return SpectrumBatch(idx.copy(), offsets, mz, mz_starts, intensity, checked=True)
 
     def _stages(self, idx: np.ndarray, payload: np.ndarray) -> list[tuple[int, int]]:
-        """Processed mode: cut the batch into runs of spectra read through a buffer of about
-        STAGE_BYTES each (small buffers are reused by the allocator instead of being mapped
-        and faulted in afresh; a copy into the batch arrays is needed anyway). Only for
-        spectra in file order, whose runs fill consecutive slices of the batch arrays."""
+        """Processed mode: cut the batch into runs of spectra of about STAGE_BYTES each, read
+        straight into consecutive slices of the batch arrays and checked while they are in
+        cache. Only for spectra in file order (other orders are one run)."""
         n = len(idx)
         first = np.minimum(self.intensity_offsets[idx], self.mz_offsets[idx])
         if n < 2 or payload.sum() <= binary.STAGE_BYTES or (np.diff(first) <= 0).any():
