@@ -212,9 +212,13 @@ def test_checkpoint_is_throttled_and_flushed(tmp_path):
     assert json.loads((path / "zarr.json").read_text())["attributes"]["ionmap"]["progress"]
 
 
-def test_downsample_mean_handles_odd_edges():
-    a = np.arange(2 * 5 * 7, dtype=np.float32).reshape(2, 5, 7)
-    np.testing.assert_allclose(st.downsample_mean(a), _brute_mean2(a), rtol=1e-6)
+@pytest.mark.parametrize("shape", [(2, 5, 7), (3, 6, 8), (4, 7, 1), (1, 1), (1, 2), (2, 1),
+                                   (9, 10)])
+def test_downsample_mean_handles_odd_edges(shape):
+    a = np.random.default_rng(len(shape)).random(shape).astype(np.float32) * 1000
+    got = st.downsample_mean(a)
+    assert got.dtype == a.dtype
+    np.testing.assert_allclose(got, _brute_mean2(a), rtol=1e-6)
 
 
 def _peak_batch(rng, index, dtype):

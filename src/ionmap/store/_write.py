@@ -192,16 +192,29 @@ def delete_scratch(store: Store) -> None:
 
 
 def downsample_mean(block: np.ndarray) -> np.ndarray:
-    """Mean of 2 × 2 pixel blocks over the last two axes; odd edges average what exists."""
+    """Mean of 2 × 2 pixel blocks over the last two axes; odd edges average what exists.
+
+    Sums in float64 (four strided views of the block, no padded copy), result in the
+    block's dtype."""
     *lead, ny, nx = block.shape
-    oy, ox = math.ceil(ny / 2), math.ceil(nx / 2)
-    padded = np.zeros((*lead, oy * 2, ox * 2), dtype=np.float64)
-    padded[..., :ny, :nx] = block
-    sums = padded.reshape(*lead, oy, 2, ox, 2).sum(axis=(-3, -1))
-    counts = np.zeros((oy * 2, ox * 2))
-    counts[:ny, :nx] = 1
-    counts = counts.reshape(oy, 2, ox, 2).sum(axis=(-3, -1))
-    return (sums / counts).astype(block.dtype)
+    ey, ex = ny - ny % 2, nx - nx % 2
+    out = np.empty((*lead, math.ceil(ny / 2), math.ceil(nx / 2)), np.float64)
+    core = out[..., : ey // 2, : ex // 2]
+    np.add(block[..., 0:ey:2, 0:ex:2], block[..., 1:ey:2, 0:ex:2], out=core, dtype=np.float64)
+    core += block[..., 0:ey:2, 1:ex:2]
+    core += block[..., 1:ey:2, 1:ex:2]
+    core *= 0.25
+    if nx % 2:  # the last column: pairs of rows
+        np.add(block[..., 0:ey:2, -1], block[..., 1:ey:2, -1], out=out[..., : ey // 2, -1],
+               dtype=np.float64)
+        out[..., : ey // 2, -1] *= 0.5
+    if ny % 2:  # the last row: pairs of columns, and the corner alone
+        np.add(block[..., -1, 0:ex:2], block[..., -1, 1:ex:2], out=out[..., -1, : ex // 2],
+               dtype=np.float64)
+        out[..., -1, : ex // 2] *= 0.5
+        if nx % 2:
+            out[..., -1, -1] = block[..., -1, -1]
+    return out.astype(block.dtype)
 
 
 @storage_errors
