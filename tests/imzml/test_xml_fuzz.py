@@ -40,6 +40,7 @@ from hypothesis import strategies as st
 import ionmap
 from conftest import make_imzml
 from ionmap.errors import ImzMLError, ImzMLFormatError
+from ionmap.imzml import _scanner as scanner
 from ionmap.imzml import _xml as xml
 
 LONG = int(os.environ.get("IONMAP_FUZZ_EXAMPLES", "0"))
@@ -300,8 +301,9 @@ def check_parse(data: bytes, block: int) -> None:
     (used for the m/z range only, never for images) may be missing in one reading.
     """
     readings = {}
-    old = xml.BLOCK_BYTES
-    xml.BLOCK_BYTES = block
+    old = xml.BLOCK_BYTES, scanner.PART_BYTES, scanner.SCAN_THREADS
+    # blocks cut into parts scanned by three threads at once, wherever a block allows
+    xml.BLOCK_BYTES, scanner.PART_BYTES, scanner.SCAN_THREADS = block, 32, 3
     try:
         with tempfile.NamedTemporaryFile(suffix=".imzML") as tmp:
             tmp.write(data)
@@ -322,12 +324,41 @@ def check_parse(data: bytes, block: int) -> None:
                     if kind == "file":
                         source.close()
     finally:
-        xml.BLOCK_BYTES = old
+        xml.BLOCK_BYTES, scanner.PART_BYTES, scanner.SCAN_THREADS = old
     read = [reading for reading in readings.values() if reading is not None]
     assert len({core for core, _ in read}) <= 1, readings
     assert len({bounds for _, bounds in read if bounds is not None}) <= 1, readings
     if readings[False, "bytes"] is not None:  # what the XML parser reads, the fast scan reads
         assert readings[True, "bytes"] is not None
+
+
+@pytest.mark.parametrize("declined", [None, 29])
+def test_blocks_scanned_in_parts_read_as_the_xml_parser_does(tmp_path, monkeypatch, declined):
+    """Blocks cut into up to four parts scanned at once give the XML parser's reading, rows
+    in file order; a spectrum the template does not fit (a comment inside it) in a later
+    part hands its whole block to the XML parser."""
+    w = make_imzml(tmp_path / "a.imzML", shape=(6, 7), points=5, seed=3, mode="processed",
+                   spectrum_type="centroid")
+    data = w.path.read_bytes()
+    if declined is not None:
+        at = data.index(b">", [m.start() for m in re.finditer(rb"<spectrum ", data)][declined])
+        data = data[: at + 1] + b"<!-- x -->" + data[at + 1 :]
+    w.path.write_bytes(data)
+    monkeypatch.setattr(xml, "BLOCK_BYTES", len(data) // 3)
+    monkeypatch.setattr(scanner, "PART_BYTES", 200)
+    monkeypatch.setattr(scanner, "SCAN_THREADS", 4)
+    parts = []
+    scan = scanner.Template.scan
+    monkeypatch.setattr(scanner.Template, "scan",
+                        lambda self, block, *a: parts.append(len(block)) or scan(self, block, *a))
+    reference = xml.parse(data, "a.imzML", fast=False)
+    for given_as in (data, io.BytesIO(data), open(w.path, "rb", buffering=0)):
+        parts.clear()
+        meta = xml.parse(given_as, "a.imzML")
+        assert _reading(meta) == _reading(reference)
+        assert len(parts) >= 8  # three blocks, most of them in four parts
+        assert meta.n_fast == 42 if declined is None else 0 < meta.n_fast < 42
+    given_as.close()
 
 
 BLOCKS = st.sampled_from([64, 333, 4096, 8 * 2**20])

@@ -12,8 +12,10 @@ caller reads it with :class:`.reference.ReferenceParser`; both give identical re
 """
 from __future__ import annotations
 
+import os
 import re
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +31,11 @@ COLUMN_CODES = {"x": 0, "y": 1, "z": 2, "mz_offset": 3, "mz_length": 4,
 _REQUIRED = ("x", "y", "mz_offset", "mz_length", "intensity_offset", "intensity_length")
 #: Each spectrum of a block has at least ``k`` tokens, each of at least this many bytes.
 TOKEN_BYTES = len(b'accession="')
+#: A block is cut into parts of at least this many bytes, scanned by threads at once.
+PART_BYTES = 2 * 2**20
+#: Threads that scan the parts of one block.
+SCAN_THREADS = os.cpu_count() or 1
+_SPECTRUM_END = b"</spectrum>"
 
 
 @dataclass(frozen=True)
@@ -124,3 +131,70 @@ def learn(text: bytes, first: ET.Element, rec: Record, row: Row, columns_type) -
             or check.row(0) != tuple(values[:7])):
         return None
     return tpl
+
+
+class BlockScanner:
+    """:meth:`Template.scan` of a block cut at spectrum ends into up to ``threads``
+    parts (default :data:`SCAN_THREADS`) of at least :data:`PART_BYTES`, scanned at once
+    (the compiled scan runs without the GIL). The first part is scanned into the caller's
+    columns in place, the others into scratch columns of this scanner (kept for the next
+    block) and then copied after it, so the rows are those of one serial scan. A block
+    that any part declines is declined whole. ``close`` ends the threads."""
+
+    def __init__(self, tpl: Template, columns_type, threads: int | None = None):
+        self.tpl = tpl
+        self._columns_type = columns_type
+        self._threads = max(1, threads or SCAN_THREADS)
+        self._pool: ThreadPoolExecutor | None = None
+        self._scratch: list = []
+
+    def scan(self, block, columns, row0: int) -> tuple[int, float, float] | None:
+        """As :meth:`Template.scan` (``columns`` has room for ``rows_bound(len(block))``
+        rows from ``row0``)."""
+        cuts = self._cuts(block)
+        if len(cuts) < 3:
+            return self.tpl.scan(block, columns, row0)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads - 1,
+                                            thread_name_prefix="ionmap-xml-scan")
+        while len(self._scratch) < len(cuts) - 2:
+            self._scratch.append(self._columns_type(1))
+        views = [block[a:b] for a, b in zip(cuts, cuts[1:])]
+        try:
+            running = []
+            for view, scratch in zip(views[1:], self._scratch):
+                scratch.n = 0
+                scratch.reserve(self.tpl.rows_bound(len(view)))
+                running.append(self._pool.submit(self.tpl.scan, view, scratch, 0))
+            got = [self.tpl.scan(views[0], columns, row0)]
+            got += [r.result() for r in running]  # every part is done before the block goes
+        finally:  # a mapped block can be unmapped once no view of it is left
+            for view in views:
+                view.release()
+        if any(g is None for g in got):
+            return None
+        row = row0 + got[0][0]
+        for (n, _, _), scratch in zip(got[1:], self._scratch):
+            columns.put(scratch, n, row)
+            row += n
+        lows, highs = [g[1] for g in got], [g[2] for g in got]
+        return row - row0, float(np.min(lows)), float(np.max(highs))  # NaN propagates
+
+    def _cuts(self, block) -> list[int]:
+        """0, the ends of spectra nearest after each part's nominal start, len(block)."""
+        size = len(block)
+        n = min(self._threads, size // PART_BYTES)
+        cuts = [0]
+        for i in range(1, n):
+            at = _xmlscan.find(block, _SPECTRUM_END, max(cuts[-1], i * size // n), size)
+            if at < 0:
+                break
+            cut = at + len(_SPECTRUM_END)
+            if cut < size:
+                cuts.append(cut)
+        return cuts + [size]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None

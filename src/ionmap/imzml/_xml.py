@@ -92,6 +92,11 @@ class Columns:
         self.intensity_length[first:stop] = ints[:, 6]
         self.n = stop
 
+    def put(self, other: Columns, n: int, at: int) -> None:
+        """Rows [at, at + n) from the first ``n`` rows of ``other`` (room reserved)."""
+        for mine, theirs in zip(self._arrays(), other._arrays()):
+            mine[at : at + n] = theirs[:n]
+
     def trim(self) -> None:
         """Release the rows beyond ``n``."""
         self._resize(self.n)
@@ -182,40 +187,46 @@ def _run(stream: Any, source: str, fast: bool) -> XmlMetadata:
     kinds: set = set()
     n_fast = 0
     first: Record | None = None
-    tpl: scanner.Template | None = None
-    for chunk in blocks:
-        if first is None:
-            data = bytes(chunk)
-            end = data.find(b"</spectrum>")
-            if end < 0:
-                continue  # nothing but whitespace before the first spectrum ends
-            text = data[: end + len(b"</spectrum>")]
-            del data
-            elem = next(ref.spectra(text))
-            first = ref.record(elem, 0)
-            if fast:
-                tpl = scanner.learn(text, elem, first, ref.row(first, 0), Columns)
-        got = None
-        if tpl is not None:
-            table.reserve(tpl.rows_bound(len(chunk)))
-            got = tpl.scan(chunk, table, table.n)
-        if got is not None:
-            n, lo, hi = got
-            table.n += n
-            n_fast += n
-            kinds.add(tpl.kind)  # type: ignore[union-attr]
-        else:
-            rows = []
-            for elem in ref.spectra(bytes(chunk)):
-                row, kind = ref.row(ref.record(elem, table.n + len(rows)), table.n + len(rows))
-                rows.append(row)
-                kinds.add(kind)
-            if not rows:
-                continue
-            lo, hi = _block_bounds(rows)
-            table.add(rows, source)
-        lows.append(lo)
-        highs.append(hi)
+    scan: scanner.BlockScanner | None = None
+    try:
+        for chunk in blocks:
+            if first is None:
+                data = bytes(chunk)
+                end = data.find(b"</spectrum>")
+                if end < 0:
+                    continue  # nothing but whitespace before the first spectrum ends
+                text = data[: end + len(b"</spectrum>")]
+                del data
+                elem = next(ref.spectra(text))
+                first = ref.record(elem, 0)
+                if fast:
+                    learned = scanner.learn(text, elem, first, ref.row(first, 0), Columns)
+                    scan = None if learned is None else scanner.BlockScanner(learned, Columns)
+            got = None
+            if scan is not None:
+                table.reserve(scan.tpl.rows_bound(len(chunk)))
+                got = scan.scan(chunk, table, table.n)
+            if got is not None:
+                n, lo, hi = got
+                table.n += n
+                n_fast += n
+                kinds.add(scan.tpl.kind)  # type: ignore[union-attr]
+            else:
+                rows = []
+                for elem in ref.spectra(bytes(chunk)):
+                    row, kind = ref.row(ref.record(elem, table.n + len(rows)),
+                                        table.n + len(rows))
+                    rows.append(row)
+                    kinds.add(kind)
+                if not rows:
+                    continue
+                lo, hi = _block_bounds(rows)
+                table.add(rows, source)
+            lows.append(lo)
+            highs.append(hi)
+    finally:
+        if scan is not None:
+            scan.close()
     if first is None or table.n == 0:
         raise error("the spectrum list is empty")
     if n_fast and head.spectrum_count is not None and head.spectrum_count != table.n:
