@@ -16,6 +16,7 @@ import pytest
 from pyimzml.ImzMLParser import ImzMLParser
 
 import ionmap
+from conftest import brute_mean2
 from ionmap import kernels
 from ionmap import store as st
 from ionmap.batch import SpectrumBatch
@@ -360,3 +361,19 @@ def test_bad_options_are_refused_before_any_work(samples, tmp_path):
     with pytest.raises(InputError, match="unknown panel"):
         ionmap.convert(sample.imzml, out, panel="tme-sideways", progress=False)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("normalize", ["none", "tic"])
+def test_every_pyramid_level_is_the_mean_of_the_level_below(tmp_path, normalize):
+    """Pyramid parts built beside the bands, each once the rows it averages are written (or
+    after normalising): every level of the ion images and the TIC equals the 2 × 2 means
+    of the level below, also where a level has an odd number of rows."""
+    sample = make_sample(tmp_path, "deep", seed=2, mode="processed", spectrum_type="centroid",
+                         shape=(26, 600), rim_um=10.0)
+    res = ionmap.convert(sample.imzml, tmp_path / "out.zarr", band_rows=2, normalize=normalize)
+    assert [res.ion_level(level).shape[1] for level in range(res.n_levels)] == [26, 13, 7]
+    for level in range(1, res.n_levels):
+        for get in (res.ion_level, res.tic_level):
+            below = np.asarray(get(level - 1), dtype=np.float64)
+            assert below.any()
+            np.testing.assert_allclose(np.asarray(get(level)), brute_mean2(below), rtol=1e-6)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
 import zarr
 
+from conftest import brute_mean2
 from ionmap import StorageError, open_result
 from ionmap import store as st
 from ionmap.batch import SpectrumBatch
@@ -41,16 +41,6 @@ def _fake_result(path, shape=(300, 520), k=3, band_rows=64, pixel=(10.0, 12.5), 
     checkpoint = st.Checkpoint(store, attrs)
     checkpoint.finish()
     return store, names, images, tic, mask
-
-
-def _brute_mean2(a):
-    """2 × 2 block means over the last two axes, edges averaging only existing pixels."""
-    ny, nx = a.shape[-2:]
-    out = np.zeros((*a.shape[:-2], math.ceil(ny / 2), math.ceil(nx / 2)))
-    for j in range(out.shape[-2]):
-        for i in range(out.shape[-1]):
-            out[..., j, i] = a[..., 2 * j : 2 * j + 2, 2 * i : 2 * i + 2].mean(axis=(-2, -1))
-    return out
 
 
 def test_plan_bands_assigns_every_spectrum_to_the_band_of_its_row():
@@ -102,7 +92,7 @@ def test_written_bands_pyramid_and_metadata(tmp_path):
     np.testing.assert_array_equal(res.mask, mask)
     expected = images
     for level in range(1, res.n_levels):
-        expected = _brute_mean2(expected.astype(np.float64)).astype(np.float32)
+        expected = brute_mean2(expected.astype(np.float64)).astype(np.float32)
         np.testing.assert_allclose(res.ion_level(level).compute(), expected, rtol=1e-6)
     assert res.ion_level(res.n_levels - 1).shape == (3, 75, 130)
     # the OME-NGFF 0.5 metadata is valid and scales are in µm (x = 10, y = 12.5)
@@ -218,7 +208,7 @@ def test_downsample_mean_handles_odd_edges(shape):
     a = np.random.default_rng(len(shape)).random(shape).astype(np.float32) * 1000
     got = st.downsample_mean(a)
     assert got.dtype == a.dtype
-    np.testing.assert_allclose(got, _brute_mean2(a), rtol=1e-6)
+    np.testing.assert_allclose(got, brute_mean2(a), rtol=1e-6)
 
 
 def _peak_batch(rng, index, dtype):

@@ -216,7 +216,8 @@ def convert(
             checkpoint = st.Checkpoint(store, attrs)
             try:
                 _run_bands(src, src_d, ex, layout, checkpoint, out_url, out_options, bar, client,
-                           workers, token, attrs["progress"].get("spill_rows"))
+                           workers, token, attrs["progress"].get("spill_rows"),
+                           pyramids=normalize == "none")
             except BaseException:
                 futures.wait([side])  # nothing reads the source once convert has returned
                 try:  # keep the bands finished so far; report the first failure, not this one
@@ -599,9 +600,11 @@ def _band_task(src, band: Band, nx: int, ex: Extraction, url: str, options,
 
 
 def _run_bands(src, src_d, ex, layout, checkpoint, url, options, bar, client, workers, token,
-               spill_rows: int | None = None):
+               spill_rows: int | None = None, *, pyramids: bool = False):
     """Pass 2: every band not yet done -> its shards, recorded as done when written;
-    ``spill_rows``: the bands read the spilled units (of that height) they overlap."""
+    ``spill_rows``: the bands read the spilled units (of that height) they overlap;
+    ``pyramids``: the pyramid levels are built in the same run, each part as soon as the
+    rows it averages are written (images that are not normalised afterwards)."""
     done = checkpoint.done
     todo = [b for b in plan_bands(src.coordinates, layout) if b.index not in done]
     bar.phase("ion images (spectra)", int(sum(len(b.spectra) for b in todo)))
@@ -614,28 +617,55 @@ def _run_bands(src, src_d, ex, layout, checkpoint, url, options, bar, client, wo
         dask_key_name=f"ionmap-band-{token}-{b.index}") for b in todo]
 
     def on_done(i: int, n: int) -> None:
-        checkpoint.band_done(todo[i].index)
-        bar.advance(n)
+        if i < len(todo):  # a band, not a pyramid part
+            checkpoint.band_done(todo[i].index)
+            bar.advance(n)
 
-    run_tasks(tasks, on_done, client=client, workers=workers)
+    after = {b.index: t for b, t in zip(todo, tasks)}
+    extra = _pyramid_tasks(layout, url, options, token, after) if pyramids else []
+    run_tasks(tasks + extra, on_done, client=client, workers=workers)
 
 
 def _normalize_task(url, options, y0, y1, scale, features):
     st.normalize_band(st.worker_store(url, options), y0, y1, scale, features)
 
 
-def _pyramid_task(url, options, group, level, y0, y1):
+def _pyramid_task(url, options, group, level, y0, y1, *after):
+    """``after``: the results of the tasks that write the rows averaged here."""
     st.pyramid_band(st.worker_store(url, options), group, level, y0, y1)
+
+
+def _pyramid_tasks(layout: Layout, url, options, token, after: dict | None = None) -> list:
+    """Tasks that build every pyramid level of the ion images and the TIC, band by band,
+    each depending on the tasks that write the rows of the level below it averages:
+    ``after`` maps a level-0 band index to its task (a band without one is written)."""
+    tasks = []
+    levels = level_shapes(layout.shape)
+    for group in (st.ION, st.TIC):
+        below, below_rows = after or {}, layout.shape[0]
+        for level, shape in enumerate(levels[1:], start=1):
+            lay = Layout(shape, layout.band_rows)
+            here = {}
+            for b in range(lay.n_bands):
+                y0, y1 = lay.band_range(b)
+                first, last = 2 * y0 // lay.band_rows, (min(2 * y1, below_rows) - 1) // lay.band_rows
+                here[b] = dask.delayed(_pyramid_task, pure=False)(
+                    url, options, group, level, y0, y1,
+                    *(below[i] for i in range(first, last + 1) if i in below),
+                    dask_key_name=f"ionmap-pyramid-{token}-{group}-{level}-{b}")
+            tasks += here.values()
+            below, below_rows = here, shape[0]
+    return tasks
 
 
 def _finish(store, layout, checkpoint, url, options, bar, client, workers, token, *,
             features: bool) -> None:
-    """Normalise (if asked), build the pyramids, set viewer windows, mark complete."""
+    """Normalise and build the pyramids (if asked: images not normalised have their
+    pyramids from :func:`_run_bands`), set viewer windows, mark complete."""
     attrs = checkpoint.attrs
-    levels = level_shapes(layout.shape)
     method = attrs["parameters"]["normalize"]
-    n_steps = (layout.n_bands if method != "none" else 0) + sum(
-        2 * Layout(shape, layout.band_rows).n_bands for shape in levels[1:])
+    pyramids = _pyramid_tasks(layout, url, options, token) if method != "none" else []
+    n_steps = (layout.n_bands if method != "none" else 0) + len(pyramids)
     if n_steps:  # a small image has no pyramid level and nothing to normalise
         bar.phase("finishing (tasks)", n_steps)
     advance = lambda i, _: bar.advance(1)  # noqa: E731
@@ -655,12 +685,6 @@ def _finish(store, layout, checkpoint, url, options, bar, client, workers, token
         checkpoint.set("normalized", True)
     if method != "none":
         st.delete_scratch(store)  # also after an interruption right after normalising
-    for level, shape in enumerate(levels[1:], start=1):
-        lay = Layout(shape, layout.band_rows)
-        tasks = [dask.delayed(_pyramid_task, pure=False)(
-            url, options, group, level, *lay.band_range(b),
-            dask_key_name=f"ionmap-pyramid-{token}-{group}-{level}-{b}")
-            for group in (st.ION, st.TIC) for b in range(lay.n_bands)]
-        run_tasks(tasks, advance, client=client, workers=workers)
+        run_tasks(pyramids, advance, client=client, workers=workers)
     st.write_display_ranges(store, [t["name"] for t in attrs["targets"]])
     checkpoint.finish()
