@@ -171,40 +171,47 @@ def convert(
         with scheduler_client(scheduler) as client, ProgressBar(progress) as bar:
             src_d = dask.delayed(src, name=f"ionmap-source-{token}", traverse=False)
             # pass 0: recalibration model and lattice, deterministic (a resumed run fits the
-            # same model again); after the store exists, so a bad spectrum leaves an
-            # incomplete store, unless a feature axis is built first on the recalibrated m/z
+            # same model again); first when a feature axis is built on the recalibrated m/z
             pass0 = None
             if features and (previous is None or previous.get("layout") is None):
                 pass0 = _calibrate(src, recalibrate, rp, table, locks)
                 ex = replace(ex, recal=pass0[0],
                              references=None if pass0[0] is None else pass0[0].ref_mz)
-            if previous is None or previous.get("layout") is None:
-                axis = None
-                attrs = previous or _root_attrs(source, parameters, table, src)
-                if one_pass:
-                    axis = _spill_pass(src, src_d, ex, attrs, store, out_url, out_options, bar,
-                                       client, workers, token, axis_sample, axis_options,
-                                       band_rows or choose_band_rows(
-                                           src.shape, len(table) + 3, int(src.ibd_size)),
-                                       fresh=previous is None)
-                elif features:
-                    axis = _build_axis(src, src_d, ex, bar, client, workers, token, axis_sample,
-                                       axis_options)
-                n_planes = len(table) + 3 + (0 if axis is None else len(axis))
-                rows = band_rows or choose_band_rows(src.shape, n_planes, int(src.ibd_size))
-                layout = Layout(tuple(src.shape), int(rows))
-                attrs["layout"] = _layout_attrs(layout)
-                if axis is not None:
-                    attrs["features"] = {"n_features": int(len(axis))}
-                st.create_result(store, attrs, layout, [t["name"] for t in table],
-                                 src.pixel_size_um, normalized=normalize != "none", axis=axis,
-                                 mass_error=recalibrate != "none", keep_work=one_pass)
-            else:
-                attrs = previous
-                layout = Layout(tuple(attrs["shape"]), int(attrs["layout"]["band_rows"]))
-                axis = _stored_axis(out_url, store, attrs) if features else None
-            model, attrs["recalibration"], lattice = pass0 or _calibrate(src, recalibrate, rp,
-                                                                         table, locks)
+            # otherwise pass 0 runs in a driver thread while the store is laid out (inline
+            # with the synchronous scheduler); its errors are raised once the store exists
+            calibrating = None if pass0 is not None else _beside(
+                client == "sync", lambda: _calibrate(src, recalibrate, rp, table, locks))
+            try:
+                if previous is None or previous.get("layout") is None:
+                    axis = None
+                    attrs = previous or _root_attrs(source, parameters, table, src)
+                    if one_pass:
+                        axis = _spill_pass(src, src_d, ex, attrs, store, out_url, out_options, bar,
+                                           client, workers, token, axis_sample, axis_options,
+                                           band_rows or choose_band_rows(
+                                               src.shape, len(table) + 3, int(src.ibd_size)),
+                                           fresh=previous is None)
+                    elif features:
+                        axis = _build_axis(src, src_d, ex, bar, client, workers, token, axis_sample,
+                                           axis_options)
+                    n_planes = len(table) + 3 + (0 if axis is None else len(axis))
+                    rows = band_rows or choose_band_rows(src.shape, n_planes, int(src.ibd_size))
+                    layout = Layout(tuple(src.shape), int(rows))
+                    attrs["layout"] = _layout_attrs(layout)
+                    if axis is not None:
+                        attrs["features"] = {"n_features": int(len(axis))}
+                    st.create_result(store, attrs, layout, [t["name"] for t in table],
+                                     src.pixel_size_um, normalized=normalize != "none", axis=axis,
+                                     mass_error=recalibrate != "none", keep_work=one_pass)
+                else:
+                    attrs = previous
+                    layout = Layout(tuple(attrs["shape"]), int(attrs["layout"]["band_rows"]))
+                    axis = _stored_axis(out_url, store, attrs) if features else None
+                model, attrs["recalibration"], lattice = pass0 or calibrating.result()
+            except BaseException:
+                if calibrating is not None:  # it reads the source, closed on leaving
+                    futures.wait([calibrating])
+                raise
             _warn_outside(table, src, model)
             ex = replace(ex, axis=axis, recal=model,
                          references=None if model is None else model.ref_mz)
