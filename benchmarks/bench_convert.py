@@ -39,6 +39,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -344,6 +345,9 @@ def main() -> None:
     ap.add_argument("--before", help="source tree of an earlier ionmap for (e) (its src dir)")
     ap.add_argument("--stages-only", action="store_true", help="only (e)")
     ap.add_argument("--only-b", action="store_true", help="only (b), ionmap and its baseline")
+    ap.add_argument("--pairs", type=int, metavar="N",
+                    help="only (a) against its baseline and (d) 2 workers against 1, each in N "
+                    "alternating pairs (medians and the median of the pairwise ratios)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -370,6 +374,9 @@ def main() -> None:
 
     if args.stages_only:
         stages(args, a, b, out)
+        return
+    if args.pairs:
+        paired(args, a, out)
         return
     rows = []
     print("(a) many small spectra", flush=True)
@@ -427,6 +434,34 @@ def main() -> None:
                 ["cluster", "convert s", "speed-up (target 2 workers >= 1.8x)"]))
     stages(args, a, b, out)
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def paired(args, a: Path, out: Path) -> None:
+    """(a) and (d) in ``args.pairs`` alternating pairs: on a shared machine the load drifts
+    over minutes, so each ratio is taken within a pair and the median of them reported."""
+    convert = {"imzml": str(a), "out": str(out), "options": {"ppm": args.ppm}}
+    contests = [
+        ("(a) pyimzML loop / ionmap, fresh file",
+         lambda: run("baseline_a", imzml=str(a), ppm=args.ppm), lambda: run("ionmap", **convert),
+         ">= 10x"),
+        ("(d) 1 distributed worker / 2 (sidecar)",
+         lambda: run("ionmap", cluster_workers=1, cached_metadata=True, **convert),
+         lambda: run("ionmap", cluster_workers=2, cached_metadata=True, **convert), ">= 1.8x"),
+    ]
+    rows = []
+    for label, slow, fast, target in contests:
+        print(f"{label}: {args.pairs} pairs", flush=True)
+        times = [(slow()["seconds"], fast()["seconds"]) for _ in range(args.pairs)]
+        ratios = [x / y for x, y in times]
+        print("    " + ", ".join(f"{x:.2f}/{y:.2f}" for x, y in times), flush=True)
+        rows.append([label, f"{statistics.median(x for x, _ in times):.2f}",
+                     f"{statistics.median(y for _, y in times):.2f}",
+                     f"{statistics.median(ratios):.2f}x",
+                     f"{min(ratios):.2f}-{max(ratios):.2f}x", target])
+    print(table(rows, ["contest", "first s (median)", "second s (median)",
+                       "median pairwise ratio", "range", "target"]))
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     shutil.rmtree(out, ignore_errors=True)
 
 

@@ -181,6 +181,8 @@ def convert(
             # with the synchronous scheduler); its errors are raised once the store exists
             calibrating = None if pass0 is not None else _beside(
                 client == "sync", lambda: _calibrate(src, recalibrate, rp, table, locks))
+            # the mean spectrum needs neither the model nor a band: on the core pass 0 leaves
+            spectrum_side = _beside(client == "sync", lambda: mean_spectrum(src))
             try:
                 if previous is None or previous.get("layout") is None:
                     axis = None
@@ -208,18 +210,17 @@ def convert(
                     layout = Layout(tuple(attrs["shape"]), int(attrs["layout"]["band_rows"]))
                     axis = _stored_axis(out_url, store, attrs) if features else None
                 model, attrs["recalibration"], lattice = pass0 or calibrating.result()
-            except BaseException:
-                if calibrating is not None:  # it reads the source, closed on leaving
-                    futures.wait([calibrating])
+            except BaseException:  # the driver threads read the source, closed on leaving
+                futures.wait([f for f in (calibrating, spectrum_side) if f is not None])
                 raise
             _warn_outside(table, src, model)
             ex = replace(ex, axis=axis, recal=model,
                          references=None if model is None else model.ref_mz)
-            # The annotation scores (of the lattice read in pass 0) and the mean spectrum need
-            # no band: a driver thread computes them while the band tasks run (on a cluster
-            # the driver is idle meanwhile); inline with the synchronous scheduler.
+            # The annotation scores (of the lattice read in pass 0) need no band: a driver
+            # thread computes them while the band tasks run (on a cluster the driver is idle
+            # meanwhile); inline with the synchronous scheduler.
             side = _beside(client == "sync", lambda: (
-                _annotate(src, lattice, model, table, rp, analyzer), mean_spectrum(src)))
+                _annotate(src, lattice, model, table, rp, analyzer), spectrum_side.result()))
             checkpoint = st.Checkpoint(store, attrs)
             try:
                 _run_bands(src, src_d, ex, layout, checkpoint, out_url, out_options, bar, client,
