@@ -1,7 +1,8 @@
 """The fast scan of the spectrum list: a template learned from the first spectrum, then
 each block of spectra checked against it and parsed in one compiled pass
 (``ionmap._xmlscan.scan_block``: integers and the m/z hint extremes parsed in place, typed
-columns written directly, no per-spectrum Python).
+columns written directly, no per-spectrum Python); :class:`BlockScanner` runs it on the
+parts of a block on all cores at once.
 
 The template is verified against the XML parser's reading of the first spectrum; every
 later spectrum must show exactly the template's sequence of relevant parameters (and

@@ -4,9 +4,10 @@ block by block.
 Blocks of whole spectra come from :class:`._blocks.SpectrumBlocks` (a local file mapped one
 span of about ``2 * BLOCK_BYTES`` at a time, other sources through one reusable buffer
 of that size: memory bounded whatever the file size).
-Each block is read by the fast scan (:mod:`._scanner`) when it repeats the template of the
-first spectrum, else spectrum by spectrum by the XML parser (:mod:`._reference`); both
-paths write the same compact typed columns (:class:`Columns`) and give identical results.
+Each block is read by the fast scan (:mod:`._scanner`, cut into parts scanned by all cores
+at once) when it repeats the template of the first spectrum, else spectrum by spectrum by
+the XML parser (:mod:`._reference`); both paths write the same compact typed columns
+(:class:`Columns`) and give identical results.
 """
 from __future__ import annotations
 
