@@ -30,15 +30,16 @@ def _rss_kb(pid: int) -> tuple[int, int]:
 
 
 def run_measured(code: str, *args: str, env: dict | None = None, nice: int = 0,
-                 python: str = sys.executable) -> dict:
+                 python: str = sys.executable, cwd: str | os.PathLike | None = None) -> dict:
     """Run ``python -c code args...`` (``python``: the interpreter, by default this one; a
-    peer's virtual environment, say); the job prints one JSON object as its last stdout
+    peer's virtual environment, say) in ``cwd`` (where a tool's own log files land); the
+    job prints one JSON object as its last stdout
     line (its own timings). Returns that object plus ``wall_s``, ``anon_mb``, ``file_mb``
     (peaks over the process's life), or raises RuntimeError with the job's stderr."""
     full_env = {**os.environ, **(env or {})}
     start = time.perf_counter()
     proc = subprocess.Popen([python, "-c", code, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=full_env,
+                            stderr=subprocess.PIPE, text=True, env=full_env, cwd=cwd,
                             preexec_fn=(lambda: os.nice(nice)) if nice else None)
     anon = file = 0
     while proc.poll() is None:

@@ -267,7 +267,7 @@ def measure(tool: str, task: str, imzml: Path, out: str, extra: list[str], pytho
             drop_caches(imzml, out)
         try:
             runs.append(run_measured(JOBS[tool], str(imzml), "images" if kind == "ion" else kind,
-                                     out, *extra, python=python))
+                                     out, *extra, python=python, cwd=imzml.parent))
         except RuntimeError as exc:
             return {"failed": str(exc).strip().splitlines()[-1][:150]}
         if "na" in runs[-1]:
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     wanted = set(args.peers.split(",")) if args.peers else set(PEERS)
     load = os.getloadavg()
-    work = Path(args.workdir)
+    work = Path(args.workdir).resolve()  # the jobs run in it (massflow writes logs/ there)
     work.mkdir(parents=True, exist_ok=True)
     imzml = centroid_sample(work, args.size)
     for p in (imzml, imzml.with_suffix(".ibd")):

@@ -648,18 +648,18 @@ def _pyramid_tasks(layout: Layout, url, options, token, after: dict | None = Non
     each depending on the tasks that write the rows of the level below it averages:
     ``after`` maps a level-0 band index to its task (a band without one is written)."""
     tasks = []
-    levels = level_shapes(layout.shape)
+    levels, rows = level_shapes(layout.shape), layout.band_rows
     for group in (st.ION, st.TIC):
         below, below_rows = after or {}, layout.shape[0]
         for level, shape in enumerate(levels[1:], start=1):
-            lay = Layout(shape, layout.band_rows)
+            lay = Layout(shape, rows)
             here = {}
             for b in range(lay.n_bands):
                 y0, y1 = lay.band_range(b)
-                first, last = 2 * y0 // lay.band_rows, (min(2 * y1, below_rows) - 1) // lay.band_rows
+                # the bands of the level below holding its rows [2·y0, 2·y1)
+                sources = range(2 * y0 // rows, -(-min(2 * y1, below_rows) // rows))
                 here[b] = dask.delayed(_pyramid_task, pure=False)(
-                    url, options, group, level, y0, y1,
-                    *(below[i] for i in range(first, last + 1) if i in below),
+                    url, options, group, level, y0, y1, *(below[i] for i in sources if i in below),
                     dask_key_name=f"ionmap-pyramid-{token}-{group}-{level}-{b}")
             tasks += here.values()
             below, below_rows = here, shape[0]
